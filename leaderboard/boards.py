@@ -1,0 +1,137 @@
+"""Board definitions (DESIGN §5), loaded from YAML and validated with file, board and field named."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PeriodType = Literal["daily", "weekly", "monthly", "all_time"]
+PERIOD_TYPES: tuple[PeriodType, ...] = ("daily", "weekly", "monthly", "all_time")
+
+
+class BoardsFileError(SystemExit):
+    """A bad boards file; a SystemExit so the CLI shows the message without a traceback."""
+
+
+class Board(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    title: str = ""
+    event_types: tuple[str, ...] = Field(min_length=1)
+    aggregate: Literal["sum", "count", "max", "min"]
+    order: Literal["desc", "asc"] = "desc"
+    periods: tuple[PeriodType, ...] = PERIOD_TYPES
+    display_limit: int | None = Field(None, ge=1, le=10_000)
+    min_score: float | None = None
+
+    @field_validator("periods")
+    @classmethod
+    def _unique_periods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("must list each period type at most once, at least one")
+        return value
+
+
+class BoardsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = "UTC"
+    start_date: dt.date = dt.date(2024, 1, 1)
+    boards: list[Board] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone name") from exc
+        return value
+
+
+@dataclass(frozen=True)
+class BoardSet:
+    """The validated boards file: boards by id, the period time zone and the first day."""
+
+    boards: tuple[Board, ...]
+    timezone: str
+    start_date: dt.date
+    source: Path
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def get(self, board_id: str) -> Board | None:
+        return next((b for b in self.boards if b.id == board_id), None)
+
+    def with_period(self, period_type: PeriodType) -> tuple[Board, ...]:
+        return tuple(b for b in self.boards if period_type in b.periods)
+
+
+def _where(loc: tuple[object, ...], raw: dict) -> str:
+    """Turn a pydantic location like ('boards', 2, 'aggregate') into "board 'x' field 'aggregate'"."""
+    if len(loc) >= 2 and loc[0] == "boards" and isinstance(loc[1], int):
+        items = raw.get("boards") or []
+        board = items[loc[1]] if loc[1] < len(items) else {}
+        name = board.get("id") if isinstance(board, dict) else None
+        label = f"board {name!r}" if name else f"board #{loc[1] + 1}"
+        field = ".".join(str(p) for p in loc[2:])
+        return f"{label} field {field!r}" if field else label
+    return f"field {'.'.join(str(p) for p in loc)!r}"
+
+
+def load_boards(path: Path, timezone_override: str | None = None) -> BoardSet:
+    """Load and validate a boards file; every problem names the file, the board and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BoardsFileError(f"{path}: cannot read boards file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise BoardsFileError(f"{path}{where}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BoardsFileError(f"{path}: expected a mapping with a 'boards' list")
+    try:
+        doc = BoardsDoc.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"  {_where(e['loc'], raw)}: {e['msg']}" for e in exc.errors()]
+        raise BoardsFileError(f"{path}: invalid boards file:\n" + "\n".join(problems)) from None
+    ids = [b.id for b in doc.boards]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise BoardsFileError(f"{path}: board ids must be unique; repeated: {', '.join(dupes)}")
+    return BoardSet(
+        boards=tuple(doc.boards),
+        timezone=timezone_override or doc.timezone,
+        start_date=doc.start_date,
+        source=path,
+    )
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, mtime: float, tz: str | None) -> BoardSet:
+    return load_boards(Path(path), tz)
+
+
+def current_boards() -> BoardSet:
+    """Boards named by the settings, reloaded when the file changes."""
+    from leaderboard.settings import get_settings
+
+    s = get_settings()
+    return _cached(str(s.LEADERBOARD_BOARDS), s.LEADERBOARD_BOARDS.stat().st_mtime, s.LEADERBOARD_TIMEZONE)
+
+
+def display_limit(board: Board) -> int:
+    from leaderboard.settings import get_settings
+
+    return board.display_limit or get_settings().DISPLAY_LIMIT_DEFAULT

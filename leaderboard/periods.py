@@ -1,0 +1,124 @@
+"""Period arithmetic in the boards' IANA time zone (DESIGN §5).
+
+A period is a half-open range of local days [start, end). Its instants are the local
+midnights, so a daily period lasts 23 or 25 hours across a DST change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from leaderboard.boards import PERIOD_TYPES, PeriodType
+
+UTC = dt.UTC
+ALL_TIME_KEY = "all"
+_WEEK_KEY = re.compile(r"^(\d{4})-W(\d{2})$")
+_MONTH_KEY = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+class PeriodError(ValueError):
+    """A period type or key that cannot be understood; the message says what is accepted."""
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    type: PeriodType
+    key: str
+    start: dt.date  # first local day
+    end: dt.date  # first local day after the period
+
+    def days(self) -> list[dt.date]:
+        return [self.start + dt.timedelta(n) for n in range((self.end - self.start).days)]
+
+    def bounds(self, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+        """The period's [start, end) as UTC instants."""
+        return local_midnight(self.start, tz), local_midnight(self.end, tz)
+
+    def status(self, tz: ZoneInfo, now: dt.datetime | None = None) -> str:
+        now = now or dt.datetime.now(UTC)
+        return "live" if now < local_midnight(self.end, tz) else "final"
+
+    def previous(self, start_date: dt.date) -> Period | None:
+        """The period of the same type just before this one, or None before `start_date`."""
+        if self.type == "all_time":
+            last = self.end - dt.timedelta(days=2)
+            return all_time(start_date, last) if last >= start_date else None
+        prev = period_of(self.type, self.start - dt.timedelta(days=1), start_date)
+        return prev if prev.end > start_date else None
+
+
+def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    """The UTC instant a local day starts; where midnight is skipped, the first instant after."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(UTC)
+
+
+def local_date(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
+    return instant.astimezone(tz).date()
+
+
+def day_length_hours(day: dt.date, tz: ZoneInfo) -> float:
+    start, end = period_of("daily", day).bounds(tz)
+    return (end - start).total_seconds() / 3600
+
+
+def utc_hours(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+    """UTC hour starts whose hour overlaps [start, end): the landing folders to read."""
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        yield hour
+        hour += dt.timedelta(hours=1)
+
+
+def all_time(start_date: dt.date, last_day: dt.date) -> Period:
+    return Period("all_time", ALL_TIME_KEY, start_date, last_day + dt.timedelta(days=1))
+
+
+def period_of(period_type: str, day: dt.date, start_date: dt.date | None = None) -> Period:
+    """The period of `period_type` containing local `day` (all-time: up to and including it)."""
+    if period_type == "daily":
+        return Period("daily", day.isoformat(), day, day + dt.timedelta(days=1))
+    if period_type == "weekly":
+        monday = day - dt.timedelta(days=day.weekday())
+        year, week, _ = monday.isocalendar()
+        return Period("weekly", f"{year}-W{week:02d}", monday, monday + dt.timedelta(days=7))
+    if period_type == "monthly":
+        first = day.replace(day=1)
+        nxt = (first + dt.timedelta(days=32)).replace(day=1)
+        return Period("monthly", f"{first:%Y-%m}", first, nxt)
+    if period_type == "all_time":
+        if start_date is None:
+            raise PeriodError("an all-time period needs the boards' start_date")
+        return all_time(start_date, day)
+    raise PeriodError(f"unknown period type {period_type!r}; use one of {', '.join(PERIOD_TYPES)}")
+
+
+def parse_period_key(period_type: str, key: str) -> Period:
+    """A daily, weekly or monthly period from its key (`2026-11-26`, `2026-W48`, `2026-11`)."""
+    try:
+        if period_type == "daily":
+            return period_of("daily", dt.date.fromisoformat(key))
+        if period_type == "weekly" and (m := _WEEK_KEY.match(key)):
+            return period_of("weekly", dt.date.fromisocalendar(int(m[1]), int(m[2]), 1))
+        if period_type == "monthly" and (m := _MONTH_KEY.match(key)):
+            return period_of("monthly", dt.date(int(m[1]), int(m[2]), 1))
+    except ValueError:
+        pass
+    examples = {"daily": "2026-11-26", "weekly": "2026-W48", "monthly": "2026-11"}
+    if period_type not in examples:
+        raise PeriodError(f"period type {period_type!r} has no keys to parse")
+    raise PeriodError(f"bad {period_type} period key {key!r}; expected like {examples[period_type]}")
+
+
+def periods_touching(period_type: str, first: dt.date, last: dt.date) -> list[Period]:
+    """Every daily/weekly/monthly period that contains at least one day of [first, last]."""
+    out: list[Period] = []
+    day = first
+    while day <= last:
+        period = period_of(period_type, day)
+        out.append(period)
+        day = period.end
+    return out

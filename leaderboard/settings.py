@@ -1,0 +1,88 @@
+"""Process settings from the environment (and an optional `.env`), validated once at start.
+
+Names are the seed service's (DESIGN §8) so existing deployments keep their variables.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BOARDS_FILE = Path(__file__).with_name("boards.yaml")
+
+
+class SettingsError(SystemExit):
+    """Raised for a bad setting; a SystemExit so the CLI prints it without a traceback."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    PORT: int = Field(3000, ge=1, le=65535)
+    DATABASE_URL: str | None = None
+    REDIS_URL: str | None = None
+    REDIS_HOST: str | None = None
+    REDIS_PORT: int = Field(6379, ge=1, le=65535)
+    REDIS_PASSWORD: str | None = None
+    JWT_SECRET: str | None = None
+    JWT_EXPIRES_IN: str = "1h"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    LOG_FORMAT: Literal["json", "text"] = "text"
+    DISPLAY_LIMIT_DEFAULT: int = Field(30, ge=1, le=10_000)
+    REFRESH_INTERVAL_MINUTES: int = Field(5, ge=1, le=1440)
+    CACHE_TTL_SECONDS: int = Field(300, ge=0)
+    RETENTION_DAYS: int = Field(90, ge=1)
+    LEADERBOARD_LANDING_DIR: Path = Path("data/landing")
+    LEADERBOARD_LAKE_DIR: Path = Path("data/lake")
+    LEADERBOARD_BOARDS: Path = DEFAULT_BOARDS_FILE
+    LEADERBOARD_TIMEZONE: str | None = None
+    DAGSTER_HOME: Path = Path("data/dagster")
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("LEADERBOARD_TIMEZONE")
+    @classmethod
+    def _iana(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError("not an IANA time zone name (e.g. Europe/Paris)") from exc
+        return value or None
+
+    @field_validator("LEADERBOARD_BOARDS")
+    @classmethod
+    def _boards_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError("no such file")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; a bad value stops with the variable and value named."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            value = os.environ.get(name, err.get("input"))
+            lines.append(f"  {name}={value!r}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    return load_settings()

@@ -1,0 +1,43 @@
+"""The Dagster code location: `dagster dev` (workspace.yaml) and the CLI load `defs` from here."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from leaderboard.boards import load_boards
+from leaderboard.settings import Settings, get_settings
+from pipelines.assets import build_assets
+from pipelines.partitions import PeriodPartitions
+from pipelines.resources import LakeResource
+
+DAILY_JOB, WEEKLY_JOB, MONTHLY_JOB, ALL_TIME_JOB = "daily_job", "weekly_job", "monthly_job", "all_time_job"
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    boards = load_boards(settings.LEADERBOARD_BOARDS, settings.LEADERBOARD_TIMEZONE)
+    parts = PeriodPartitions.for_boards(boards)
+    assets = build_assets(boards, parts)
+    jobs = [
+        dg.define_asset_job(
+            DAILY_JOB,
+            selection=["clean_events", "daily_scores", "daily_rankings"],
+            partitions_def=parts.daily,
+            description="Ingest, score and rank a range of local days.",
+        ),
+        dg.define_asset_job(WEEKLY_JOB, selection=["weekly_rankings"], partitions_def=parts.weekly),
+        dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"], partitions_def=parts.monthly),
+        dg.define_asset_job(ALL_TIME_JOB, selection=["all_time_rankings"]),
+    ]
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        resources={
+            "lake": LakeResource(
+                landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),
+                lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
+            )
+        },
+    )
+
+
+defs = build_defs(get_settings())

@@ -1,0 +1,121 @@
+"""The work of each asset for one partition, as plain functions over the lake.
+
+Assets call these once per partition in their run; the benchmark and tests call them
+directly. Nothing here knows about Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from leaderboard.boards import BoardSet
+from leaderboard.lake import Lake, write_atomic
+from leaderboard.periods import UTC, Period, period_of
+from pipelines.dedupe import dedupe
+from pipelines.landing import read_day
+from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
+
+@dataclass(frozen=True)
+class IngestStats:
+    day: str
+    files: int
+    skipped_files: int
+    read: int
+    counted: int
+    duplicates: int
+    conflicts: int
+    quarantined: int
+    seconds: float
+
+def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "") -> IngestStats:
+    """Read, validate and deduplicate one local day; write clean events, quarantine and stats."""
+    t0 = time.perf_counter()
+    start, end = period_of("daily", day).bounds(boards.tz)
+    landed = read_day(landing, start, end)
+    kept = dedupe(landed.events)
+    stats = IngestStats(
+        day=day.isoformat(),
+        files=len(landed.files),
+        skipped_files=len(landed.skipped),
+        read=landed.events.height + landed.quarantine.height,
+        counted=kept.events.height,
+        duplicates=kept.duplicates,
+        conflicts=kept.conflicts,
+        quarantined=landed.quarantine.height,
+        seconds=0.0,
+    )
+    # The conservation law of DESIGN §4: nothing read is lost or counted twice.
+    assert stats.read == stats.counted + stats.duplicates + stats.quarantined, stats
+    write_atomic(kept.events.drop("content_hash"), lake.day_file("clean_events", day))
+    write_atomic(landed.quarantine, lake.day_file("quarantine", day))
+    stats = IngestStats(**{**asdict(stats), "seconds": round(time.perf_counter() - t0, 3)})
+    write_atomic(
+        pl.DataFrame([{**asdict(stats), "run_id": run_id, "written_at": dt.datetime.now(UTC)}]),
+        lake.day_file("ingest_stats", day),
+    )
+    return stats
+
+def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
+    """`daily_scores` of one day from its clean events."""
+    events = pl.scan_parquet(lake.day_file("clean_events", day))
+    scores = score_events(events, boards.boards).collect()
+    write_atomic(scores, lake.day_file("daily_scores", day))
+    return scores
+
+def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame:
+    """Rolled-up scores over the given days that have `daily_scores` (missing days add nothing)."""
+    files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
+    if not files:
+        return pl.LazyFrame(schema=SCORES_SCHEMA)
+    return rollup_scores(pl.scan_parquet(files), boards.boards)
+
+def rank_period(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
+    """Standings of every board of `period`, with previous ranks from the period before."""
+    selected = boards.with_period(period.type)
+    prev = period.previous(boards.start_date)
+    current = scores_of(lake, boards, period.days())
+    previous = scores_of(lake, boards, prev.days()) if prev else None
+    return standings(current, previous, selected).collect()
+
+def publish_period(
+    lake: Lake, boards: BoardSet, period: Period, table: pl.DataFrame, run_id: str
+) -> dict[str, int]:
+    """Write one atomic snapshot per board of `period`; returns entries per board."""
+    start, end = period.bounds(boards.tz)
+    published_at = dt.datetime.now(UTC)
+    entries: dict[str, int] = {}
+    for board in boards.with_period(period.type):
+        rows = table.filter(pl.col("board_id") == board.id).sort("rank")
+        header = {
+            "board_id": board.id,
+            "period_type": period.type,
+            "period_key": period.key,
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+            "published_at": published_at.isoformat(),
+            "run_id": run_id,
+            "total": rows.height,
+        }
+        snapshot = rows.select(
+            pl.lit(board.id).alias("board_id"),
+            pl.lit(period.type).alias("period_type"),
+            pl.lit(period.key).alias("period_key"),
+            pl.lit(start).alias("period_start"),
+            pl.lit(end).alias("period_end"),
+            "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
+            pl.lit(published_at).alias("published_at"),
+            pl.lit(run_id).alias("run_id"),
+        )
+        write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
+        entries[board.id] = rows.height
+    return entries
+
+def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:
+    """All-time covers every materialized day up to the latest one (DESIGN §5)."""
+    days = [d for d in lake.days("daily_scores") if d >= boards.start_date]
+    return period_of("all_time", days[-1], boards.start_date) if days else None

@@ -69,7 +69,7 @@ def _day_events(spec: GenerateSpec, day_index: int, rng: np.random.Generator) ->
     start = local_midnight(day, tz)
     seconds = (local_midnight(day + dt.timedelta(days=1), tz) - start).total_seconds()
     n = spec.events_per_day
-    users = np.minimum(rng.zipf(1.3, n) - 1, spec.users - 1)  # Zipf activity, clipped to the user count
+    users = (rng.zipf(1.3, n) - 1) % spec.users  # Zipf activity; the rare huge draws wrap around
     users = (users * 2_654_435_761) % spec.users  # the heavy users are not simply the lowest ids
     types = list(EVENT_TYPES)
     kind = rng.choice(len(types), n, p=[EVENT_TYPES[t][1] for t in types])

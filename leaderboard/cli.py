@@ -1,0 +1,158 @@
+"""`leaderboard` command line: generate sample data, materialize ranges, show standings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from leaderboard.settings import Settings, get_settings
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-26") from None
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _use_dagster_home(settings: Settings) -> Path:
+    """Point Dagster at DAGSTER_HOME (created if missing) so CLI runs show in the UI."""
+    home = settings.DAGSTER_HOME.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@click.group()
+def main() -> None:
+    """Batch leaderboard engine: Kafka-landed events to published period standings."""
+
+
+@main.command()
+@click.option("--landing", type=click.Path(path_type=Path), help="Landing zone [LEADERBOARD_LANDING_DIR].")
+@click.option("--start", required=True, callback=_date, help="First local day, YYYY-MM-DD.")
+@click.option("--days", type=click.IntRange(1, 3660), default=7, show_default=True)
+@click.option("--users", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--events-per-day", type=click.IntRange(0), default=20_000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--bad-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of broken records.")
+@click.option("--dup-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of redeliveries.")
+@click.option(
+    "--formats", default="json,json.gz,parquet", show_default=True, help="File formats to mix, comma-separated."
+)
+def generate(
+    landing: Path | None, start: dt.date, days: int, users: int, events_per_day: int, seed: int,
+    bad_rate: float, dup_rate: float, formats: str,
+) -> None:
+    """Write synthetic Kafka-landed event files (skewed users, several topics and partitions)."""
+    from tqdm import tqdm
+
+    from leaderboard.boards import current_boards
+    from pipelines.generate import FORMATS, GenerateSpec
+    from pipelines.generate import generate as run
+
+    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if not chosen or set(chosen) - set(FORMATS):
+        raise click.BadParameter(f"{formats!r}: use some of {', '.join(FORMATS)}", param_hint="--formats")
+    settings = _settings()
+    target = landing or settings.LEADERBOARD_LANDING_DIR
+    spec = GenerateSpec(
+        target, start, days, users, events_per_day, seed, bad_rate, dup_rate, chosen, current_boards().timezone
+    )
+    with tqdm(total=days, unit="day", desc="generate", file=sys.stderr) as bar:
+        totals = run(spec, progress=bar.update)
+    click.echo(
+        f"wrote {totals['files']} files to {target}: {totals['events']} events, "
+        f"{totals['redeliveries']} redeliveries, {totals['bad']} broken records"
+    )
+
+
+@main.command()
+@click.option("--start", required=True, callback=_date, help="First local day, YYYY-MM-DD.")
+@click.option("--end", required=True, callback=_date, help="Last local day (inclusive), YYYY-MM-DD.")
+@click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
+def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
+    """Run the pipeline for days START..END and every week, month and all-time they touch."""
+    import dagster as dg
+    from tqdm import tqdm
+
+    from leaderboard.boards import current_boards
+    from pipelines.runner import RangeError, execute, plan_runs
+
+    settings = _settings()
+    _use_dagster_home(settings)
+    boards = current_boards()
+    try:
+        runs = plan_runs(boards, start, end, dt.datetime.now(boards.tz).date())
+    except RangeError as exc:
+        raise click.UsageError(str(exc)) from None
+    from pipelines.definitions import build_defs
+
+    defs = build_defs(settings)
+    with dg.DagsterInstance.get() as instance, tqdm(total=len(runs), unit="run", file=sys.stderr) as bar:
+        def done(o):  # type: ignore[no-untyped-def]
+            bar.update(1)
+            state = "ok" if o.success else "FAILED"
+            bar.write(f"{state:6} {o.planned.label:40} {o.seconds:7.2f}s  run {o.run_id}")
+
+        outcomes = execute(defs, runs, instance, on_done=done, log_level=log_level.upper())
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        raise click.ClickException(f"{failed[0].planned.label}: {failed[0].error}")
+    click.echo(f"materialized {start}..{end} in {len(outcomes)} Dagster runs ({sum(o.seconds for o in outcomes):.1f}s)")
+
+
+@main.command()
+@click.argument("board")
+@click.argument("period", type=click.Choice(["daily", "weekly", "monthly", "all_time"]))
+@click.option("--at", callback=_date, help="A local date inside the period (default: today).")
+@click.option("--limit", type=click.IntRange(1, 10_000), help="Entries to show (default: the board's display limit).")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's standings body.")
+def show(board: str, period: str, at: dt.date | None, limit: int | None, offset: int, as_json: bool) -> None:
+    """Print the published standings of BOARD for PERIOD (daily, weekly, monthly, all_time)."""
+    from leaderboard.boards import current_boards, display_limit
+    from leaderboard.lake import Lake
+    from leaderboard.standings import StandingsError, find_snapshot
+
+    settings = _settings()
+    boards = current_boards()
+    try:
+        snapshot = find_snapshot(Lake(settings.LEADERBOARD_LAKE_DIR), boards, board, period, at)
+    except StandingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    b = boards.get(board)
+    assert b is not None
+    body = snapshot.body(boards.tz, limit or display_limit(b), offset)
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    click.echo(
+        f"{b.title or b.id} - {body['period']} {body['period_key']} "
+        f"({body['period_start']} .. {body['period_end']}, {body['status']}), "
+        f"{body['total']} ranked, published {body['published_at']}"
+    )
+    click.echo(f"{'rank':>6}  {'user':<24} {'score':>14}  {'prev':>5}  move")
+    for e in body["entries"]:
+        change = e["rank_change"]
+        move = "new" if e["previous_rank"] is None else ("=" if change == 0 else f"{change:+d}")
+        prev = "" if e["previous_rank"] is None else e["previous_rank"]
+        click.echo(f"{e['rank']:>6}  {e['user_id']:<24} {e['score']!s:>14}  {prev!s:>5}  {move}")
+
+
+if __name__ == "__main__":
+    main()

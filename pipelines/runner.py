@@ -1,0 +1,113 @@
+"""Materialize a range of local days, and every period they touch, through Dagster.
+
+A run costs about a second of Dagster overhead, so the range goes in as few runs as the
+partitions allow: one ranged run for the days, one for the weeks, one for the months, one
+for all-time. The runs are recorded in the instance under DAGSTER_HOME, so they show in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from leaderboard.boards import BoardSet
+from leaderboard.periods import periods_touching
+from pipelines.definitions import ALL_TIME_JOB, DAILY_JOB, MONTHLY_JOB, WEEKLY_JOB
+from pipelines.partitions import partition_key
+
+
+class RangeError(ValueError):
+    """A requested range the partitions cannot cover; the message gives the allowed days."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    job: str
+    first_key: str | None  # None: an unpartitioned run
+    last_key: str | None
+    label: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    planned: PlannedRun
+    run_id: str
+    success: bool
+    seconds: float
+    error: str | None
+
+
+def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date) -> list[PlannedRun]:
+    """The runs that bring days [first, last] and their weeks, months and all-time up to date."""
+    if first > last:
+        raise RangeError(f"--start {first} is after --end {last}")
+    if first < boards.start_date:
+        raise RangeError(f"--start {first} is before start_date {boards.start_date} of {boards.source}")
+    if last > today:
+        raise RangeError(f"--end {last} is in the future (today is {today} in {boards.timezone})")
+    runs = [PlannedRun(DAILY_JOB, first.isoformat(), last.isoformat(), f"days {first}..{last}")]
+    for job, period_type in ((WEEKLY_JOB, "weekly"), (MONTHLY_JOB, "monthly")):
+        if not boards.with_period(period_type):
+            continue
+        periods = periods_touching(period_type, first, last)
+        runs.append(
+            PlannedRun(
+                job,
+                partition_key(periods[0]),
+                partition_key(periods[-1]),
+                f"{period_type} {periods[0].key}..{periods[-1].key}",
+            )
+        )
+    if boards.with_period("all_time"):
+        runs.append(PlannedRun(ALL_TIME_JOB, None, None, "all-time"))
+    return runs
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err.cause is not None and err.message.startswith("dagster._core.errors"):
+                err = err.cause
+            return f"step {event.step_key}: {err.message.strip()}"
+    return "run failed (see the run in the Dagster UI)"
+
+
+def execute(
+    defs: dg.Definitions,
+    runs: list[PlannedRun],
+    instance: dg.DagsterInstance,
+    on_done: Callable[[RunOutcome], None] | None = None,
+    log_level: str = "WARNING",
+) -> list[RunOutcome]:
+    """Run the planned runs in order; stop at the first failure (later periods need its output)."""
+    outcomes = []
+    for planned in runs:
+        tags = {}
+        if planned.first_key is not None:
+            tags = {ASSET_PARTITION_RANGE_START_TAG: planned.first_key, ASSET_PARTITION_RANGE_END_TAG: planned.last_key}
+        t0 = time.perf_counter()
+        result = defs.resolve_job_def(planned.job).execute_in_process(
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        outcome = RunOutcome(
+            planned,
+            result.run_id,
+            result.success,
+            round(time.perf_counter() - t0, 2),
+            None if result.success else _failure(result),
+        )
+        outcomes.append(outcome)
+        if on_done:
+            on_done(outcome)
+        if not result.success:
+            break
+    return outcomes

@@ -49,14 +49,23 @@ def main() -> None:
 @click.option("--users", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--events-per-day", type=click.IntRange(0), default=20_000, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--bad-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of broken records.")
+@click.option(
+    "--bad-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of broken records."
+)
 @click.option("--dup-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of redeliveries.")
 @click.option(
     "--formats", default="json,json.gz,parquet", show_default=True, help="File formats to mix, comma-separated."
 )
 def generate(
-    landing: Path | None, start: dt.date, days: int, users: int, events_per_day: int, seed: int,
-    bad_rate: float, dup_rate: float, formats: str,
+    landing: Path | None,
+    start: dt.date,
+    days: int,
+    users: int,
+    events_per_day: int,
+    seed: int,
+    bad_rate: float,
+    dup_rate: float,
+    formats: str,
 ) -> None:
     """Write synthetic Kafka-landed event files (skewed users, several topics and partitions)."""
     from tqdm import tqdm
@@ -104,6 +113,7 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
 
     defs = build_defs(settings)
     with dg.DagsterInstance.get() as instance, tqdm(total=len(runs), unit="run", file=sys.stderr) as bar:
+
         def done(o):  # type: ignore[no-untyped-def]
             bar.update(1)
             state = "ok" if o.success else "FAILED"

@@ -29,7 +29,9 @@ class Lake:
     root: Path
 
     def day_file(self, dataset: str, day: dt.date) -> Path:
-        name = {"clean_events": "events", "quarantine": "records", "ingest_stats": "stats", "daily_scores": "scores"}[dataset]
+        name = {"clean_events": "events", "quarantine": "records", "ingest_stats": "stats", "daily_scores": "scores"}[
+            dataset
+        ]
         return self.root / dataset / f"date={day.isoformat()}" / f"{name}.parquet"
 
     def days(self, dataset: str) -> list[dt.date]:

@@ -4,7 +4,6 @@ Each asset loops over the partitions of its run (a backfill or `leaderboard mate
 range runs as one run) and calls `pipelines.steps` for each; metadata reports per partition.
 """
 
-
 import datetime as dt
 import time
 from dataclasses import asdict
@@ -125,16 +124,22 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         return _asset
 
     daily_rankings = ranking_asset(
-        "daily_rankings", "daily", parts.daily,
+        "daily_rankings",
+        "daily",
+        parts.daily,
         "Standings of each local day, ranked and published as one atomic snapshot per board; "
         "previous_rank is the day before.",
     )
     weekly_rankings = ranking_asset(
-        "weekly_rankings", "weekly", parts.weekly,
+        "weekly_rankings",
+        "weekly",
+        parts.weekly,
         "ISO-week standings (Monday 00:00 local), rolled up from daily_scores; previous_rank is the week before.",
     )
     monthly_rankings = ranking_asset(
-        "monthly_rankings", "monthly", parts.monthly,
+        "monthly_rankings",
+        "monthly",
+        parts.monthly,
         "Calendar-month standings rolled up from daily_scores; previous_rank is the month before.",
     )
 
@@ -157,5 +162,12 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
             }
         )
 
-    return [landed_events, clean_events, daily_scores, daily_rankings, weekly_rankings, monthly_rankings, all_time_rankings]
-
+    return [
+        landed_events,
+        clean_events,
+        daily_scores,
+        daily_rankings,
+        weekly_rankings,
+        monthly_rankings,
+        all_time_rankings,
+    ]

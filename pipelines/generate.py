@@ -140,7 +140,9 @@ def _bad_lines(count: int, hour: dt.datetime, rng: np.random.Generator, tag: str
 
 
 def _write_lines(lines: Iterable[str] | pl.Series, path: Path) -> None:
-    frame = pl.DataFrame({"line": pl.Series(list(lines) if not isinstance(lines, pl.Series) else lines, dtype=pl.String)})
+    frame = pl.DataFrame(
+        {"line": pl.Series(list(lines) if not isinstance(lines, pl.Series) else lines, dtype=pl.String)}
+    )
     tmp = path.with_name("." + path.name + ".tmp")  # the sink's in-progress name, then the final one
     if path.name.endswith(".gz"):
         tmp.write_bytes(gzip.compress(frame.write_csv(include_header=False, quote_style="never").encode(), 1))
@@ -171,12 +173,17 @@ def generate(spec: GenerateSpec, progress: Callable[[int], None] | None = None) 
         )
         totals["events"] += int((~frame["redelivered"]).sum())
         totals["redeliveries"] += int(frame["redelivered"].sum())
-        groups = frame.sort("occurred_at").partition_by(["topic", "partition", "hour"], as_dict=True, maintain_order=True)
+        groups = frame.sort("occurred_at").partition_by(
+            ["topic", "partition", "hour"], as_dict=True, maintain_order=True
+        )
         for (topic, part, hour), group in sorted(groups.items()):
             fmt = spec.formats[zlib.crc32(f"{topic}/{part}/{hour:%H}/{spec.seed}".encode()) % len(spec.formats)]
             folder = hour_folder(spec.landing, str(topic), hour)
             folder.mkdir(parents=True, exist_ok=True)
-            for redelivered, chunk in ((False, group.filter(~pl.col("redelivered"))), (True, group.filter(pl.col("redelivered")))):
+            for redelivered, chunk in (
+                (False, group.filter(~pl.col("redelivered"))),
+                (True, group.filter(pl.col("redelivered"))),
+            ):
                 if chunk.is_empty():
                     continue
                 key = (str(topic), int(part))

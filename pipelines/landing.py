@@ -109,7 +109,7 @@ def _json_lines_sql(idx: int, f: LandedFile) -> str:
     compression = "gzip" if f.path.name.endswith(".gz") else "none"
     return f"""
         SELECT {idx} AS file_idx, line, raw,
-               json_extract(doc, {list(f'$.{name}' for name in FIELDS)}) AS f,
+               json_extract(doc, {list(f"$.{name}" for name in FIELDS)}) AS f,
                CASE WHEN doc IS NULL THEN 'bad JSON'
                     WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem
         FROM (SELECT line, raw, try_cast(raw AS JSON) AS doc FROM (
@@ -146,6 +146,7 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     """The event contract as SQL: one `reason` per broken record (the first rule it breaks)."""
+    lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
     return f"""
     WITH src AS ({sources}),
     x AS (
@@ -188,7 +189,8 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
             WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user::VARCHAR, 80)
             WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
             WHEN t_at = 'NULL' THEN 'missing occurred_at'
-            WHEN t_at IN ('BIGINT', 'UBIGINT') AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at::VARCHAR, 40)
+            WHEN t_at IN ('BIGINT', 'UBIGINT') AND ts IS NULL
+                THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at::VARCHAR, 40)
             WHEN t_at NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
                 THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at::VARCHAR, 40)
             WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
@@ -199,19 +201,19 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
             WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value::VARCHAR, 40)
             WHEN t_attr NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
             WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
-                THEN 'occurred_at ' || strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
+                THEN 'occurred_at ' || strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')
+                     || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
         END AS reason
         FROM z
     )
     SELECT file_idx::INTEGER AS file_idx, CASE WHEN reason IS NOT NULL THEN file END AS file,
            line::BIGINT AS line, reason,
            CASE WHEN reason IS NOT NULL THEN left(raw, {RAW_KEEP_CHARS}) END AS raw,
-           event_id, event_type, user_id, ts AS occurred_at, coalesce(num, 1.0) AS value,
-           CASE WHEN t_attr = 'OBJECT' THEN j_attr::VARCHAR END AS attributes,
-           hash(event_type, user_id, ts, coalesce(num, 1.0), CASE WHEN t_attr = 'OBJECT' THEN j_attr::VARCHAR END) AS content_hash
-    FROM checked
-    WHERE CASE WHEN reason IS NULL THEN ts >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}' AND ts < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
-               ELSE hour >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}' AND hour < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}' END
+           event_id, event_type, user_id, ts AS occurred_at, value, attributes,
+           hash(event_type, user_id, ts, value, attributes) AS content_hash
+    FROM (SELECT *, coalesce(num, 1.0) AS value, CASE WHEN t_attr = 'OBJECT' THEN j_attr::VARCHAR END AS attributes
+          FROM checked)
+    WHERE CASE WHEN reason IS NULL THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END
     """
 
 
@@ -221,7 +223,9 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def read_day(landing: Path, start: dt.datetime, end: dt.datetime, con: duckdb.DuckDBPyConnection | None = None) -> DayRead:
+def read_day(
+    landing: Path, start: dt.datetime, end: dt.datetime, con: duckdb.DuckDBPyConnection | None = None
+) -> DayRead:
     """Read every landed record of the local day [start, end) (UTC instants).
 
     A valid record belongs to the day its `occurred_at` falls in; a broken one to the day its
@@ -246,7 +250,9 @@ def read_day(landing: Path, start: dt.datetime, end: dt.datetime, con: duckdb.Du
         )
         table = con.sql(_checked_sql(sources, start.astimezone(dt.UTC), end.astimezone(dt.UTC))).to_arrow_table()
     except duckdb.Error as exc:
-        raise LandingError(f"cannot read landing files for {start:%Y-%m-%d %H:%M}Z..{end:%Y-%m-%d %H:%M}Z: {exc}") from exc
+        raise LandingError(
+            f"cannot read landing files for {start:%Y-%m-%d %H:%M}Z..{end:%Y-%m-%d %H:%M}Z: {exc}"
+        ) from exc
     finally:
         con.unregister("files")
     rows = pl.from_arrow(table)

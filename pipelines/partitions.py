@@ -28,9 +28,7 @@ class PeriodPartitions:
         first = boards.start_date
         monday = first - dt.timedelta(days=first.weekday())
         return cls(
-            daily=dg.DailyPartitionsDefinition(
-                start_date=first.isoformat(), timezone=boards.timezone, end_offset=1
-            ),
+            daily=dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone=boards.timezone, end_offset=1),
             weekly=dg.WeeklyPartitionsDefinition(
                 start_date=monday.isoformat(), day_offset=1, timezone=boards.timezone, end_offset=1
             ),

@@ -43,10 +43,7 @@ def _combine(board: Board) -> list[pl.Expr]:
 
 def rollup_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     """Combine score rows (daily rows, or single events) per board and user."""
-    parts = [
-        scores.filter(pl.col("board_id") == b.id).group_by("board_id", "user_id").agg(_combine(b))
-        for b in boards
-    ]
+    parts = [scores.filter(pl.col("board_id") == b.id).group_by("board_id", "user_id").agg(_combine(b)) for b in boards]
     if not parts:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     return pl.concat(parts).select(list(SCORES_SCHEMA)).cast(SCORES_SCHEMA)  # type: ignore[arg-type]
@@ -78,9 +75,9 @@ def rank_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
         if b.min_score is not None:
             board = board.filter(pl.col("score") >= b.min_score)
         parts.append(
-            board.sort(
-                ["score", "reached_at", "user_id"], descending=[b.order == "desc", False, False]
-            ).with_row_index("rank", offset=1)
+            board.sort(["score", "reached_at", "user_id"], descending=[b.order == "desc", False, False]).with_row_index(
+                "rank", offset=1
+            )
         )
     if not parts:
         return pl.LazyFrame(schema={**SCORES_SCHEMA, "rank": pl.Int64})

@@ -20,6 +20,7 @@ from pipelines.dedupe import dedupe
 from pipelines.landing import read_day
 from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
 
+
 @dataclass(frozen=True)
 class IngestStats:
     day: str
@@ -31,6 +32,7 @@ class IngestStats:
     conflicts: int
     quarantined: int
     seconds: float
+
 
 def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "") -> IngestStats:
     """Read, validate and deduplicate one local day; write clean events, quarantine and stats."""
@@ -60,6 +62,7 @@ def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id
     )
     return stats
 
+
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     """`daily_scores` of one day from its clean events."""
     events = pl.scan_parquet(lake.day_file("clean_events", day))
@@ -67,12 +70,14 @@ def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     write_atomic(scores, lake.day_file("daily_scores", day))
     return scores
 
+
 def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame:
     """Rolled-up scores over the given days that have `daily_scores` (missing days add nothing)."""
     files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
     if not files:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     return rollup_scores(pl.scan_parquet(files), boards.boards)
+
 
 def rank_period(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
     """Standings of every board of `period`, with previous ranks from the period before."""
@@ -82,9 +87,8 @@ def rank_period(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
     previous = scores_of(lake, boards, prev.days()) if prev else None
     return standings(current, previous, selected).collect()
 
-def publish_period(
-    lake: Lake, boards: BoardSet, period: Period, table: pl.DataFrame, run_id: str
-) -> dict[str, int]:
+
+def publish_period(lake: Lake, boards: BoardSet, period: Period, table: pl.DataFrame, run_id: str) -> dict[str, int]:
     """Write one atomic snapshot per board of `period`; returns entries per board."""
     start, end = period.bounds(boards.tz)
     published_at = dt.datetime.now(UTC)
@@ -107,13 +111,20 @@ def publish_period(
             pl.lit(period.key).alias("period_key"),
             pl.lit(start).alias("period_start"),
             pl.lit(end).alias("period_end"),
-            "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
+            "user_id",
+            "rank",
+            "score",
+            "previous_rank",
+            "rank_change",
+            "event_count",
+            "reached_at",
             pl.lit(published_at).alias("published_at"),
             pl.lit(run_id).alias("run_id"),
         )
         write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
         entries[board.id] = rows.height
     return entries
+
 
 def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:
     """All-time covers every materialized day up to the latest one (DESIGN §5)."""

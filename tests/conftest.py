@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leaderboard.boards import BoardSet, load_boards
+from leaderboard.settings import Settings, get_settings
+from pipelines.landing import hour_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings pointing at a fresh landing zone, lake and DAGSTER_HOME under tmp_path."""
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    monkeypatch.setenv("LEADERBOARD_LANDING_DIR", str(tmp_path / "landing"))
+    monkeypatch.setenv("LEADERBOARD_LAKE_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    monkeypatch.delenv("LEADERBOARD_TIMEZONE", raising=False)
+    monkeypatch.delenv("LEADERBOARD_BOARDS", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def write_boards(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def boards() -> BoardSet:
+    return load_boards(ROOT / "leaderboard" / "boards.yaml")
+
+
+def land(landing: Path, topic: str, hour: dt.datetime, name: str, records: list[object]) -> Path:
+    """Write a landing file; records are dicts (JSON-encoded) or raw strings (written as-is)."""
+    folder = hour_folder(landing, topic, hour)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+    path = folder / name
+    path.write_bytes(gzip.compress(lines.encode()) if name.endswith(".gz") else lines.encode())
+    return path
+
+
+def event(
+    event_id: str, user: str, at: str | int, value: object = None, event_type: str = "score.earned", **extra: object
+) -> dict:
+    rec: dict = {"event_id": event_id, "event_type": event_type, "user_id": user, "occurred_at": at}
+    if value is not None:
+        rec["value"] = value
+    rec.update(extra)
+    return rec

@@ -1,0 +1,302 @@
+"""The landing reader: validation, quarantine, formats, skipped files, dedupe, conservation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+
+from leaderboard.lake import Lake
+from leaderboard.periods import period_of
+from pipelines.dedupe import dedupe
+from pipelines.landing import hour_folder, read_day
+from pipelines.steps import ingest_day
+from tests.conftest import event, land
+
+UTC = dt.UTC
+H10 = dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
+DAY = dt.date(2026, 11, 26)
+
+
+def _read(landing: Path, day: dt.date = DAY, tz: str = "UTC"):
+    start, end = period_of("daily", day).bounds(ZoneInfo(tz))
+    return read_day(landing, start, end)
+
+
+BAD = [
+    ('{"event_id": "j1", "user_id": "u"', "bad JSON"),
+    ('["not", "an", "object"]', "not a JSON object"),
+    ('{"event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z"}', "missing event_id"),
+    (
+        '{"event_id": "", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z"}',
+        "event_id must be 1-128",
+    ),
+    ('{"event_id": "m2", "event_type": "score.earned", "occurred_at": "2026-11-26T10:00:00Z"}', "missing user_id"),
+    (
+        '{"event_id": "n1", "event_type": "score.earned", "user_id": 17, "occurred_at": "2026-11-26T10:00:00Z"}',
+        "user_id is not a string",
+    ),
+    (
+        '{"event_id": "l1", "event_type": "score.earned", "user_id": "'
+        + "u" * 65
+        + '", "occurred_at": "2026-11-26T10:00:00Z"}',
+        "user_id must be 1-64",
+    ),
+    (
+        '{"event_id": "t1", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00"}',
+        "no UTC offset",
+    ),
+    (
+        '{"event_id": "t2", "event_type": "score.earned", "user_id": "u", "occurred_at": "next tuesday"}',
+        "not an RFC 3339",
+    ),
+    (
+        '{"event_id": "t3", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-02-30T10:00:00Z"}',
+        "not an RFC 3339",
+    ),
+    (
+        '{"event_id": "t4", "event_type": "score.earned", "user_id": "u", "occurred_at": 1.5e12}',
+        "integer epoch milliseconds",
+    ),
+    (
+        '{"event_id": "v1", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z", "value": "5"}',
+        "value is not a number",
+    ),
+    (
+        '{"event_id": "v2", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z", "value": true}',
+        "value is not a number",
+    ),
+    (
+        '{"event_id": "v3", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z", "value": NaN}',
+        "value is not finite",
+    ),
+    (
+        '{"event_id": "v4", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z", "value": 1e999}',
+        "value is not finite",
+    ),
+    (
+        '{"event_id": "a1", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z", "attributes": [1]}',
+        "attributes is not an object",
+    ),
+    (
+        '{"event_id": "h1", "event_type": "score.earned", "user_id": "u", "occurred_at": "2026-11-26T13:00:00Z"}',
+        "outside its hour folder",
+    ),
+]
+
+
+def test_each_kind_of_bad_record_is_quarantined_with_file_line_and_reason(tmp_path):
+    good = event("ok1", "alice", "2026-11-26T10:05:00Z", 5)
+    path = land(tmp_path, "game", H10, "game+0+0.json", [good, "", *[line for line, _ in BAD]])
+    result = _read(tmp_path)
+    assert result.events["event_id"].to_list() == ["ok1"]
+    q = result.quarantine.sort("line")
+    assert q.height == len(BAD)
+    assert set(q["file"]) == {str(path)}
+    # line 1 is the good record, line 2 is blank (not a record), the bad ones follow from line 3
+    assert q["line"].to_list() == list(range(3, 3 + len(BAD)))
+    for (raw, why), row in zip(BAD, q.iter_rows(named=True), strict=True):
+        assert why in row["reason"], (raw, row["reason"])
+        assert row["raw"] == raw
+
+
+def test_accepted_forms_of_time_and_value(tmp_path):
+    records = [
+        event("z", "u1", "2026-11-26T10:00:00Z"),  # value defaults to 1
+        event("o", "u2", "2026-11-26T15:30:00.123456+05:30", 2.5),  # offset, microseconds
+        event("l", "u3", "2026-11-26t10:00:00.1234567z", -3),  # lower case, nanoseconds
+        event("m", "u4", 1795687200000, 0),  # epoch ms: 2026-11-26T10:00:00Z
+        event("n", "u5", "2026-11-26T10:59:59Z", None, extra_field={"kept": "out"}, attributes={"referrer_id": "u1"}),
+        event("x", "u6", "2026-11-26T10:00:00Z", value=None),
+    ]
+    records[-1]["value"] = None  # an explicit null counts as absent
+    land(tmp_path, "game", H10, "game+0+0.json", records)
+    r = _read(tmp_path)
+    assert r.quarantine.is_empty(), r.quarantine
+    e = r.events.sort("event_id")
+    assert dict(zip(e["event_id"], e["value"], strict=True)) == {
+        "z": 1.0,
+        "o": 2.5,
+        "l": -3.0,
+        "m": 0.0,
+        "n": 1.0,
+        "x": 1.0,
+    }
+    at = dict(zip(e["event_id"], e["occurred_at"], strict=True))
+    assert at["o"] == dt.datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
+    assert at["m"] == dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
+    assert e.filter(pl.col("event_id") == "n")["attributes"][0] == '{"referrer_id":"u1"}'
+
+
+def test_gzip_and_parquet_are_read_and_temp_and_hidden_files_ignored(tmp_path):
+    land(tmp_path, "game", H10, "game+0+0.json.gz", [event("g1", "u1", "2026-11-26T10:01:00Z", 1)])
+    folder = hour_folder(tmp_path, "game", H10)
+    pl.DataFrame(
+        {
+            "event_id": ["p1", "p2"],
+            "event_type": ["score.earned"] * 2,
+            "user_id": ["u2", "u3"],
+            "occurred_at": [dt.datetime(2026, 11, 26, 10, 2, tzinfo=UTC), dt.datetime(2026, 11, 26, 10, 3, tzinfo=UTC)],
+            "value": [2.0, 3.0],
+        }
+    ).write_parquet(folder / "game+1+0.parquet")
+    land(tmp_path, "game", H10, ".game+2+0.json", [event("hidden", "u9", "2026-11-26T10:01:00Z")])
+    land(tmp_path, "game", H10, "game+2+0.json.tmp", [event("temp", "u9", "2026-11-26T10:01:00Z")])
+    land(tmp_path, "game", H10, "notes.txt", ["hello"])
+    r = _read(tmp_path)
+    assert sorted(r.events["event_id"]) == ["g1", "p1", "p2"]
+    assert len(r.files) == 2 and len(r.skipped) == 1 and "notes.txt" in r.skipped[0]
+
+
+def test_parquet_timestamp_without_zone_and_string_times(tmp_path):
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    pl.DataFrame(
+        {"event_id": ["n1"], "event_type": ["s"], "user_id": ["u"], "occurred_at": [dt.datetime(2026, 11, 26, 10, 5)]}
+    ).write_parquet(folder / "game+0+0.parquet")
+    pl.DataFrame(
+        {
+            "event_id": ["s1", "s2"],
+            "event_type": ["s", "s"],
+            "user_id": ["u", "v"],
+            "occurred_at": ["2026-11-26T10:05:00Z", "2026-11-26T10:05:00"],
+            "value": [1.0, float("nan")],
+        }
+    ).write_parquet(folder / "game+0+1.parquet")
+    r = _read(tmp_path)
+    assert r.events["event_id"].to_list() == ["s1"]
+    names = r.quarantine["file"].str.split("/").list.last()
+    reasons = dict(zip(r.quarantine["line"].cast(str) + "@" + names, r.quarantine["reason"], strict=True))
+    assert "no UTC offset" in reasons["1@game+0+0.parquet"]
+    assert "no UTC offset" in reasons["2@game+0+1.parquet"]  # the first rule broken is reported
+
+
+def test_duplicates_first_in_kafka_order_wins_and_conflicts_are_counted(tmp_path):
+    # Kafka order is (topic, partition, offset, line), not file-name order: offset 10 < 9 as text.
+    land(tmp_path, "game", H10, "game+0+10.json", [event("e1", "late", "2026-11-26T10:01:00Z", 9)])
+    land(
+        tmp_path,
+        "game",
+        H10,
+        "game+0+9.json",
+        [event("e1", "first", "2026-11-26T10:01:00Z", 1), event("e2", "bob", "2026-11-26T10:02:00Z", 1)],
+    )
+    land(tmp_path, "game", H10, "game+1+0.json", [event("e2", "bob", "2026-11-26T10:02:00Z", 1)])  # same content
+    land(tmp_path, "alpha", H10, "alpha+0+0.json", [event("e3", "ann", "2026-11-26T10:03:00Z", 1)])
+    land(
+        tmp_path,
+        "game",
+        H10,
+        "game+2+0.json",
+        [event("e3", "ann", "2026-11-26T10:03:00Z", 1), event("e3", "ann", "2026-11-26T10:03:00Z", 2)],
+    )
+    r = _read(tmp_path)
+    d = dedupe(r.events)
+    winners = dict(zip(d.events["event_id"], d.events["user_id"], strict=True))
+    assert winners == {"e1": "first", "e2": "bob", "e3": "ann"}
+    assert d.events.filter(pl.col("event_id") == "e3")["value"][0] == 1.0  # topic "alpha" < "game"
+    assert (d.duplicates, d.conflicts) == (4, 2)  # e1 (conflict), e2, e3 x2 (one conflict)
+
+
+def test_a_record_belongs_to_exactly_one_day_when_hours_straddle_days(tmp_path):
+    # In Asia/Kolkata (UTC+5:30) the UTC hour 18:00-19:00 is split by local midnight at 18:30.
+    hour = dt.datetime(2026, 11, 26, 18, tzinfo=UTC)
+    land(
+        tmp_path,
+        "game",
+        hour,
+        "game+0+0.json",
+        [
+            event("before", "u", "2026-11-26T18:10:00Z"),
+            event("after", "u", "2026-11-26T18:40:00Z"),
+            '{"broken": ',
+        ],
+    )
+    first = _read(tmp_path, dt.date(2026, 11, 26), "Asia/Kolkata")
+    second = _read(tmp_path, dt.date(2026, 11, 27), "Asia/Kolkata")
+    assert first.events["event_id"].to_list() == ["before"]
+    assert second.events["event_id"].to_list() == ["after"]
+    assert first.quarantine.height == 1 and second.quarantine.height == 0  # the hour starts on the 26th
+
+
+def test_dst_day_in_new_york_reads_its_23_hours(tmp_path):
+    # 2026-03-08 in New York runs from 05:00Z to 04:00Z the next day.
+    land(
+        tmp_path,
+        "game",
+        dt.datetime(2026, 3, 8, 4, tzinfo=UTC),
+        "game+0+0.json",
+        [event("prev", "u", "2026-03-08T04:59:00Z")],
+    )
+    land(
+        tmp_path,
+        "game",
+        dt.datetime(2026, 3, 8, 5, tzinfo=UTC),
+        "game+0+1.json",
+        [event("first", "u", "2026-03-08T05:00:00Z")],
+    )
+    land(
+        tmp_path,
+        "game",
+        dt.datetime(2026, 3, 9, 3, tzinfo=UTC),
+        "game+0+2.json",
+        [event("last", "u", "2026-03-09T03:59:59Z")],
+    )
+    land(
+        tmp_path,
+        "game",
+        dt.datetime(2026, 3, 9, 4, tzinfo=UTC),
+        "game+0+3.json",
+        [event("next", "u", "2026-03-09T04:00:00Z")],
+    )
+    r = _read(tmp_path, dt.date(2026, 3, 8), "America/New_York")
+    assert sorted(r.events["event_id"]) == ["first", "last"]
+
+
+def test_ingest_day_keeps_the_conservation_law_and_writes_the_lake(tmp_path, boards):
+    landing, lake = tmp_path / "landing", Lake(tmp_path / "lake")
+    land(
+        landing,
+        "game",
+        H10,
+        "game+0+0.json",
+        [
+            event("a", "u1", "2026-11-26T10:00:00Z", 5),
+            event("a", "u1", "2026-11-26T10:00:00Z", 5),
+            event("a", "u1", "2026-11-26T10:00:00Z", 6),
+            "garbage",
+            event("b", "u2", "2026-11-26T10:30:00Z", 1),
+        ],
+    )
+    stats = ingest_day(landing, lake, boards, DAY, "run-1")
+    assert (stats.read, stats.counted, stats.duplicates, stats.conflicts, stats.quarantined) == (5, 2, 2, 1, 1)
+    assert stats.read == stats.counted + stats.duplicates + stats.quarantined
+    assert pl.read_parquet(lake.day_file("clean_events", DAY)).height == 2
+    q = pl.read_parquet(lake.day_file("quarantine", DAY))
+    assert q.select("line", "reason").rows() == [(4, "bad JSON")]
+    assert pl.read_parquet(lake.day_file("ingest_stats", DAY))["run_id"].to_list() == ["run-1"]
+
+
+def test_an_empty_day_writes_empty_datasets(tmp_path, boards):
+    lake = Lake(tmp_path / "lake")
+    stats = ingest_day(tmp_path / "landing", lake, boards, DAY)
+    assert (stats.read, stats.files) == (0, 0)
+    assert pl.read_parquet(lake.day_file("clean_events", DAY)).is_empty()
+
+
+@pytest.mark.parametrize("name", ["game+0+0.json", "game+0+0.json.gz"])
+def test_windows_line_endings_and_missing_final_newline(tmp_path, name):
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    body = (
+        b'{"event_id":"w1","event_type":"s","user_id":"u","occurred_at":"2026-11-26T10:00:00Z"}\r\n'
+        b'{"event_id":"w2","event_type":"s","user_id":"u","occurred_at":"2026-11-26T10:00:01Z"}'
+    )
+    import gzip
+
+    (folder / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    r = _read(tmp_path)
+    assert sorted(r.events["event_id"]) == ["w1", "w2"] and r.quarantine.is_empty()

@@ -1,0 +1,220 @@
+"""End to end through Dagster: generated landing files to published snapshots.
+
+The standings are compared with an independent DuckDB computation for every board and
+period; a second run must give the same rows; a late file must change what it touches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from leaderboard.boards import current_boards
+from leaderboard.cli import main
+from leaderboard.lake import Lake, read_snapshot
+from leaderboard.periods import period_of, periods_touching
+from leaderboard.settings import get_settings
+from tests.conftest import event, land
+from tests.reference import Reference
+
+TZ = "America/New_York"
+FIRST, LAST = dt.date(2026, 2, 25), dt.date(2026, 3, 9)  # a month boundary, three weeks, the DST day 03-08
+STABLE = [
+    "board_id",
+    "period_type",
+    "period_key",
+    "period_start",
+    "period_end",
+    "user_id",
+    "rank",
+    "score",
+    "previous_rank",
+    "rank_change",
+    "event_count",
+    "reached_at",
+]
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("LEADERBOARD_LANDING_DIR", str(root / "landing"))
+        mp.setenv("LEADERBOARD_LAKE_DIR", str(root / "lake"))
+        mp.setenv("DAGSTER_HOME", str(root / "dagster"))
+        mp.setenv("LEADERBOARD_TIMEZONE", TZ)
+        mp.delenv("LEADERBOARD_BOARDS", raising=False)
+        get_settings.cache_clear()
+        out = cli(
+            "generate",
+            "--start",
+            str(FIRST),
+            "--days",
+            str((LAST - FIRST).days + 1),
+            "--users",
+            "150",
+            "--events-per-day",
+            "1500",
+            "--seed",
+            "11",
+            "--bad-rate",
+            "0.01",
+            "--dup-rate",
+            "0.03",
+        )
+        cli("materialize", "--start", str(FIRST), "--end", str(LAST))
+        yield root, out
+        get_settings.cache_clear()
+
+
+def snapshot_rows(lake: Lake, board: str, ptype: str, key: str) -> pl.DataFrame:
+    snap = read_snapshot(lake, board, ptype, key)
+    assert snap is not None, (board, ptype, key)
+    return snap.frame.select(STABLE)
+
+
+def all_snapshots(lake: Lake) -> dict[Path, pl.DataFrame]:
+    return {p: pl.read_parquet(p).select(STABLE) for p in sorted((lake.root / "standings").rglob("*.parquet"))}
+
+
+def test_every_board_and_period_matches_an_independent_duckdb_computation(env):
+    root, _ = env
+    lake, boards = Lake(root / "lake"), current_boards()
+    ref = Reference(root / "landing", TZ)
+    periods = [period_of("daily", FIRST + dt.timedelta(days=i)) for i in range((LAST - FIRST).days + 1)]
+    periods += periods_touching("weekly", FIRST, LAST) + periods_touching("monthly", FIRST, LAST)
+    periods.append(period_of("all_time", LAST, boards.start_date))
+    checked = 0
+    for period in periods:
+        prev = period.previous(boards.start_date)
+        for board in boards.with_period(period.type):
+            got = snapshot_rows(lake, board.id, period.type, period.key)
+            want = ref.ranking(board, period.start, period.end - dt.timedelta(days=1))
+            before = ref.ranking(board, prev.start, prev.end - dt.timedelta(days=1)) if prev else {}
+            assert got.height == len(want) > 0, (board.id, period.key)
+            for row in got.iter_rows(named=True):
+                rank, score = want[row["user_id"]]
+                assert (row["rank"], row["score"]) == (rank, pytest.approx(score)), (board.id, period.key, row)
+                expected_prev = before.get(row["user_id"], (None,))[0]
+                assert row["previous_rank"] == expected_prev, (board.id, period.key, row)
+                assert row["rank_change"] == (None if expected_prev is None else expected_prev - rank)
+            checked += 1
+    assert checked == len(boards.boards) * len(periods)
+
+
+def test_counts_match_what_was_generated_and_runs_are_in_the_instance(env):
+    root, out = env
+    m = re.search(r"(\d+) events, (\d+) redeliveries, (\d+) broken records", out)
+    assert m, out
+    wrote = {"events": int(m[1]), "redeliveries": int(m[2]), "bad": int(m[3])}
+    stats = pl.read_parquet(root / "lake" / "ingest_stats" / "*" / "*.parquet")
+    assert stats["counted"].sum() == wrote["events"]
+    assert stats["duplicates"].sum() == wrote["redeliveries"]
+    assert stats["quarantined"].sum() == wrote["bad"]
+    assert (stats["read"] == stats["counted"] + stats["duplicates"] + stats["quarantined"]).all()
+    with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME of the fixture
+        runs = instance.get_runs()
+        assert {r.job_name for r in runs} >= {"daily_job", "weekly_job", "monthly_job", "all_time_job"}
+        assert all(r.is_success for r in runs)
+        daily = next(r for r in runs if r.job_name == "daily_job")
+        assert daily.tags["dagster/asset_partition_range_start"] == str(FIRST)
+        mats = instance.fetch_materializations(dg.AssetKey("clean_events"), limit=100).records
+        assert {m.partition_key for m in mats} >= {str(FIRST), str(LAST)}
+
+
+def test_show_prints_the_table_and_the_api_body(env):
+    out = cli("show", "points", "daily", "--at", str(LAST), "--limit", "3")
+    assert "points" in out.lower() or "Points" in out
+    body = json.loads(cli("show", "points", "weekly", "--at", str(LAST), "--limit", "2", "--offset", "1", "--json"))
+    assert set(body) == {
+        "board",
+        "period",
+        "period_key",
+        "period_start",
+        "period_end",
+        "status",
+        "published_at",
+        "total",
+        "entries",
+    }
+    assert body["period_key"] == "2026-W11" and body["status"] == "final"
+    assert body["period_start"] == "2026-03-09T00:00:00-04:00"
+    assert [e["rank"] for e in body["entries"]] == [2, 3]
+    assert set(body["entries"][0]) == {"rank", "user_id", "score", "previous_rank", "rank_change"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope", "daily"], "unknown board 'nope'"),
+        (["show", "points", "daily", "--at", "2025-01-01"], "no published daily standings"),
+        (["show", "points", "daily", "--at", "01/02/2026"], "not a date"),
+        (["show", "points", "all_time", "--at", "2026-03-01"], "single period"),
+        (["materialize", "--start", "2026-03-02", "--end", "2026-03-01"], "is after"),
+        (["materialize", "--start", "2023-12-31", "--end", "2024-01-02"], "before start_date"),
+        (["materialize", "--start", "2026-03-02", "--end", "2999-01-01"], "in the future"),
+    ],
+)
+def test_cli_errors_say_what_is_wrong(env, args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_rerun_gives_the_same_standings_and_a_late_file_changes_what_it_touches(env):
+    root, _ = env
+    lake = Lake(root / "lake")
+    before = all_snapshots(lake)
+    cli("materialize", "--start", str(FIRST), "--end", str(LAST))
+    again = all_snapshots(lake)
+    assert before.keys() == again.keys()
+    for path, frame in before.items():
+        assert frame.equals(again[path]), path
+
+    late_day = dt.date(2026, 3, 3)
+    hour = dt.datetime(2026, 3, 3, 17, tzinfo=dt.UTC)
+    land(
+        root / "landing",
+        "game-events",
+        hour,
+        "game-events+0+999999.json",
+        [event("late-1", "late-user", "2026-03-03T17:30:00Z", 10**9)],
+    )
+    cli("materialize", "--start", str(late_day), "--end", str(late_day))
+    after = all_snapshots(lake)
+    touched = {
+        lake.snapshot("points", "daily", "2026-03-03"),
+        lake.snapshot("points", "weekly", "2026-W10"),
+        lake.snapshot("points", "monthly", "2026-03"),
+        lake.snapshot("points", "all_time", "all"),
+    }
+    for path in touched:
+        top = after[path].row(0, named=True)
+        assert (top["user_id"], top["rank"]) == ("late-user", 1), path
+        assert not after[path].equals(before[path])
+    # the day after sees late-user's previous daily rank; nothing outside the touched periods changes
+    assert after[lake.snapshot("points", "daily", "2026-03-04")].equals(
+        before[lake.snapshot("points", "daily", "2026-03-04")]
+    )
+    for path, frame in before.items():
+        if path not in touched and "points" in path.parts:
+            assert frame.equals(after[path]), path
+    shutil.rmtree(
+        root / "landing" / "topics" / "game-events" / "year=2026" / "month=03" / "day=03" / "hour=17",
+        ignore_errors=True,
+    )

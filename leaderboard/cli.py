@@ -100,13 +100,14 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
     from tqdm import tqdm
 
     from leaderboard.boards import current_boards
+    from leaderboard.lake import Lake
     from pipelines.runner import RangeError, execute, plan_runs
 
     settings = _settings()
     _use_dagster_home(settings)
     boards = current_boards()
     try:
-        runs = plan_runs(boards, start, end, dt.datetime.now(boards.tz).date())
+        runs = plan_runs(boards, start, end, dt.datetime.now(boards.tz).date(), Lake(settings.LEADERBOARD_LAKE_DIR))
     except RangeError as exc:
         raise click.UsageError(str(exc)) from None
     from pipelines.definitions import build_defs

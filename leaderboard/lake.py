@@ -14,7 +14,10 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -52,6 +55,16 @@ class Lake:
     def snapshot(self, board_id: str, period_type: str, key: str) -> Path:
         return self.root / "standings" / board_id / period_type / f"{key}.parquet"
 
+    @contextmanager
+    def workdir(self, name: str) -> Iterator[Path]:
+        """A private scratch folder under the lake (same file system), removed afterwards."""
+        path = self.root / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
         """Published period keys, newest first (keys sort chronologically within a type)."""
         folder = self.root / "standings" / board_id / period_type
@@ -75,6 +88,17 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
     metadata = {SNAPSHOT_META_KEY: json.dumps(header, default=str)} if header is not None else None
     try:
         frame.write_parquet(tmp, statistics=True, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sink_atomic(frame: pl.LazyFrame, path: Path) -> None:
+    """Stream a lazy frame to Parquet under a temp name, then rename (see `write_atomic`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.sink_parquet(tmp, statistics=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

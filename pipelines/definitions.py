@@ -10,7 +10,8 @@ from pipelines.assets import build_assets
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource
 
-DAILY_JOB, WEEKLY_JOB, MONTHLY_JOB, ALL_TIME_JOB = "daily_job", "weekly_job", "monthly_job", "all_time_job"
+DAILY_JOB, DAILY_RANKINGS_JOB = "daily_job", "daily_rankings_job"
+WEEKLY_JOB, MONTHLY_JOB, ALL_TIME_JOB = "weekly_job", "monthly_job", "all_time_job"
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
@@ -23,6 +24,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
             selection=["clean_events", "daily_scores", "daily_rankings"],
             partitions_def=parts.daily,
             description="Ingest, score and rank a range of local days.",
+        ),
+        dg.define_asset_job(
+            DAILY_RANKINGS_JOB,
+            selection=["daily_rankings"],
+            partitions_def=parts.daily,
+            description="Re-rank days without re-reading their events (e.g. after the day before changed).",
         ),
         dg.define_asset_job(WEEKLY_JOB, selection=["weekly_rankings"], partitions_def=parts.weekly),
         dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"], partitions_def=parts.monthly),

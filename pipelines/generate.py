@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -59,8 +59,9 @@ class GenerateSpec:
     timezone: str = "UTC"
 
 
-def user_name(i: int) -> str:
-    return f"user-{i:06d}"
+def user_names(ids: pl.Expr) -> pl.Expr:
+    """`user-000042`: readable, sortable ids for sample users."""
+    return pl.format("user-{}", ids.cast(pl.String).str.zfill(6))
 
 
 def _day_events(spec: GenerateSpec, day_index: int, rng: np.random.Generator) -> pl.DataFrame:
@@ -81,20 +82,27 @@ def _day_events(spec: GenerateSpec, day_index: int, rng: np.random.Generator) ->
     )
     frame = pl.DataFrame(
         {
-            "event_id": [f"{day:%Y%m%d}-{spec.seed}-{i}" for i in range(n)],
+            "seq": pl.int_range(n, eager=True),
             "event_type": np.array(types)[kind],
-            "user_id": [user_name(int(u)) for u in users],
+            "uid": users,
             "at": pl.Series(offsets_us, dtype=pl.Int64),
             "value": value.astype(np.int64),
             "referrer": rng.integers(0, spec.users, n),
         }
     )
     epoch_us = int(start.timestamp() * 1e6)
-    return frame.with_columns(
-        pl.from_epoch(pl.col("at") + epoch_us, time_unit="us").dt.replace_time_zone("UTC").alias("occurred_at"),
-        pl.col("event_type").replace_strict({t: EVENT_TYPES[t][0] for t in types}).alias("topic"),
-        (pl.col("user_id").hash(spec.seed) % PARTITIONS_PER_TOPIC).cast(pl.Int32).alias("partition"),
-    ).drop("at")
+    return (
+        frame.with_columns(
+            pl.format(f"{day:%Y%m%d}-{spec.seed}-{{}}", "seq").alias("event_id"),
+            user_names(pl.col("uid")).alias("user_id"),
+            pl.from_epoch(pl.col("at") + epoch_us, time_unit="us").dt.replace_time_zone("UTC").alias("occurred_at"),
+        )
+        .with_columns(
+            pl.col("event_type").replace_strict({t: EVENT_TYPES[t][0] for t in types}).alias("topic"),
+            (pl.col("user_id").hash(spec.seed) % PARTITIONS_PER_TOPIC).cast(pl.Int32).alias("partition"),
+        )
+        .drop("at", "seq", "uid")
+    )
 
 
 def _with_duplicates(frame: pl.DataFrame, rate: float, rng: np.random.Generator) -> pl.DataFrame:
@@ -139,10 +147,8 @@ def _bad_lines(count: int, hour: dt.datetime, rng: np.random.Generator, tag: str
     ]
 
 
-def _write_lines(lines: Iterable[str] | pl.Series, path: Path) -> None:
-    frame = pl.DataFrame(
-        {"line": pl.Series(list(lines) if not isinstance(lines, pl.Series) else lines, dtype=pl.String)}
-    )
+def _write_lines(lines: list[str] | pl.Series, path: Path) -> None:
+    frame = pl.DataFrame({"line": pl.Series(lines, dtype=pl.String)})
     tmp = path.with_name("." + path.name + ".tmp")  # the sink's in-progress name, then the final one
     if path.name.endswith(".gz"):
         tmp.write_bytes(gzip.compress(frame.write_csv(include_header=False, quote_style="never").encode(), 1))
@@ -166,7 +172,7 @@ def generate(spec: GenerateSpec, progress: Callable[[int], None] | None = None) 
         frame = _day_events(spec, d, rng)
         frame = _with_duplicates(frame, spec.dup_rate, rng).with_columns(
             pl.when(pl.col("event_type") == "referral.bound")
-            .then(pl.struct(pl.format("user-{}", pl.col("referrer").cast(pl.String).str.zfill(6)).alias("referrer_id")))
+            .then(pl.struct(user_names(pl.col("referrer")).alias("referrer_id")))
             .alias("attributes"),
             pl.when(pl.col("event_type") == "referral.bound").then(1).otherwise("value").alias("value"),
             pl.col("occurred_at").dt.truncate("1h").alias("hour"),
@@ -193,9 +199,10 @@ def generate(spec: GenerateSpec, progress: Callable[[int], None] | None = None) 
                 if fmt == "parquet":
                     _write_parquet(chunk, folder / name)
                 else:
-                    lines = _json_lines(chunk, rng).to_list()
+                    lines: pl.Series | list[str] = _json_lines(chunk, rng)
                     if spec.bad_rate > 0 and not redelivered:
                         n_bad = int(rng.binomial(len(lines), spec.bad_rate))
+                        lines = lines.to_list()
                         for bad in _bad_lines(n_bad, hour, rng, f"{topic}-{part}-{offset}"):
                             lines.insert(int(rng.integers(0, len(lines) + 1)), bad)
                     _write_lines(lines, folder / name)

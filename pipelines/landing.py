@@ -1,9 +1,14 @@
 """Reading the landing zone that the Kafka Connect sink writes (DESIGN §3, §4).
 
-Every record of one local day is read by DuckDB, checked against the event contract in SQL
-and either kept (typed) or sent to quarantine with its file, line and reason. DuckDB reads
-lines as raw text (not with its JSON reader) so that bad JSON stays a row with a line number
-instead of an error or a silent skip.
+Every record of one local day is checked against the event contract in SQL (DuckDB) and
+either kept (typed) or sent to quarantine with its file, line and reason.
+
+Two ways in, one set of rules (`_checked_sql`):
+- fast: DuckDB's own NDJSON and Parquet readers, in parallel, streamed to a staging Parquet
+  file. The NDJSON reader gives no line numbers and turns a broken line into an empty row.
+- exact: a JSON-lines file is read as raw text lines with their numbers, so bad JSON stays a
+  row with a line number. Only files the fast pass found a problem in (a broken record, or
+  an event_id twice in one file, where line order decides) take this way.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import duckdb
 import polars as pl
 
 from leaderboard.periods import utc_hours
+from pipelines.dedupe import repeated_hashes
 
 _FILE_NAME = re.compile(r"^(?P<topic>[^+/]+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.(?P<ext>json|json\.gz|parquet)$")
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -24,6 +30,7 @@ RAW_KEEP_CHARS = 2000
 
 # Record fields in the order they are extracted; the event contract of DESIGN §4.
 FIELDS = ("event_id", "event_type", "user_id", "occurred_at", "value", "attributes")
+COLUMNS = ("j_id", "j_type", "j_user", "j_at", "j_value", "j_attr")  # each field as minified JSON text
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
@@ -62,7 +69,7 @@ class DayRead:
 
     files: list[LandedFile]
     skipped: list[str]  # files in the day's folders that are not landing files, with why
-    events: pl.DataFrame  # CLEAN_SCHEMA, not yet deduplicated
+    events: pl.LazyFrame  # CLEAN_SCHEMA, not yet deduplicated
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
 
 
@@ -109,15 +116,27 @@ def _json_lines_sql(idx: int, f: LandedFile) -> str:
     compression = "gzip" if f.path.name.endswith(".gz") else "none"
     return f"""
         SELECT {idx} AS file_idx, line, raw,
-               json_extract(doc, {list(f"$.{name}" for name in FIELDS)}) AS f,
                CASE WHEN doc IS NULL THEN 'bad JSON'
-                    WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem
-        FROM (SELECT line, raw, try_cast(raw AS JSON) AS doc FROM (
+                    WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem,
+               {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))}
+        FROM (SELECT line, raw, doc, json_extract(doc, {[f"$.{name}" for name in FIELDS]}) AS f FROM (
+        SELECT line, raw, try_cast(raw AS JSON) AS doc FROM (
             SELECT row_number() OVER () AS line, raw
             FROM read_csv({_sql_str(str(f.path))}, columns={{'raw': 'VARCHAR'}}, delim='\x01', quote='',
                           escape='', header=false, auto_detect=false, strict_mode=false,
                           compression='{compression}', max_line_size={MAX_LINE_BYTES})
-        ) WHERE raw IS NOT NULL AND trim(raw) <> '')"""
+        ) WHERE raw IS NOT NULL AND trim(raw) <> ''))"""
+
+
+def _native_json_sql(idx: int, f: LandedFile) -> str:
+    """One JSON-lines file through DuckDB's NDJSON reader: fast, no line numbers."""
+    columns = "{" + ", ".join(f"{name}: 'JSON'" for name in FIELDS) + "}"
+    compression = "gzip" if f.path.name.endswith(".gz") else "none"
+    return f"""
+        SELECT {idx} AS file_idx, NULL::BIGINT AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS doc_problem,
+               {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))}
+        FROM read_json({_sql_str(str(f.path))}, format='newline_delimited', ignore_errors=true,
+                       columns={columns}, compression='{compression}', maximum_object_size={MAX_LINE_BYTES})"""
 
 
 def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str:
@@ -136,84 +155,118 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str
             parts.append(f"to_json(strftime({col}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%f'))")  # no offset
         else:
             parts.append(f"to_json({col})")
-    fields = ", ".join(parts)
+    fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
     return f"""
-        SELECT {idx} AS file_idx, file_row_number + 1 AS line,
-               to_json(struct_pack({", ".join(f'"{n}" := f[{i + 1}]' for i, n in enumerate(FIELDS))}))::VARCHAR AS raw,
-               f, NULL::VARCHAR AS doc_problem
-        FROM (SELECT file_row_number, [{fields}] AS f FROM {src})"""
+        SELECT {idx} AS file_idx, file_row_number + 1 AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS doc_problem,
+               {fields}
+        FROM {src}"""
+
+
+def _kind(j: str) -> str:
+    """JSON type from the first character of a minified JSON value (no parse)."""
+    return f"""CASE WHEN {j} IS NULL THEN 'NULL' ELSE CASE left({j}, 1)
+        WHEN '"' THEN 'VARCHAR' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY'
+        WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN 'NULL'
+        ELSE CASE WHEN contains({j}, '.') OR contains(lower({j}), 'e') OR contains({j}, 'N')
+                  OR contains({j}, 'I') THEN 'DOUBLE' ELSE 'BIGINT' END END END"""
+
+
+def _text(j: str) -> str:
+    """The value of a JSON string, NULL for other types; only escapes need the JSON parser."""
+    unescaped = f"CASE WHEN contains({j}, '\\') THEN {j}::JSON ->> '$' ELSE {j}[2:-2] END"
+    return f"CASE WHEN starts_with({j}, '\"') THEN {unescaped} END"
+
+
+def _is_number(j: str) -> str:
+    return f"(left({j}, 1) BETWEEN '0' AND '9' OR left({j}, 1) IN ('-', 'N', 'I'))"
+
+
+def _reason() -> str:
+    """Why a record is refused: the first rule it breaks. Evaluated for refused rows only."""
+    kinds = {f"t_{n}": _kind(f"j_{n}") for n in ("id", "type", "user", "at", "value", "attr")}
+    text = f"""CASE
+            WHEN doc_problem IS NOT NULL THEN doc_problem
+            WHEN t_id = 'NULL' THEN 'missing event_id'
+            WHEN t_id <> 'VARCHAR' THEN 'event_id is not a string: ' || left(j_id, 80)
+            WHEN length(event_id) NOT BETWEEN 1 AND 128 THEN 'event_id must be 1-128 characters'
+            WHEN t_type = 'NULL' THEN 'missing event_type'
+            WHEN t_type <> 'VARCHAR' THEN 'event_type is not a string: ' || left(j_type, 80)
+            WHEN length(event_type) = 0 THEN 'event_type is empty'
+            WHEN t_user = 'NULL' THEN 'missing user_id'
+            WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
+            WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
+            WHEN t_at = 'NULL' THEN 'missing occurred_at'
+            WHEN t_at = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
+            WHEN t_at <> 'VARCHAR' AND t_at <> 'BIGINT'
+                THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at, 40)
+            WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
+                THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
+            WHEN ts IS NULL THEN 'occurred_at is not an RFC 3339 timestamp: ' || left(at_text, 40)
+            WHEN t_value NOT IN ('NULL', 'BIGINT', 'DOUBLE') THEN 'value is not a number: ' || left(j_value, 40)
+            WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value, 40)
+            WHEN t_attr NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
+            WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
+                THEN 'occurred_at ' || strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')
+                     || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
+            ELSE 'refused'
+        END"""
+    for name, expr in kinds.items():
+        text = re.sub(rf"\b{name}\b", lambda _, e=expr: f"({e})", text)
+    return text
 
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
-    """The event contract as SQL: one `reason` per broken record (the first rule it breaks)."""
+    """The event contract as SQL over fields given as JSON text (DESIGN §4).
+
+    `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
+    broken rule, and the type names it needs, run only for the records that fail it.
+    """
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
+    struct = ", ".join(f'"{n}" := {c}::JSON' for n, c in zip(FIELDS, COLUMNS, strict=True))
+    no_value = "(j_value IS NULL OR j_value = 'null')"
     return f"""
     WITH src AS ({sources}),
-    x AS (
-        SELECT src.file_idx, files.file, line, raw, doc_problem, files.hour,
-               f[1] AS j_id, f[2] AS j_type, f[3] AS j_user, f[4] AS j_at, f[5] AS j_value, f[6] AS j_attr,
-               coalesce(json_type(f[1]), 'NULL') AS t_id, coalesce(json_type(f[2]), 'NULL') AS t_type,
-               coalesce(json_type(f[3]), 'NULL') AS t_user, coalesce(json_type(f[4]), 'NULL') AS t_at,
-               coalesce(json_type(f[5]), 'NULL') AS t_value, coalesce(json_type(f[6]), 'NULL') AS t_attr
-        FROM src JOIN files USING (file_idx)
-    ),
     y AS (
-        SELECT *,
-            CASE WHEN t_id = 'VARCHAR' THEN j_id ->> '$' END AS event_id,
-            CASE WHEN t_type = 'VARCHAR' THEN j_type ->> '$' END AS event_type,
-            CASE WHEN t_user = 'VARCHAR' THEN j_user ->> '$' END AS user_id,
-            CASE WHEN t_at = 'VARCHAR' THEN j_at ->> '$' END AS at_text,
-            CASE WHEN t_at IN ('BIGINT', 'UBIGINT') THEN try_cast(j_at AS BIGINT) END AS at_ms,
-            CASE WHEN t_value IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') THEN try_cast(j_value AS DOUBLE) END AS num
-        FROM x
+        SELECT src.*, files.file, files.hour,
+            {_text("j_id")} AS event_id,
+            {_text("j_type")} AS event_type,
+            {_text("j_user")} AS user_id,
+            {_text("j_at")} AS at_text,
+            CASE WHEN {_is_number("j_at")} AND NOT contains(j_at, '.') AND NOT contains(lower(j_at), 'e')
+                 THEN try_cast(j_at AS BIGINT) END AS at_ms,
+            -- a number literal DOUBLE cannot hold (1e999) is out of range: not finite
+            CASE WHEN {_is_number("j_value")} THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END AS num,
+            CASE WHEN starts_with(j_attr, '{{') THEN j_attr END AS attributes
+        FROM src JOIN files USING (file_idx)
     ),
     z AS (
         SELECT *,
             CASE
                 WHEN at_ms BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms(at_ms)
-                WHEN regexp_full_match(at_text, '{RFC3339}') THEN try_cast(
-                    regexp_replace(upper(at_text), '(\\.\\d{{6}})\\d+', '\\1') AS TIMESTAMPTZ)::TIMESTAMP
+                WHEN regexp_full_match(at_text, '{RFC3339}') THEN coalesce(
+                    try_cast(at_text AS TIMESTAMPTZ),
+                    -- lower-case t/z or more than 6 fraction digits: normalize first (rare)
+                    try_cast(regexp_replace(upper(at_text), '(\\.\\d{{6}})\\d+', '\\1') AS TIMESTAMPTZ))::TIMESTAMP
             END AS ts
         FROM y
     ),
-    checked AS (
-        SELECT *, CASE
-            WHEN doc_problem IS NOT NULL THEN doc_problem
-            WHEN t_id = 'NULL' THEN 'missing event_id'
-            WHEN t_id <> 'VARCHAR' THEN 'event_id is not a string: ' || left(j_id::VARCHAR, 80)
-            WHEN length(event_id) NOT BETWEEN 1 AND 128 THEN 'event_id must be 1-128 characters'
-            WHEN t_type = 'NULL' THEN 'missing event_type'
-            WHEN t_type <> 'VARCHAR' THEN 'event_type is not a string: ' || left(j_type::VARCHAR, 80)
-            WHEN length(event_type) = 0 THEN 'event_type is empty'
-            WHEN t_user = 'NULL' THEN 'missing user_id'
-            WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user::VARCHAR, 80)
-            WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
-            WHEN t_at = 'NULL' THEN 'missing occurred_at'
-            WHEN t_at IN ('BIGINT', 'UBIGINT') AND ts IS NULL
-                THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at::VARCHAR, 40)
-            WHEN t_at NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
-                THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at::VARCHAR, 40)
-            WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
-                THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
-            WHEN ts IS NULL THEN 'occurred_at is not an RFC 3339 timestamp: ' || left(at_text, 40)
-            WHEN t_value NOT IN ('NULL', 'BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')
-                THEN 'value is not a number: ' || left(j_value::VARCHAR, 40)
-            WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value::VARCHAR, 40)
-            WHEN t_attr NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
-            WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
-                THEN 'occurred_at ' || strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')
-                     || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
-        END AS reason
+    c AS (
+        SELECT *, coalesce(
+            doc_problem IS NULL
+            AND length(event_id) BETWEEN 1 AND 128 AND length(event_type) >= 1 AND length(user_id) BETWEEN 1 AND 64
+            AND ts >= hour AND ts < hour + INTERVAL 1 HOUR
+            AND ({no_value} OR isfinite(num))
+            AND (j_attr IS NULL OR j_attr = 'null' OR attributes IS NOT NULL), false) AS ok
         FROM z
     )
-    SELECT file_idx::INTEGER AS file_idx, CASE WHEN reason IS NOT NULL THEN file END AS file,
-           line::BIGINT AS line, reason,
-           CASE WHEN reason IS NOT NULL THEN left(raw, {RAW_KEEP_CHARS}) END AS raw,
-           event_id, event_type, user_id, ts AS occurred_at, value, attributes,
-           hash(event_type, user_id, ts, value, attributes) AS content_hash
-    FROM (SELECT *, coalesce(num, 1.0) AS value, CASE WHEN t_attr = 'OBJECT' THEN j_attr::VARCHAR END AS attributes
-          FROM checked)
-    WHERE CASE WHEN reason IS NULL THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END
+    SELECT file_idx::INTEGER AS file_idx, CASE WHEN NOT ok THEN file END AS file, line::BIGINT AS line,
+           CASE WHEN NOT ok THEN {_reason()} END AS reason,
+           CASE WHEN NOT ok THEN left(coalesce(raw, to_json(struct_pack({struct}))::VARCHAR), {RAW_KEEP_CHARS})
+           END AS raw,
+           event_id, event_type, user_id, ts AS occurred_at, coalesce(num, 1.0) AS value, attributes,
+           CASE WHEN ok THEN hash(event_type, user_id, ts, coalesce(num, 1.0), attributes) END AS content_hash
+    FROM c
+    WHERE CASE WHEN ok THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END
     """
 
 
@@ -223,18 +276,7 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def read_day(
-    landing: Path, start: dt.datetime, end: dt.datetime, con: duckdb.DuckDBPyConnection | None = None
-) -> DayRead:
-    """Read every landed record of the local day [start, end) (UTC instants).
-
-    A valid record belongs to the day its `occurred_at` falls in; a broken one to the day its
-    hour folder starts in, so each record is counted by exactly one day.
-    """
-    files, skipped = list_files(landing, start, end)
-    if not files:
-        return DayRead(files, skipped, pl.DataFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
-    con = con or connect()
+def _catalog(con: duckdb.DuckDBPyConnection, files: list[LandedFile]) -> None:
     catalog = pl.DataFrame(
         {
             "file_idx": list(range(len(files))),
@@ -244,26 +286,83 @@ def read_day(
         schema={"file_idx": pl.Int32, "file": pl.String, "hour": pl.Datetime("us")},
     )
     con.register("files", catalog.to_arrow())
+
+
+def _typed(frame: pl.LazyFrame) -> pl.LazyFrame:
+    return frame.select(list(CLEAN_SCHEMA)).with_columns(pl.col("occurred_at").dt.replace_time_zone("UTC"))
+
+
+def read_day(
+    landing: Path, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None = None
+) -> DayRead:
+    """Read every landed record of the local day [start, end) (UTC instants).
+
+    A valid record belongs to the day its `occurred_at` falls in; a broken one to the day its
+    hour folder starts in, so each record is counted by exactly one day. `workdir` holds the
+    staging file behind the returned lazy `events`; keep it until they are written.
+    """
+    files, skipped = list_files(landing, start, end)
+    if not files:
+        return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
+    con = con or connect()
+    lo, hi = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    _catalog(con, files)
+    stage = workdir / "stage.parquet"
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
-        sources = " UNION ALL ".join(
-            _parquet_sql(con, i, f) if f.fmt == "parquet" else _json_lines_sql(i, f) for i, f in enumerate(files)
+        fast = " UNION ALL ".join(
+            _parquet_sql(con, i, f) if f.fmt == "parquet" else _native_json_sql(i, f) for i, f in enumerate(files)
         )
-        table = con.sql(_checked_sql(sources, start.astimezone(dt.UTC), end.astimezone(dt.UTC))).to_arrow_table()
+        # Nothing downstream depends on row order here (Parquet rows carry their line numbers),
+        # so DuckDB may stream the files in parallel.
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"COPY ({_checked_sql(fast, lo, hi)}) TO '{stage}' (FORMAT parquet)")
+        staged = pl.scan_parquet(stage)
+        json_files = [i for i, f in enumerate(files) if f.fmt == "json"]
+        exact_idx = sorted(set(_needs_line_numbers(staged, json_files)))
+        exact = pl.DataFrame(schema={**CLEAN_SCHEMA, "reason": pl.String, "file": pl.String, "raw": pl.String})
+        if exact_idx:
+            # Line numbers depend on reading each file in order: keep insertion order here.
+            con.execute("SET preserve_insertion_order = true")
+            sources = " UNION ALL ".join(_json_lines_sql(i, files[i]) for i in exact_idx)
+            table = con.sql(_checked_sql(sources, lo, hi)).to_arrow_table()
+            exact = pl.from_arrow(table)  # type: ignore[assignment]
     except duckdb.Error as exc:
-        raise LandingError(
-            f"cannot read landing files for {start:%Y-%m-%d %H:%M}Z..{end:%Y-%m-%d %H:%M}Z: {exc}"
-        ) from exc
+        raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
     finally:
         con.unregister("files")
-    rows = pl.from_arrow(table)
-    assert isinstance(rows, pl.DataFrame)
-    quarantine = rows.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA))
-    events = (
-        rows.filter(pl.col("reason").is_null())
-        .select(list(CLEAN_SCHEMA))
-        .with_columns(pl.col("occurred_at").dt.replace_time_zone("UTC"))
+    in_fast = ~pl.col("file_idx").is_in(exact_idx)
+    events = pl.concat(
+        [
+            _typed(staged.filter(pl.col("reason").is_null() & in_fast)),
+            _typed(exact.lazy().filter(pl.col("reason").is_null())),
+        ]
+    ).cast(CLEAN_SCHEMA)  # type: ignore[arg-type]
+    quarantine = pl.concat(
+        [
+            staged.filter(pl.col("reason").is_not_null() & in_fast).select(list(QUARANTINE_SCHEMA)).collect(),
+            exact.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA)),
+        ]
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+
+
+def _needs_line_numbers(staged: pl.LazyFrame, json_files: list[int]) -> list[int]:
+    """JSON files to read again line by line: those with a broken record (its line number is
+    reported) and those holding one event_id twice (line order picks the winner)."""
+    in_json = pl.col("file_idx").is_in(json_files)
+    broken = staged.filter(in_json & pl.col("reason").is_not_null()).select("file_idx")
+    valid = staged.filter(in_json & pl.col("reason").is_null()).select(
+        "file_idx", "event_id", pl.col("event_id").hash().alias("_h")
     )
-    return DayRead(files, skipped, events.cast(CLEAN_SCHEMA), quarantine.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+    repeated = (
+        valid.join(repeated_hashes(valid.select("_h")).lazy(), on="_h", how="semi")
+        .group_by("file_idx", "event_id")
+        .len()
+        .filter(pl.col("len") > 1)
+        .select("file_idx")
+    )
+    return pl.concat([broken, repeated]).unique().collect()["file_idx"].to_list()
 
 
 class LandingError(RuntimeError):

@@ -16,8 +16,9 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from leaderboard.boards import BoardSet
-from leaderboard.periods import periods_touching
-from pipelines.definitions import ALL_TIME_JOB, DAILY_JOB, MONTHLY_JOB, WEEKLY_JOB
+from leaderboard.lake import Lake
+from leaderboard.periods import Period, period_of, periods_touching
+from pipelines.definitions import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, WEEKLY_JOB
 from pipelines.partitions import partition_key
 
 
@@ -42,8 +43,12 @@ class RunOutcome:
     error: str | None
 
 
-def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date) -> list[PlannedRun]:
-    """The runs that bring days [first, last] and their weeks, months and all-time up to date."""
+def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date, lake: Lake) -> list[PlannedRun]:
+    """The runs that bring days [first, last] and their weeks, months and all-time up to date.
+
+    The period right after the range is re-ranked too when it is already published: its
+    previous_rank comes from the last period of the range, which may just have changed.
+    """
     if first > last:
         raise RangeError(f"--start {first} is after --end {last}")
     if first < boards.start_date:
@@ -51,10 +56,16 @@ def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date) -
     if last > today:
         raise RangeError(f"--end {last} is in the future (today is {today} in {boards.timezone})")
     runs = [PlannedRun(DAILY_JOB, first.isoformat(), last.isoformat(), f"days {first}..{last}")]
+    after = period_of("daily", last + dt.timedelta(days=1))
+    if _published(lake, boards, after):
+        runs.append(PlannedRun(DAILY_RANKINGS_JOB, after.key, after.key, f"daily {after.key} (previous ranks)"))
     for job, period_type in ((WEEKLY_JOB, "weekly"), (MONTHLY_JOB, "monthly")):
         if not boards.with_period(period_type):
             continue
         periods = periods_touching(period_type, first, last)
+        following = period_of(period_type, periods[-1].end)
+        if _published(lake, boards, following):
+            periods.append(following)
         runs.append(
             PlannedRun(
                 job,
@@ -66,6 +77,10 @@ def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date) -
     if boards.with_period("all_time"):
         runs.append(PlannedRun(ALL_TIME_JOB, None, None, "all-time"))
     return runs
+
+
+def _published(lake: Lake, boards: BoardSet, period: Period) -> bool:
+    return any(lake.snapshot(b.id, period.type, period.key).exists() for b in boards.with_period(period.type))
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:

@@ -207,12 +207,18 @@ def test_rerun_gives_the_same_standings_and_a_late_file_changes_what_it_touches(
         top = after[path].row(0, named=True)
         assert (top["user_id"], top["rank"]) == ("late-user", 1), path
         assert not after[path].equals(before[path])
-    # the day after sees late-user's previous daily rank; nothing outside the touched periods changes
-    assert after[lake.snapshot("points", "daily", "2026-03-04")].equals(
-        before[lake.snapshot("points", "daily", "2026-03-04")]
-    )
+    # the periods right after were re-ranked: their previous_rank follows the new standings
+    following = {
+        lake.snapshot("points", "daily", "2026-03-04"): lake.snapshot("points", "daily", "2026-03-03"),
+        lake.snapshot("points", "weekly", "2026-W11"): lake.snapshot("points", "weekly", "2026-W10"),
+    }
+    for path, prev_path in following.items():
+        new_prev = dict(after[prev_path].select("user_id", "rank").iter_rows())
+        assert [new_prev.get(u) for u in after[path]["user_id"]] == after[path]["previous_rank"].to_list(), path
+        assert not after[path].equals(before[path]), path  # everyone below late-user moved down one
+    # nothing else changed
     for path, frame in before.items():
-        if path not in touched and "points" in path.parts:
+        if path not in touched and path not in following and "points" in path.parts:
             assert frame.equals(after[path]), path
     shutil.rmtree(
         root / "landing" / "topics" / "game-events" / "year=2026" / "month=03" / "day=03" / "hour=17",

@@ -1,0 +1,148 @@
+"""Benchmark: one day of landed events through our ingest+rank path vs a bare DuckDB query.
+
+Generates one local day of N events as landed NDJSON and as Parquet (cached in --workdir),
+then, per format and alternating order, runs in fresh subprocesses:
+  ours    ingest_day (read, validate, quarantine, dedupe, write clean events)
+          + score_day + rank_period + publish_period for the daily period (all boards)
+  duckdb  read_json/read_parquet -> GROUP BY user -> RANK() over the same files, result fetched
+and prints medians, the ratio ours/duckdb, and each side's peak RSS.
+
+    .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DAY = dt.date(2026, 11, 20)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _landing(workdir: Path, fmt: str, events: int, users: int) -> Path:
+    landing = workdir / f"landing-{fmt}-{events}-{users}"
+    marker = landing / ".complete"
+    if not marker.exists():
+        # In a subprocess: ru_maxrss is inherited across fork, so the parent must stay small.
+        shutil.rmtree(landing, ignore_errors=True)
+        t0 = time.perf_counter()
+        code = (
+            "import sys, datetime as dt; from pathlib import Path;"
+            "from pipelines.generate import GenerateSpec, generate;"
+            f"generate(GenerateSpec(Path(sys.argv[1]), dt.date.fromisoformat('{DAY}'), 1, {users}, {events},"
+            f" seed=1, formats=('{fmt}',)))"
+        )
+        subprocess.run([sys.executable, "-c", code, str(landing)], check=True, cwd=ROOT)
+        marker.write_text("ok")
+        print(f"generated {events:,} events as {fmt} in {time.perf_counter() - t0:.1f}s -> {landing}", flush=True)
+    return landing
+
+
+def _run_ours(landing: Path, lake_dir: Path) -> dict:
+    from leaderboard.boards import load_boards
+    from leaderboard.lake import Lake
+    from leaderboard.periods import period_of
+    from leaderboard.settings import DEFAULT_BOARDS_FILE
+    from pipelines.steps import ingest_day, publish_period, rank_period, score_day
+
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), Lake(lake_dir), period_of("daily", DAY)
+    t0 = time.perf_counter()
+    stats = ingest_day(landing, lake, boards, DAY)
+    t1 = time.perf_counter()
+    score_day(lake, boards, DAY)
+    t2 = time.perf_counter()
+    table = rank_period(lake, boards, period)
+    publish_period(lake, boards, period, table, "bench")
+    t3 = time.perf_counter()
+    return {
+        "seconds": t3 - t0,
+        "ingest": t1 - t0,
+        "score": t2 - t1,
+        "rank_publish": t3 - t2,
+        "read": stats.read,
+        "ranked": table.height,
+    }
+
+
+def _run_duckdb(landing: Path, fmt: str) -> dict:
+    import duckdb
+
+    con = duckdb.connect()
+    glob = f"{landing}/topics/*/*/*/*/*/*.{fmt}"
+    source = f"read_json('{glob}', format='newline_delimited')" if fmt == "json" else f"read_parquet('{glob}')"
+    t0 = time.perf_counter()
+    table = con.sql(
+        f"SELECT user_id, sum(value) AS score, rank() OVER (ORDER BY sum(value) DESC) AS rank "
+        f"FROM {source} GROUP BY user_id"
+    ).to_arrow_table()
+    return {"seconds": time.perf_counter() - t0, "ranked": table.num_rows}
+
+
+def _child(args: argparse.Namespace) -> None:
+    landing = Path(args.landing)
+    result = _run_ours(landing, Path(args.workdir) / "lake") if args.child == "ours" else _run_duckdb(landing, args.fmt)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--formats", default="json,parquet")
+    p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
+    p.add_argument("--child", choices=["ours", "duckdb"], help=argparse.SUPPRESS)
+    p.add_argument("--landing", help=argparse.SUPPRESS)
+    p.add_argument("--fmt", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        _child(args)
+        return
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for fmt in args.formats.split(","):
+        landing = _landing(workdir, fmt, args.events, args.users)
+        runs: dict[str, list[dict]] = {"ours": [], "duckdb": []}
+        for i in range(args.repeat):
+            order = ("ours", "duckdb") if i % 2 == 0 else ("duckdb", "ours")
+            for who in order:
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    who,
+                    "--landing",
+                    str(landing),
+                    "--fmt",
+                    fmt,
+                    "--workdir",
+                    str(workdir),
+                ]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+                runs[who].append(json.loads(out.strip().splitlines()[-1]))
+        med = {who: statistics.median(r["seconds"] for r in rs) for who, rs in runs.items()}
+        rss = {who: max(r["peak_rss_mb"] for r in rs) for who, rs in runs.items()}
+        parts = {k: statistics.median(r[k] for r in runs["ours"]) for k in ("ingest", "score", "rank_publish")}
+        print(
+            f"{fmt:8} {args.events:,} events, {runs['ours'][0]['ranked']:,} ranked rows (4 boards), "
+            f"{runs['duckdb'][0]['ranked']:,} users\n"
+            f"  ours   median {med['ours']:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
+            f"rank+publish {parts['rank_publish']:.2f}s), peak RSS {rss['ours']:.0f} MB\n"
+            f"  duckdb median {med['duckdb']:.2f}s, peak RSS {rss['duckdb']:.0f} MB\n"
+            f"  ratio ours/duckdb {med['ours'] / med['duckdb']:.2f}x  (runs: {args.repeat} each)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -65,6 +65,11 @@ class Lake:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def install(self, staged: Path, path: Path) -> None:
+        """Move a file written in a `workdir` into place in one rename (same file system)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, path)
+
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
         """Published period keys, newest first (keys sort chronologically within a type)."""
         folder = self.root / "standings" / board_id / period_type
@@ -88,17 +93,6 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
     metadata = {SNAPSHOT_META_KEY: json.dumps(header, default=str)} if header is not None else None
     try:
         frame.write_parquet(tmp, statistics=True, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def sink_atomic(frame: pl.LazyFrame, path: Path) -> None:
-    """Stream a lazy frame to Parquet under a temp name, then rename (see `write_atomic`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        frame.sink_parquet(tmp, statistics=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

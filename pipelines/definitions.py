@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from leaderboard.boards import load_boards
@@ -9,6 +11,10 @@ from leaderboard.settings import Settings, get_settings
 from pipelines.assets import build_assets
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource
+
+# backfill_policy and allow_nonexistent_upstream_partitions are marked beta; we rely on them
+# knowingly, so their warnings would only bury real ones in every run's log.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 DAILY_JOB, DAILY_RANKINGS_JOB = "daily_job", "daily_rankings_job"
 WEEKLY_JOB, MONTHLY_JOB, ALL_TIME_JOB = "weekly_job", "monthly_job", "all_time_job"

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from leaderboard.boards import BoardSet
-from leaderboard.lake import Lake, sink_atomic, write_atomic
+from leaderboard.lake import Lake, write_atomic
 from leaderboard.periods import UTC, Period, period_of
 from pipelines.dedupe import dedupe
 from pipelines.landing import read_day
@@ -35,31 +35,34 @@ class IngestStats:
 
 
 def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "") -> IngestStats:
-    """Read, validate and deduplicate one local day; write clean events, quarantine and stats."""
+    """Read, validate and deduplicate one local day; write clean events, quarantine and stats.
+
+    Nothing reaches the lake unless the conservation law of DESIGN §4 holds: every record
+    read is exactly one of counted (as written), duplicate or quarantined.
+    """
     t0 = time.perf_counter()
     start, end = period_of("daily", day).bounds(boards.tz)
     with lake.workdir(f"ingest-{day}") as workdir:
         landed = read_day(landing, start, end, workdir)
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events)
-        clean = lake.day_file("clean_events", day)
-        sink_atomic(kept.events.drop("content_hash"), clean)
-        counted = pl.scan_parquet(clean).select(pl.len()).collect().item()
-    stats = IngestStats(
-        day=day.isoformat(),
-        files=len(landed.files),
-        skipped_files=len(landed.skipped),
-        read=read,
-        counted=counted,
-        duplicates=kept.duplicates,
-        conflicts=kept.conflicts,
-        quarantined=landed.quarantine.height,
-        seconds=round(time.perf_counter() - t0, 3),
-    )
-    # The conservation law of DESIGN §4: every record read is exactly one of counted (as
-    # written to the lake), duplicate or quarantined.
-    if read != stats.counted + stats.duplicates + stats.quarantined:
-        raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")
+        staged_clean = workdir / "clean.parquet"
+        kept.events.drop("content_hash").sink_parquet(staged_clean)
+        counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
+        stats = IngestStats(
+            day=day.isoformat(),
+            files=len(landed.files),
+            skipped_files=len(landed.skipped),
+            read=read,
+            counted=counted,
+            duplicates=kept.duplicates,
+            conflicts=kept.conflicts,
+            quarantined=landed.quarantine.height,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        if read != counted + kept.duplicates + landed.quarantine.height:
+            raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")
+        lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
     write_atomic(
         pl.DataFrame([{**asdict(stats), "run_id": run_id, "written_at": dt.datetime.now(UTC)}]),

@@ -9,6 +9,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -25,11 +26,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True)
 
     PORT: int = Field(3000, ge=1, le=65535)
-    DATABASE_URL: str | None = None
+    DATABASE_URL: str | None = None  # postgresql://user:pass@host:5432/db?sslmode=require (passed as is)
+    DATABASE_POOL_MIN_SIZE: int = Field(1, ge=0, le=100)
+    DATABASE_POOL_MAX_SIZE: int = Field(10, ge=1, le=500)
     REDIS_URL: str | None = None
     REDIS_HOST: str | None = None
     REDIS_PORT: int = Field(6379, ge=1, le=65535)
     REDIS_PASSWORD: str | None = None
+    REDIS_KEY_PREFIX: str = Field("leaderboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    REDIS_MAX_CONNECTIONS: int = Field(50, ge=1, le=10_000)
     JWT_SECRET: str | None = None
     JWT_EXPIRES_IN: str = "1h"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -58,6 +63,30 @@ class Settings(BaseSettings):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError("not an IANA time zone name (e.g. Europe/Paris)") from exc
         return value or None
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://user@host:5432/db?sslmode=require)")
+        return value or None
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @property
+    def redis_url(self) -> str | None:
+        """REDIS_URL, or one built from REDIS_HOST/REDIS_PORT/REDIS_PASSWORD (the seed's names)."""
+        if self.REDIS_URL:
+            return self.REDIS_URL
+        if self.REDIS_HOST:
+            auth = f":{quote(self.REDIS_PASSWORD, safe='')}@" if self.REDIS_PASSWORD else ""
+            return f"redis://{auth}{self.REDIS_HOST}:{self.REDIS_PORT}/0"
+        return None
 
     @field_validator("LEADERBOARD_BOARDS")
     @classmethod

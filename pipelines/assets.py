@@ -12,7 +12,7 @@ import dagster as dg
 
 from leaderboard.boards import BoardSet
 from pipelines.partitions import PeriodPartitions, period_for_key
-from pipelines.resources import LakeResource
+from pipelines.resources import LakeResource, StoresResource
 from pipelines.steps import (
     all_time_period,
     ingest_day,
@@ -56,7 +56,9 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         group_name=INGEST,
         kinds={"duckdb", "polars", "parquet"},
     )
-    def clean_events(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def clean_events(
+        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
+    ) -> dg.MaterializeResult:
         """Valid, deduplicated events of each local day, read from the hour folders that overlap it.
 
         Broken records go to `quarantine/` with file, line and reason; redeliveries of an
@@ -65,7 +67,7 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         """
         rows = []
         for day in _days(context):
-            stats = ingest_day(lake.landing, lake.lake, boards, day, context.run_id)
+            stats = ingest_day(lake.landing, lake.lake, boards, day, context.run_id, stores.stores)
             context.log.info(
                 f"{day}: read {stats.read} from {stats.files} files, counted {stats.counted}, "
                 f"duplicates {stats.duplicates} ({stats.conflicts} conflicting), quarantined {stats.quarantined}"
@@ -94,13 +96,15 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
             rows.append({"day": day.isoformat(), "rows": scores.height, "seconds": round(time.perf_counter() - t0, 3)})
         return dg.MaterializeResult(metadata={"rows": sum(r["rows"] for r in rows), "per_day": _table(rows)})
 
-    def _publish(context: dg.AssetExecutionContext, lake: LakeResource, period_type: str) -> dg.MaterializeResult:
+    def _publish(
+        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource, period_type: str
+    ) -> dg.MaterializeResult:
         rows = []
         for key in context.partition_keys:
             period = period_for_key(period_type, key)
             t0 = time.perf_counter()
             table = rank_period(lake.lake, boards, period)
-            entries = publish_period(lake.lake, boards, period, table, context.run_id)
+            entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
             seconds = round(time.perf_counter() - t0, 3)
             rows.append({"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds})
             context.log.info(f"published {period_type} {period.key}: {entries}")
@@ -118,8 +122,10 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
             kinds={"polars", "parquet"},
             description=doc,
         )
-        def _asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-            return _publish(context, lake, period_type)
+        def _asset(
+            context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
+        ) -> dg.MaterializeResult:
+            return _publish(context, lake, stores, period_type)
 
         return _asset
 
@@ -144,7 +150,9 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
     )
 
     @dg.asset(deps=[daily_scores], group_name=RANK, kinds={"polars", "parquet"})
-    def all_time_rankings(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def all_time_rankings(
+        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
+    ) -> dg.MaterializeResult:
         """All-time standings over every materialized day up to the latest one (key `all`);
         previous_rank is the standings one day earlier."""
         period = all_time_period(lake.lake, boards)
@@ -152,7 +160,8 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
             context.log.warning("no daily_scores yet: nothing to publish")
             return dg.MaterializeResult(metadata={"users_ranked": 0})
         t0 = time.perf_counter()
-        entries = publish_period(lake.lake, boards, period, rank_period(lake.lake, boards, period), context.run_id)
+        table = rank_period(lake.lake, boards, period)
+        entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
         return dg.MaterializeResult(
             metadata={
                 "through_day": (period.end - dt.timedelta(days=1)).isoformat(),

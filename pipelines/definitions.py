@@ -10,7 +10,7 @@ from leaderboard.boards import load_boards
 from leaderboard.settings import Settings, get_settings
 from pipelines.assets import build_assets
 from pipelines.partitions import PeriodPartitions
-from pipelines.resources import LakeResource
+from pipelines.resources import LakeResource, StoresResource
 
 # backfill_policy and allow_nonexistent_upstream_partitions are marked beta; we rely on them
 # knowingly, so their warnings would only bury real ones in every run's log.
@@ -48,7 +48,13 @@ def build_defs(settings: Settings) -> dg.Definitions:
             "lake": LakeResource(
                 landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),
                 lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
-            )
+            ),
+            "stores": StoresResource(
+                database_url=settings.DATABASE_URL,
+                redis_url=settings.redis_url,
+                key_prefix=settings.REDIS_KEY_PREFIX,
+                redis_max_connections=settings.REDIS_MAX_CONNECTIONS,
+            ),
         },
     )
 

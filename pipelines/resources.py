@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from leaderboard.lake import Lake
+from leaderboard.stores import Stores
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -22,3 +23,16 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def lake(self) -> Lake:
         return Lake(Path(self.lake_dir))
+
+
+class StoresResource(dg.ConfigurableResource):
+    """Postgres and Redis to publish to; both unset is the embedded default (lake only)."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    key_prefix: str = "leaderboard"
+    redis_max_connections: int = 50
+
+    @property
+    def stores(self) -> Stores:
+        return Stores(self.database_url, self.redis_url, self.key_prefix, self.redis_max_connections)

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
-from leaderboard.boards import BoardSet
-from leaderboard.lake import Lake, write_atomic
+from leaderboard import cache, pg
+from leaderboard.boards import BoardSet, display_limit
+from leaderboard.cache import hot_keys
+from leaderboard.lake import Lake, Snapshot, write_atomic
 from leaderboard.periods import UTC, Period, period_of
+from leaderboard.stores import Stores
 from pipelines.dedupe import dedupe
 from pipelines.landing import read_day
 from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
@@ -34,7 +37,9 @@ class IngestStats:
     seconds: float
 
 
-def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "") -> IngestStats:
+def ingest_day(
+    landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "", stores: Stores | None = None
+) -> IngestStats:
     """Read, validate and deduplicate one local day; write clean events, quarantine and stats.
 
     Nothing reaches the lake unless the conservation law of DESIGN §4 holds: every record
@@ -64,10 +69,11 @@ def ingest_day(landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id
             raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")
         lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
-    write_atomic(
-        pl.DataFrame([{**asdict(stats), "run_id": run_id, "written_at": dt.datetime.now(UTC)}]),
-        lake.day_file("ingest_stats", day),
-    )
+    record = {**asdict(stats), "run_id": run_id}
+    write_atomic(pl.DataFrame([{**record, "written_at": dt.datetime.now(UTC)}]), lake.day_file("ingest_stats", day))
+    with (stores or Stores()).postgres() as conn:
+        if conn is not None:
+            pg.save_ingest_stats(conn, {**record, "day": day})
     return stats
 
 
@@ -96,41 +102,56 @@ def rank_period(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
     return standings(current, previous, selected).collect()
 
 
-def publish_period(lake: Lake, boards: BoardSet, period: Period, table: pl.DataFrame, run_id: str) -> dict[str, int]:
-    """Write one atomic snapshot per board of `period`; returns entries per board."""
+def publish_period(
+    lake: Lake,
+    boards: BoardSet,
+    period: Period,
+    table: pl.DataFrame,
+    run_id: str,
+    stores: Stores | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, int]:
+    """Publish one period of every board: Postgres (system of record) and Redis when
+    configured, then an atomic lake snapshot. Returns entries per board."""
     start, end = period.bounds(boards.tz)
-    published_at = dt.datetime.now(UTC)
+    now = now or dt.datetime.now(UTC)
+    today = now.astimezone(boards.tz).date()
+    status = "live" if now < end else "final"
+    stores = stores or Stores()
+    hot = hot_keys(period.type, today)
+    current = period.type == "all_time" or period.start <= today < period.end
     entries: dict[str, int] = {}
-    for board in boards.with_period(period.type):
-        rows = table.filter(pl.col("board_id") == board.id).sort("rank")
-        header = {
-            "board_id": board.id,
-            "period_type": period.type,
-            "period_key": period.key,
-            "period_start": start.isoformat(),
-            "period_end": end.isoformat(),
-            "published_at": published_at.isoformat(),
-            "run_id": run_id,
-            "total": rows.height,
-        }
-        snapshot = rows.select(
-            pl.lit(board.id).alias("board_id"),
-            pl.lit(period.type).alias("period_type"),
-            pl.lit(period.key).alias("period_key"),
-            pl.lit(start).alias("period_start"),
-            pl.lit(end).alias("period_end"),
-            "user_id",
-            "rank",
-            "score",
-            "previous_rank",
-            "rank_change",
-            "event_count",
-            "reached_at",
-            pl.lit(published_at).alias("published_at"),
-            pl.lit(run_id).alias("run_id"),
-        )
-        write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
-        entries[board.id] = rows.height
+    with stores.postgres() as conn, stores.redis() as client:
+        for board in boards.with_period(period.type):
+            rows = table.filter(pl.col("board_id") == board.id).sort("rank")
+            header = {
+                "board_id": board.id,
+                "period_type": period.type,
+                "period_key": period.key,
+                "period_start": start.isoformat(),
+                "period_end": end.isoformat(),
+                "published_at": now.isoformat(),
+                "run_id": run_id,
+                "total": rows.height,
+            }
+            snapshot = rows.select(
+                pl.lit(board.id).alias("board_id"),
+                pl.lit(period.type).alias("period_type"),
+                pl.lit(period.key).alias("period_key"),
+                pl.lit(start).alias("period_start"),
+                pl.lit(end).alias("period_end"),
+                "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
+                pl.lit(now).alias("published_at"),
+                pl.lit(run_id).alias("run_id"),
+            )  # fmt: skip
+            if conn is not None:
+                pg.publish(conn, snapshot, header, status)
+            if client is not None:
+                body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
+                users = snapshot if period.key in hot else None
+                cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current)
+            write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
+            entries[board.id] = rows.height
     return entries
 
 

@@ -15,8 +15,12 @@ import uuid
 from dataclasses import dataclass
 
 import polars as pl
+import psycopg
 import redis
 
+from leaderboard import pg
+from leaderboard.boards import BoardSet, display_limit
+from leaderboard.lake import Snapshot
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.pg import StoreUnavailable
 
@@ -56,8 +60,7 @@ def connect(url: str, max_connections: int = 50) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        host = url.split("@")[-1]
-        raise StoreUnavailable(f"cannot reach Redis at {host}: {exc}") from exc
+        raise StoreUnavailable(f"cannot reach Redis at {pg.server_of(url)}: {exc}") from exc
     return client
 
 
@@ -110,3 +113,47 @@ def publish(
         swap.execute()
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis publish of {final_rankings} failed: {exc}") from exc
+
+
+def rebuild(
+    conn: psycopg.Connection,
+    client: redis.Redis,
+    keys: CacheKeys,
+    boards: BoardSet,
+    board_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Clear a board's keys (or every board's) and rebuild them from the Postgres registry.
+
+    The seed's "clear and rebuild cache" step; returns the number of periods written.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    today = now.astimezone(boards.tz).date()
+    pattern = f"{keys.prefix}:{board_id or '*'}:*"
+    stale = list(client.scan_iter(match=pattern, count=1000))
+    for i in range(0, len(stale), 1000):
+        client.delete(*stale[i : i + 1000])
+    written = 0
+    for record in pg.periods(conn, board_id):
+        board = boards.get(record.board_id)
+        if board is None or record.period_type not in board.periods:
+            continue  # registered by an older boards file; nothing serves it now
+        header = {
+            "board_id": record.board_id,
+            "period_type": record.period_type,
+            "period_key": record.period_key,
+            "period_start": record.period_start.isoformat(),
+            "period_end": record.period_end.isoformat(),
+            "published_at": record.published_at.isoformat(),
+            "run_id": record.run_id,
+            "total": record.entries,
+        }
+        limit = display_limit(board)
+        hot = record.period_key in hot_keys(record.period_type, today)
+        rows = pg.top(conn, record.board_id, record.period_type, record.period_key, record.entries if hot else limit)
+        body = Snapshot(header, rows).body(boards.tz, limit, now=now)
+        current = record.period_type == "all_time" or record.period_start <= now < record.period_end
+        publish(client, keys, record.board_id, record.period_type, record.period_key, body, rows if hot else None,
+                current)  # fmt: skip
+        written += 1
+    return written

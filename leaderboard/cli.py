@@ -165,5 +165,68 @@ def show(board: str, period: str, at: dt.date | None, limit: int | None, offset:
         click.echo(f"{e['rank']:>6}  {e['user_id']:<24} {e['score']!s:>14}  {prev!s:>5}  {move}")
 
 
+@main.group()
+def migrate() -> None:
+    """Postgres schema migrations (DATABASE_URL), as the seed's `migrate deploy/status`."""
+
+
+def _database_url() -> str:
+    url = _settings().DATABASE_URL
+    if not url:
+        raise click.UsageError("DATABASE_URL is not set: migrations need a Postgres database")
+    return url
+
+
+@migrate.command("deploy")
+def migrate_deploy() -> None:
+    """Apply pending migrations."""
+    from leaderboard.migrations import deploy
+
+    applied = deploy(_database_url())
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@migrate.command("status")
+def migrate_status() -> None:
+    """List applied and pending migrations; exits 1 when some are pending."""
+    from leaderboard.migrations import status
+
+    states = status(_database_url())
+    for state in states:
+        click.echo(f"{'applied' if state.applied else 'pending':8} {state.id}")
+    if any(not s.applied for s in states):
+        sys.exit(1)
+
+
+@main.group()
+def cache() -> None:
+    """The Redis cache of published standings."""
+
+
+@cache.command("rebuild")
+@click.option("--board", help="Only this board (default: every board).")
+def cache_rebuild(board: str | None) -> None:
+    """Clear and rebuild the Redis keys from Postgres."""
+    from leaderboard import cache as cache_ops
+    from leaderboard.boards import current_boards
+    from leaderboard.pg import StoreUnavailable
+    from leaderboard.stores import Stores
+
+    settings = _settings()
+    stores = Stores.from_settings(settings)
+    if not stores.database_url or not stores.redis_url:
+        raise click.UsageError("cache rebuild needs both DATABASE_URL and REDIS_URL (or REDIS_HOST)")
+    boards = current_boards()
+    if board and boards.get(board) is None:
+        raise click.UsageError(f"unknown board {board!r}; boards: {', '.join(b.id for b in boards.boards)}")
+    try:
+        with stores.postgres() as conn, stores.redis() as client:
+            assert conn is not None and client is not None
+            written = cache_ops.rebuild(conn, client, stores.keys, boards, board)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"rebuilt {written} period(s) in Redis under {stores.key_prefix}:{board or '*'}")
+
+
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import polars as pl
 import psycopg
@@ -25,12 +26,17 @@ class StoreUnavailable(RuntimeError):
     """Postgres or Redis cannot be reached; the message names the server and the cause."""
 
 
+def server_of(url: str) -> str:
+    """host:port of a server URL, for messages (never the password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or ''}".rstrip(":")
+
+
 def connect(database_url: str, **kwargs: object) -> psycopg.Connection:
     try:
         return psycopg.connect(database_url, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        host = database_url.split("@")[-1].split("/")[0]
-        raise StoreUnavailable(f"cannot connect to Postgres at {host}: {str(exc).strip()}") from exc
+        raise StoreUnavailable(f"cannot connect to Postgres at {server_of(database_url)}: {str(exc).strip()}") from exc
 
 
 def content_hash(rows: pl.DataFrame) -> str:

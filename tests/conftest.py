@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +59,42 @@ def event(
         rec["value"] = value
     rec.update(extra)
     return rec
+
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"lb_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    from leaderboard.migrations import deploy
+
+    deploy(database_url)
+    return database_url
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"lbtest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

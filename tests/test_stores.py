@@ -1,0 +1,269 @@
+"""Publishing to the real Postgres and Redis of this machine (no mocks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+
+import polars as pl
+import psycopg
+import pytest
+import redis
+from click.testing import CliRunner
+
+from leaderboard import cache, pg
+from leaderboard.boards import current_boards
+from leaderboard.cli import main
+from leaderboard.lake import Lake, read_snapshot
+from leaderboard.migrations import deploy, status
+from leaderboard.periods import period_of
+from leaderboard.settings import get_settings
+from leaderboard.stores import Stores
+from pipelines.steps import publish_period
+from tests.conftest import REDIS_URL
+
+FIRST, LAST = dt.date(2026, 3, 27), dt.date(2026, 4, 2)  # a month boundary inside one ISO week
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url, settings, monkeypatch):
+    assert [s.applied for s in status(database_url)] == [False]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["migrate", "status"])
+    assert result.exit_code == 1 and "pending  0001.initial-schema" in result.output
+    assert "applied 1 migration(s)" in cli("migrate", "deploy")
+    assert "up to date" in cli("migrate", "deploy")
+    assert "applied  0001.initial-schema" in cli("migrate", "status")
+    assert deploy(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {
+        "leaderboard_periods",
+        "leaderboard_ingest_stats",
+        "leaderboard_board_config",
+        "leaderboard_refresh_requests",
+        "leaderboard_rankings_all_time",
+    } <= tables
+
+
+@pytest.fixture
+def published(settings, migrated_url, redis_prefix, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", redis_prefix)
+    get_settings.cache_clear()
+    cli(
+        "generate",
+        "--start",
+        str(FIRST),
+        "--days",
+        "7",
+        "--users",
+        "120",
+        "--events-per-day",
+        "800",
+        "--dup-rate",
+        "0.02",
+        "--bad-rate",
+        "0.01",
+    )
+    cli("materialize", "--start", str(FIRST), "--end", str(LAST))
+    return get_settings()
+
+
+def periods_published(boards):
+    out = [period_of("daily", FIRST + dt.timedelta(days=i)) for i in range(7)]
+    out += [
+        period_of("weekly", FIRST),
+        period_of("weekly", LAST),
+        period_of("monthly", FIRST),
+        period_of("monthly", LAST),
+        period_of("all_time", LAST, boards.start_date),
+    ]
+    return out
+
+
+def test_postgres_rows_equal_the_lake_and_redis_top_equals_postgres(published):
+    boards, lake = current_boards(), Lake(published.LEADERBOARD_LAKE_DIR)
+    stores = Stores.from_settings(published)
+    client = redis.Redis.from_url(REDIS_URL)
+    cols = ["user_id", "rank", "score", "previous_rank", "rank_change", "event_count"]
+    with psycopg.connect(published.DATABASE_URL) as conn:
+        for period in periods_published(boards):
+            for board in boards.with_period(period.type):
+                snap = read_snapshot(lake, board.id, period.type, period.key)
+                assert snap is not None and snap.frame.height > 0
+                rows = conn.execute(
+                    f"SELECT {', '.join(cols)} FROM leaderboard_rankings WHERE board_id = %s AND period_type = %s "
+                    "AND period_key = %s ORDER BY rank",
+                    (board.id, period.type, period.key),
+                ).fetchall()
+                assert rows == snap.frame.select(cols).rows(), (board.id, period.key)
+                reg = conn.execute(
+                    "SELECT entries, status FROM leaderboard_periods WHERE board_id = %s AND "
+                    "period_type = %s AND period_key = %s",
+                    (board.id, period.type, period.key),
+                ).fetchone()
+                assert reg == (len(rows), "final")
+                body = json.loads(client.get(stores.keys.rankings(board.id, period.type, period.key)))
+                top = pg.top(conn, board.id, period.type, period.key, board.display_limit or 30)
+                assert [(e["user_id"], e["rank"]) for e in body["entries"]] == top.select("user_id", "rank").rows()
+                assert body["total"] == len(rows) and body["period_key"] == period.key
+        stats = conn.execute(
+            "SELECT sum(read), sum(counted + duplicates + quarantined) FROM leaderboard_ingest_stats"
+        ).fetchone()
+        assert stats[0] == stats[1] > 0
+        # publishing the same range again leaves no duplicates
+        before = conn.execute("SELECT count(*) FROM leaderboard_rankings").fetchone()[0]
+    cli("materialize", "--start", str(FIRST), "--end", str(LAST))
+    with psycopg.connect(published.DATABASE_URL) as conn:
+        assert conn.execute("SELECT count(*) FROM leaderboard_rankings").fetchone()[0] == before
+        dupes = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM leaderboard_rankings GROUP BY board_id, "
+            "period_type, period_key, user_id HAVING count(*) > 1) d"
+        ).fetchone()[0]
+        assert dupes == 0
+        parts = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'leaderboard_rankings_daily_%'"
+            )
+        }
+        assert parts == {"leaderboard_rankings_daily_2026_03", "leaderboard_rankings_daily_2026_04"}
+
+
+def test_cache_rebuild_restores_redis_after_flushdb(published, monkeypatch):
+    db15 = REDIS_URL.rsplit("/", 1)[0] + "/13"  # a database of its own: FLUSHDB must not hit others
+    monkeypatch.setenv("REDIS_URL", db15)
+    get_settings.cache_clear()
+    client = redis.Redis.from_url(db15)
+    client.flushdb()
+    out = cli("cache", "rebuild")
+    stores = Stores.from_settings(get_settings())
+    boards = current_boards()
+    key = stores.keys.rankings("points", "weekly", period_of("weekly", LAST).key)
+    body = json.loads(client.get(key))
+    assert body["entries"][0]["rank"] == 1 and "rebuilt" in out
+    assert client.get(stores.keys.current("points", "all_time")) == b"all"
+    users = client.hgetall(stores.keys.users("points", "all_time", "all"))
+    assert len(users) == body["total"] or len(users) > 0
+    client.flushdb()
+    cli("cache", "rebuild", "--board", "points")
+    assert client.exists(key) and not client.exists(
+        stores.keys.rankings("referrals", "weekly", period_of("weekly", LAST).key)
+    )
+    assert len(boards.boards) > 1
+    client.flushdb()
+
+
+def _table(users: list[str], scores: list[float]) -> pl.DataFrame:
+    at = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    n = len(users)
+    return pl.DataFrame(
+        {
+            "board_id": ["points"] * n,
+            "user_id": users,
+            "score": scores,
+            "event_count": [1] * n,
+            "reached_at": [at] * n,
+            "rank": list(range(1, n + 1)),
+            "previous_rank": [None] * n,
+            "rank_change": [None] * n,
+        },
+        schema_overrides={"previous_rank": pl.Int64, "rank_change": pl.Int64},
+    )
+
+
+def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, redis_prefix):
+    boards = current_boards()
+    stores = Stores(migrated_url, REDIS_URL, redis_prefix)
+    lake = Lake(settings.LEADERBOARD_LAKE_DIR)
+    period = period_of("daily", dt.date(2026, 5, 1))
+    old = _table([f"old-{i}" for i in range(3000)], [float(3000 - i) for i in range(3000)])
+    new = _table([f"new-{i}" for i in range(2000)], [float(2000 - i) for i in range(2000)])
+    publish_period(lake, boards, period, old, "r-old", stores)
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        with psycopg.connect(migrated_url, autocommit=True) as conn:
+            while not stop.is_set():
+                rows = conn.execute(
+                    "SELECT user_id FROM leaderboard_rankings WHERE board_id = 'points' AND "
+                    "period_type = 'daily' AND period_key = %s",
+                    (period.key,),
+                ).fetchall()
+                kinds = {r[0].split("-")[0] for r in rows}
+                seen.append((len(rows), ",".join(sorted(kinds))))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(6):
+        publish_period(lake, boards, period, new if i % 2 == 0 else old, f"r-{i}", stores)
+    stop.set()
+    thread.join()
+    assert seen and set(seen) <= {(3000, "old"), (2000, "new")}, set(seen)
+
+    # a publish killed after its COPY leaves the previous standings in place, in Postgres and Redis
+    client = redis.Redis.from_url(REDIS_URL)
+    before = client.get(stores.keys.rankings("points", "daily", period.key))
+
+    def boom() -> None:
+        raise RuntimeError("killed after COPY")
+
+    header = {
+        "board_id": "points",
+        "period_type": "daily",
+        "period_key": period.key,
+        "period_start": "2026-05-01T00:00:00+00:00",
+        "period_end": "2026-05-02T00:00:00+00:00",
+        "published_at": "2026-05-02T00:00:00+00:00",
+        "run_id": "x",
+    }
+    snapshot = new.with_columns(
+        pl.lit("daily").alias("period_type"),
+        pl.lit(period.key).alias("period_key"),
+        pl.lit(dt.datetime(2026, 5, 1, tzinfo=dt.UTC)).alias("period_start"),
+        pl.lit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC)).alias("period_end"),
+        pl.lit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC)).alias("published_at"),
+        pl.lit("x").alias("run_id"),
+    )
+    with psycopg.connect(migrated_url) as conn:
+        current = conn.execute(
+            "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
+        ).fetchone()
+        with pytest.raises(RuntimeError, match="killed"):
+            pg.publish(conn, snapshot, header, "final", before_commit=boom)
+        assert (
+            conn.execute(
+                "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
+            ).fetchone()
+            == current
+        )
+    assert client.get(stores.keys.rankings("points", "daily", period.key)) == before
+
+
+def test_unreachable_servers_fail_clearly_and_publish_nothing(settings, migrated_url, redis_prefix, tmp_path):
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    period = period_of("daily", dt.date(2026, 5, 1))
+    table = _table(["a", "b"], [2.0, 1.0])
+    with pytest.raises(pg.StoreUnavailable, match=r"cannot connect to Postgres at 127\.0\.0\.1:1"):
+        publish_period(lake, boards, period, table, "r", Stores("postgresql://postgres@127.0.0.1:1/x", None))
+    with pytest.raises(pg.StoreUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1"):
+        publish_period(lake, boards, period, table, "r", Stores(migrated_url, "redis://127.0.0.1:1/0", redis_prefix))
+    assert read_snapshot(lake, "points", "daily", period.key) is None
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT count(*) FROM leaderboard_periods").fetchone()[0] == 0
+
+
+def test_hot_keys_are_the_current_and_previous_periods():
+    assert cache.hot_keys("weekly", dt.date(2027, 1, 4)) == ("2027-W01", "2026-W53")
+    assert cache.hot_keys("daily", dt.date(2026, 3, 1)) == ("2026-03-01", "2026-02-28")
+    assert cache.hot_keys("all_time", dt.date(2026, 3, 1)) == ("all",)

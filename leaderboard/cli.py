@@ -228,5 +228,42 @@ def cache_rebuild(board: str | None) -> None:
     click.echo(f"rebuilt {written} period(s) in Redis under {stores.key_prefix}:{board or '*'}")
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
+@click.option("--now", "now_text", help="Evaluate at this ISO instant instead of now (e.g. 2026-11-27T03:30Z).")
+def retention(dry_run: bool, now_text: str | None) -> None:
+    """Remove published periods that ended more than RETENTION_DAYS ago (all-time stays)."""
+    from leaderboard.boards import current_boards
+    from leaderboard.lake import Lake
+    from leaderboard.pg import StoreUnavailable
+    from leaderboard.stores import Stores
+    from pipelines import retention as ops
+
+    settings = _settings()
+    try:
+        now = dt.datetime.fromisoformat(now_text.replace("Z", "+00:00")) if now_text else dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise click.BadParameter(f"{now_text!r} is not an ISO instant", param_hint="--now") from None
+    if now.tzinfo is None:
+        raise click.BadParameter(f"{now_text!r} has no UTC offset", param_hint="--now")
+    stores = Stores.from_settings(settings)
+    try:
+        with stores.postgres() as conn, stores.redis() as client:
+            plan = ops.plan(Lake(settings.LEADERBOARD_LAKE_DIR), current_boards(), now, settings.RETENTION_DAYS, conn)
+            if not dry_run:
+                ops.apply(plan, conn, client, stores.keys)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"cutoff {plan.cutoff.isoformat()} (RETENTION_DAYS={settings.RETENTION_DAYS}): {verb}")
+    for e in plan.periods:
+        click.echo(f"  {e.board_id:16} {e.period_type:8} {e.period_key:12} ended {e.period_end.isoformat()}")
+    for name in plan.drop_partitions:
+        click.echo(f"  drop partition {name}")
+    for name in plan.trim_partitions:
+        click.echo(f"  trim partition {name}")
+    click.echo(f"  {len(plan.snapshots)} lake snapshots, {len(plan.clean_event_files)} clean-event files")
+
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ import dagster as dg
 from leaderboard.boards import load_boards
 from leaderboard.settings import Settings, get_settings
 from pipelines.assets import build_assets
+from pipelines.maintenance import build_retention
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource, StoresResource
 
@@ -41,9 +42,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
         dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"], partitions_def=parts.monthly),
         dg.define_asset_job(ALL_TIME_JOB, selection=["all_time_rankings"]),
     ]
+    retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)
     return dg.Definitions(
         assets=assets,
-        jobs=jobs,
+        jobs=[*jobs, retention_job],
+        schedules=[retention_schedule],
         resources={
             "lake": LakeResource(
                 landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),

@@ -267,3 +267,65 @@ def test_hot_keys_are_the_current_and_previous_periods():
     assert cache.hot_keys("weekly", dt.date(2027, 1, 4)) == ("2027-W01", "2026-W53")
     assert cache.hot_keys("daily", dt.date(2026, 3, 1)) == ("2026-03-01", "2026-02-28")
     assert cache.hot_keys("all_time", dt.date(2026, 3, 1)) == ("all",)
+
+
+def _state(url: str, prefix: str, lake_root) -> dict:
+    client = redis.Redis.from_url(REDIS_URL)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT period_type, period_key, count(*) FROM leaderboard_rankings GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        registry = conn.execute("SELECT count(*) FROM leaderboard_periods").fetchone()[0]
+    return {
+        "rows": rows,
+        "registry": registry,
+        "keys": sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:*")),
+        "files": sorted(str(p.relative_to(lake_root)) for p in lake_root.rglob("*.parquet")),
+    }
+
+
+def test_retention_drops_exactly_the_expired_periods(published):
+    import dagster as dg
+
+    from pipelines.definitions import build_defs
+
+    s = published
+    lake_root = s.LEADERBOARD_LAKE_DIR
+    now = "2026-07-15T00:00:00+00:00"  # RETENTION_DAYS=90: cutoff 2026-04-16
+    before = _state(s.DATABASE_URL, s.REDIS_KEY_PREFIX, lake_root)
+    out = cli("retention", "--dry-run", "--now", now)
+    assert "would remove" in out and "drop partition leaderboard_rankings_daily_2026_03" in out
+    assert "points           daily    2026-03-27" in out
+    assert _state(s.DATABASE_URL, s.REDIS_KEY_PREFIX, lake_root) == before  # the dry run changed nothing
+
+    defs = build_defs(s)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("retention_job").execute_in_process(
+            instance=instance, run_config={"ops": {"remove_expired_periods": {"config": {"now": now}}}}
+        )
+    assert result.success
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    metadata = output.event_specific_data.metadata
+    assert metadata["periods"].value == 4 * (7 + 2 + 1)  # 4 boards x (7 days, 2 weeks, March)
+
+    after = _state(s.DATABASE_URL, s.REDIS_KEY_PREFIX, lake_root)
+    assert {(t, k) for t, k, _ in after["rows"]} == {("monthly", "2026-04"), ("all_time", "all")}
+    assert after["registry"] == 4 * 2
+    assert all(":MONTHLY:2026-04:" in k or ":ALL_TIME:" in k for k in after["keys"]), after["keys"]
+    assert any(":MONTHLY:2026-04:rankings" in k for k in after["keys"])
+    standings = {f for f in after["files"] if f.startswith("standings/")}
+    assert standings == {
+        f for f in before["files"] if f.startswith("standings/") and ("/monthly/2026-04" in f or "/all_time/" in f)
+    }
+    assert {f for f in after["files"] if f.startswith("daily_scores/")} == {
+        f for f in before["files"] if f.startswith("daily_scores/")
+    }
+    assert not any(f.startswith("clean_events/") for f in after["files"])
+    with psycopg.connect(s.DATABASE_URL) as conn:
+        parts = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'leaderboard_rankings_%_20%'"
+            )
+        }
+    assert "leaderboard_rankings_daily_2026_03" not in parts and "leaderboard_rankings_daily_2026_04" in parts

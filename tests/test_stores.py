@@ -329,3 +329,26 @@ def test_retention_drops_exactly_the_expired_periods(published):
             )
         }
     assert "leaderboard_rankings_daily_2026_03" not in parts and "leaderboard_rankings_daily_2026_04" in parts
+
+
+def test_dagster_instance_on_postgres_records_runs_and_materializations(settings, migrated_url, monkeypatch):
+    import shutil
+
+    from tests.conftest import ROOT
+
+    home = settings.DAGSTER_HOME
+    home.mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    get_settings.cache_clear()
+    cli("generate", "--start", "2026-05-01", "--days", "1", "--users", "20", "--events-per-day", "200")
+    cli("materialize", "--start", "2026-05-01", "--end", "2026-05-01")
+    with psycopg.connect(migrated_url) as conn:
+        runs = conn.execute("SELECT pipeline_name, status FROM runs ORDER BY create_timestamp").fetchall()
+        assert ("daily_job", "SUCCESS") in runs and ("all_time_job", "SUCCESS") in runs
+        mats = conn.execute(
+            "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).fetchall()
+        assert ('["clean_events"]', "2026-05-01") in mats and ('["all_time_rankings"]', None) in mats
+        # and the pipeline published to the same database
+        assert conn.execute("SELECT count(*) FROM leaderboard_periods").fetchone()[0] > 0

@@ -1,7 +1,8 @@
-"""Postgres store access: publish a period atomically, read standings, retention.
+"""Postgres store access: publish a period atomically, read standings.
 
-A period's rows and its registry entry are swapped in one transaction (delete, COPY,
-upsert), so a reader sees the old standings or the new ones, never a mix or an empty board.
+A period's rows and its registry entries are swapped in one transaction (a freshly loaded
+leaf partition replaces the old one), so a reader sees the old standings or the new ones,
+never a mix or an empty board.
 """
 
 from __future__ import annotations
@@ -9,17 +10,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 RANKING_COLUMNS = (
     "board_id", "period_type", "period_key", "period_start", "period_end", "user_id", "rank", "score",
     "previous_rank", "rank_change", "event_count", "reached_at", "published_at", "run_id",
 )  # fmt: skip
+
+
+PERIOD_COLUMNS = ("period_type", "period_key", "period_start", "period_end", "published_at", "run_id")
+USER_COLUMNS = tuple(c for c in RANKING_COLUMNS if c not in PERIOD_COLUMNS)
 
 
 class StoreUnavailable(RuntimeError):
@@ -42,45 +50,99 @@ def connect(database_url: str, **kwargs: object) -> psycopg.Connection:
 def content_hash(rows: pl.DataFrame) -> str:
     """Hash of what readers see (who, rank, score), not of when or by which run."""
     stable = rows.select("user_id", "rank", "score", "previous_rank", "event_count", "reached_at")
-    return hashlib.sha256(stable.write_csv().encode()).hexdigest()
+    return hashlib.sha256(stable.hash_rows(seed=0).to_arrow().buffers()[1]).hexdigest() if rows.height else ""
+
+
+def _leaf_check(period_type: str, period_key: str, period_end: dt.datetime) -> sql.Composed:
+    """A CHECK matching the leaf's whole partition constraint, so ATTACH needs no scan."""
+    conds = [
+        sql.SQL("period_type = {}").format(sql.Literal(period_type)),
+        sql.SQL("period_key = {}").format(sql.Literal(period_key)),
+    ]
+    if period_type != "all_time":
+        end = period_end.astimezone(dt.UTC)
+        lo = dt.datetime(end.year, end.month, 1, tzinfo=dt.UTC)
+        hi = dt.datetime(end.year + (end.month == 12), end.month % 12 + 1, 1, tzinfo=dt.UTC)
+        conds.append(sql.SQL("period_end >= {} AND period_end < {}").format(sql.Literal(lo), sql.Literal(hi)))
+    return sql.SQL(" AND ").join(conds)
 
 
 def publish(
     conn: psycopg.Connection,
     rows: pl.DataFrame,
-    header: dict,
+    headers: list[dict],
     status: str,
     before_commit: Callable[[], None] | None = None,
 ) -> None:
-    """Replace one board-period's rows and registry entry in a single transaction.
+    """Swap one period (every board of it) and its registry entries in a single transaction.
 
-    `rows` has RANKING_COLUMNS. `before_commit` runs inside the transaction after the COPY
-    (tests use it to kill a publish midway).
+    The rows go by COPY into a new table without indexes, which is then indexed and attached
+    in place of the period's old leaf partition; readers see the old leaf or the new one.
+    `rows` has RANKING_COLUMNS; `before_commit` runs just before COMMIT (tests kill it there).
     """
-    key = (header["board_id"], header["period_type"], header["period_key"])
+    first = headers[0]
+    period_type, period_key = first["period_type"], first["period_key"]
+    period_end = dt.datetime.fromisoformat(first["period_end"])
+    leaf = f"lr_{period_type}_{re.sub(r'[^0-9A-Za-z]', '_', period_key)}_{uuid.uuid4().hex[:8]}"
+    # Columns constant over the period become the new table's defaults: COPY carries only the
+    # per-user ones (parsing 3 timestamps a row is most of a naive COPY's time).
+    constant = {c: rows[c][0] for c in PERIOD_COLUMNS} if rows.height else {}
     payload = io.BytesIO()
-    rows.select(RANKING_COLUMNS).write_csv(payload, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
+    rows.select(USER_COLUMNS).write_csv(payload, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
+    ident = sql.Identifier(leaf)
     with conn.transaction(), conn.cursor() as cur:
-        # One publisher per board-period at a time; others wait instead of colliding.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("|".join(key),))
-        if header["period_type"] != "all_time":
-            cur.execute("SELECT leaderboard_ensure_partition(%s, %s)", (header["period_type"], header["period_end"]))
-        cur.execute(
-            "DELETE FROM leaderboard_rankings WHERE board_id = %s AND period_type = %s AND period_key = %s", key
-        )
-        with cur.copy(f"COPY leaderboard_rankings ({', '.join(RANKING_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+        # One publisher per period at a time; others wait instead of colliding.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{period_type}|{period_key}",))
+        row = cur.execute("SELECT leaderboard_ensure_partition(%s, %s)", (period_type, period_end)).fetchone()
+        parent = sql.Identifier(row[0])  # type: ignore[index]
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE leaderboard_rankings INCLUDING DEFAULTS)").format(ident))
+        for column, value in constant.items():
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                    ident, sql.Identifier(column), sql.Literal(value)
+                )
+            )
+        with cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                ident, sql.SQL(", ").join(map(sql.Identifier, USER_COLUMNS))
+            )
+        ) as copy:
             copy.write(payload.getvalue())
+        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, period_type, period_key, rank)").format(ident))
         cur.execute(
-            """INSERT INTO leaderboard_periods (board_id, period_type, period_key, period_start, period_end,
-                   status, entries, published_at, run_id, content_hash)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (board_id, period_type, period_key) DO UPDATE SET
-                   period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
-                   status = EXCLUDED.status, entries = EXCLUDED.entries, published_at = EXCLUDED.published_at,
-                   run_id = EXCLUDED.run_id, content_hash = EXCLUDED.content_hash""",
-            (*key, header["period_start"], header["period_end"], status, rows.height, header["published_at"],
-             header["run_id"], content_hash(rows)),
-        )  # fmt: skip
+            sql.SQL("CREATE UNIQUE INDEX ON {} (board_id, period_type, period_key, user_id, period_end)").format(ident)
+        )
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
+                ident, sql.Identifier(f"{leaf}_bound"), _leaf_check(period_type, period_key, period_end)
+            )
+        )
+        old = cur.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
+            "%s::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::text)",
+            (row[0], period_key),  # type: ignore[index]
+        ).fetchone()
+        if old:
+            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, sql.Identifier(old[0])))
+            cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(old[0])))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                parent, ident, sql.Literal(period_key)
+            )
+        )
+        for header in headers:
+            board_rows = rows.filter(pl.col("board_id") == header["board_id"])
+            cur.execute(
+                """INSERT INTO leaderboard_periods (board_id, period_type, period_key, period_start, period_end,
+                       status, entries, published_at, run_id, content_hash)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (board_id, period_type, period_key) DO UPDATE SET
+                       period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+                       status = EXCLUDED.status, entries = EXCLUDED.entries, published_at = EXCLUDED.published_at,
+                       run_id = EXCLUDED.run_id, content_hash = EXCLUDED.content_hash""",
+                (header["board_id"], period_type, period_key, header["period_start"], header["period_end"], status,
+                 board_rows.height, header["published_at"], header["run_id"], content_hash(board_rows)),
+            )  # fmt: skip
         if before_commit:
             before_commit()
 

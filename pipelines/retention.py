@@ -86,7 +86,9 @@ def plan(
         ).fetchall()
         for board_id, period_type, key, end in rows:
             expired[(board_id, period_type, key)] = ExpiredPeriod(board_id, period_type, key, end)
-        names = [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' ORDER BY relname")]
+        names = [
+            r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') ORDER BY relname")
+        ]
         for name in names:
             if m := _PARTITION.match(name):
                 lo, hi = _month_bounds(int(m[2]), int(m[3]))

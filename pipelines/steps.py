@@ -120,39 +120,44 @@ def publish_period(
     stores = stores or Stores()
     hot = hot_keys(period.type, today)
     current = period.type == "all_time" or period.start <= today < period.end
-    entries: dict[str, int] = {}
+    published: list[tuple[dict, pl.DataFrame]] = []
+    for board in boards.with_period(period.type):
+        rows = table.filter(pl.col("board_id") == board.id).sort("rank")
+        header = {
+            "board_id": board.id,
+            "period_type": period.type,
+            "period_key": period.key,
+            "period_start": start.isoformat(),
+            "period_end": end.isoformat(),
+            "published_at": now.isoformat(),
+            "run_id": run_id,
+            "total": rows.height,
+        }
+        snapshot = rows.select(
+            pl.lit(board.id).alias("board_id"),
+            pl.lit(period.type).alias("period_type"),
+            pl.lit(period.key).alias("period_key"),
+            pl.lit(start).alias("period_start"),
+            pl.lit(end).alias("period_end"),
+            "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
+            pl.lit(now).alias("published_at"),
+            pl.lit(run_id).alias("run_id"),
+        )  # fmt: skip
+        published.append((header, snapshot))
+    if not published:
+        return {}
     with stores.postgres() as conn, stores.redis() as client:
-        for board in boards.with_period(period.type):
-            rows = table.filter(pl.col("board_id") == board.id).sort("rank")
-            header = {
-                "board_id": board.id,
-                "period_type": period.type,
-                "period_key": period.key,
-                "period_start": start.isoformat(),
-                "period_end": end.isoformat(),
-                "published_at": now.isoformat(),
-                "run_id": run_id,
-                "total": rows.height,
-            }
-            snapshot = rows.select(
-                pl.lit(board.id).alias("board_id"),
-                pl.lit(period.type).alias("period_type"),
-                pl.lit(period.key).alias("period_key"),
-                pl.lit(start).alias("period_start"),
-                pl.lit(end).alias("period_end"),
-                "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
-                pl.lit(now).alias("published_at"),
-                pl.lit(run_id).alias("run_id"),
-            )  # fmt: skip
-            if conn is not None:
-                pg.publish(conn, snapshot, header, status)
+        if conn is not None:
+            pg.publish(conn, pl.concat([s for _, s in published]), [h for h, _ in published], status)
+        for header, snapshot in published:
+            board = boards.get(header["board_id"])
+            assert board is not None
             if client is not None:
                 body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
                 users = snapshot if period.key in hot else None
                 cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current)
             write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
-            entries[board.id] = rows.height
-    return entries
+    return {h["board_id"]: h["total"] for h, _ in published}
 
 
 def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:

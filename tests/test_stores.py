@@ -133,10 +133,15 @@ def test_postgres_rows_equal_the_lake_and_redis_top_equals_postgres(published):
         parts = {
             r[0]
             for r in conn.execute(
-                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'leaderboard_rankings_daily_%'"
+                "SELECT relname FROM pg_class WHERE relkind = 'p' AND relname LIKE 'leaderboard_rankings_daily_%'"
             )
         }
         assert parts == {"leaderboard_rankings_daily_2026_03", "leaderboard_rankings_daily_2026_04"}
+        # one leaf table per published period: the old leaves were swapped out, not kept
+        leaves = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'leaderboard_rankings_daily_2026_03'::regclass"
+        ).fetchone()[0]
+        assert leaves == 4  # days 2026-03-27..30: the 31st ends on 04-01, in the April partition
 
 
 def test_cache_rebuild_restores_redis_after_flushdb(published, monkeypatch):
@@ -240,7 +245,7 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
             "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
         ).fetchone()
         with pytest.raises(RuntimeError, match="killed"):
-            pg.publish(conn, snapshot, header, "final", before_commit=boom)
+            pg.publish(conn, snapshot, [header], "final", before_commit=boom)
         assert (
             conn.execute(
                 "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
@@ -325,7 +330,7 @@ def test_retention_drops_exactly_the_expired_periods(published):
         parts = {
             r[0]
             for r in conn.execute(
-                "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'leaderboard_rankings_%_20%'"
+                "SELECT relname FROM pg_class WHERE relkind = 'p' AND relname LIKE 'leaderboard_rankings_%_20%'"
             )
         }
     assert "leaderboard_rankings_daily_2026_03" not in parts and "leaderboard_rankings_daily_2026_04" in parts

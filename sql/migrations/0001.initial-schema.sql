@@ -1,9 +1,11 @@
 -- Leaderboard schema (DESIGN §6). Applied by `leaderboard migrate deploy` (yoyo-migrations).
 --
--- leaderboard_rankings is partitioned by period type, then daily/weekly/monthly rows by
--- month of period_end, so retention drops whole partitions. Monthly sub-partitions are
--- created ahead as periods are published (leaderboard_ensure_partition); all-time rows live
--- in their own partition and never expire.
+-- leaderboard_rankings is partitioned three levels deep:
+--   period type (LIST) -> month of period_end, UTC (RANGE; not for all-time) -> period key (LIST)
+-- Each published period is one leaf table: a publish loads a fresh table without indexes,
+-- indexes it, and swaps it for the old leaf in one transaction (pipelines publish path).
+-- Retention drops whole month partitions; all-time rows never expire. Month partitions are
+-- created as periods are published (leaderboard_ensure_partition).
 
 CREATE TABLE leaderboard_rankings (
     board_id      text             NOT NULL,
@@ -29,7 +31,7 @@ CREATE TABLE leaderboard_rankings_weekly PARTITION OF leaderboard_rankings
 CREATE TABLE leaderboard_rankings_monthly PARTITION OF leaderboard_rankings
     FOR VALUES IN ('monthly') PARTITION BY RANGE (period_end);
 CREATE TABLE leaderboard_rankings_all_time PARTITION OF leaderboard_rankings
-    FOR VALUES IN ('all_time');
+    FOR VALUES IN ('all_time') PARTITION BY LIST (period_key);
 
 -- "top N of a period" and "one user's row" (unique: a user appears once per period)
 CREATE INDEX leaderboard_rankings_top ON leaderboard_rankings (board_id, period_type, period_key, rank);
@@ -90,7 +92,8 @@ CREATE TABLE leaderboard_refresh_requests (
 CREATE INDEX leaderboard_refresh_requests_pending ON leaderboard_refresh_requests (requested_at)
     WHERE status = 'pending';
 
--- Monthly sub-partition (by period_end, UTC months) of one period type, created on demand.
+-- The partition a period's leaf attaches to: the all-time partition, or the month (by
+-- period_end, UTC) of a daily/weekly/monthly period, created on demand.
 CREATE FUNCTION leaderboard_ensure_partition(ptype text, at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -98,11 +101,13 @@ DECLARE
     hi   timestamptz := (date_trunc('month', at AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC';
     name text := format('leaderboard_rankings_%s_%s', ptype, to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM'));
 BEGIN
-    IF ptype NOT IN ('daily', 'weekly', 'monthly') THEN
-        RAISE EXCEPTION 'no range partitions for period type %', ptype;
+    IF ptype = 'all_time' THEN
+        RETURN 'leaderboard_rankings_all_time';
+    ELSIF ptype NOT IN ('daily', 'weekly', 'monthly') THEN
+        RAISE EXCEPTION 'unknown period type %', ptype;
     END IF;
     IF to_regclass(name) IS NULL THEN
-        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L) PARTITION BY LIST (period_key)',
                        name, 'leaderboard_rankings_' || ptype, lo, hi);
     END IF;
     RETURN name;

@@ -6,32 +6,37 @@ either kept (typed) or sent to quarantine with its file, line and reason.
 Two ways in, one set of rules (`_checked_sql`):
 - fast: DuckDB's own NDJSON and Parquet readers, in parallel, streamed to a staging Parquet
   file. The NDJSON reader gives no line numbers and turns a broken line into an empty row.
-- exact: a JSON-lines file is read as raw text lines with their numbers, so bad JSON stays a
-  row with a line number. Only files the fast pass found a problem in (a broken record, or
-  an event_id twice in one file, where line order decides) take this way.
+- exact: a JSON-lines file is split into numbered lines in Python, so bad JSON (or bad
+  UTF-8) stays a row with a line number. Only files the fast pass found a problem in (a
+  broken record, or an event_id twice in one file, where line order decides) take this way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from leaderboard.periods import utc_hours
 from pipelines.dedupe import repeated_hashes
 
-_FILE_NAME = re.compile(r"^(?P<topic>[^+/]+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.(?P<ext>json|json\.gz|parquet)$")
-MAX_LINE_BYTES = 8 * 1024 * 1024
+# <topic>+<partition>+<offset>.<ext>; the S3 sink may put the codec before .parquet (.snappy.parquet)
+_FILE_NAME = re.compile(
+    r"^(?P<topic>[^+/]+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.(?P<ext>json|json\.gz|(?:[a-z0-9]+\.)?parquet)$"
+)
+MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the file named
 RAW_KEEP_CHARS = 2000
 
 # Record fields in the order they are extracted; the event contract of DESIGN §4.
 FIELDS = ("event_id", "event_type", "user_id", "occurred_at", "value", "attributes")
 COLUMNS = ("j_id", "j_type", "j_user", "j_at", "j_value", "j_attr")  # each field as minified JSON text
-RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
 
@@ -85,7 +90,8 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
     """
     topics_dir = landing / "topics"
     if not topics_dir.is_dir():
-        return [], []
+        # A wrong LEADERBOARD_LANDING_DIR must not publish empty days as if nothing happened.
+        raise LandingError(f"LEADERBOARD_LANDING_DIR={landing}: no topics/ folder (is the sink writing there?)")
     files: list[LandedFile] = []
     skipped: list[str] = []
     for topic_dir in sorted(p for p in topics_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -101,7 +107,9 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
                 if not m:
                     skipped.append(f"{path}: not <topic>+<partition>+<offset>.json|json.gz|parquet")
                     continue
-                fmt = "parquet" if m["ext"] == "parquet" else "json"
+                if path.stat().st_size == 0:
+                    continue  # an empty file holds no record (and is no valid gzip or Parquet file)
+                fmt = "parquet" if m["ext"].endswith("parquet") else "json"
                 files.append(LandedFile(path, topic_dir.name, int(m["partition"]), int(m["offset"]), fmt, hour))
     files.sort(key=lambda f: (f.order, f.path.name))
     return files, skipped
@@ -111,21 +119,47 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _json_lines_sql(idx: int, f: LandedFile) -> str:
-    """One JSON-lines file as (file_idx, line, raw, fields); blank lines keep their number."""
-    compression = "gzip" if f.path.name.endswith(".gz") else "none"
+_BLANK = b" \t\r\n\v\f"  # what DuckDB's NDJSON reader skips as an empty line
+
+
+def _exact_lines(files: list[tuple[int, LandedFile]]) -> pa.Table:
+    """Every non-blank line of JSON-lines files with its number, as raw text.
+
+    Read in Python, not by DuckDB, so nothing can stop a file part-way: a line that is not
+    UTF-8 is kept (with replacement characters) and marked.
+    """
+    cols: dict[str, list] = {"file_idx": [], "line": [], "raw": [], "problem": []}
+    for idx, f in files:
+        try:
+            data = f.path.read_bytes()
+            if f.path.name.endswith(".gz"):
+                data = gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise LandingError(f"{f.path}: cannot read: {exc}") from exc
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip(_BLANK):
+                continue
+            try:
+                text, problem = line.rstrip(b"\r").decode("utf-8"), None
+            except UnicodeDecodeError:
+                text, problem = line.rstrip(b"\r").decode("utf-8", "replace"), "invalid UTF-8"
+            cols["file_idx"].append(idx)
+            cols["line"].append(number)
+            cols["raw"].append(text)
+            cols["problem"].append(problem)
+    return pa.table(cols, schema=pa.schema([("file_idx", pa.int32()), ("line", pa.int64()),
+                                            ("raw", pa.string()), ("problem", pa.string())]))  # fmt: skip
+
+
+def _exact_sql() -> str:
+    """The registered `exact_lines` in the shape of the other sources."""
     return f"""
-        SELECT {idx} AS file_idx, line, raw,
-               CASE WHEN doc IS NULL THEN 'bad JSON'
+        SELECT file_idx, line, raw,
+               CASE WHEN problem IS NOT NULL THEN problem WHEN doc IS NULL THEN 'bad JSON'
                     WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem,
                {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))}
-        FROM (SELECT line, raw, doc, json_extract(doc, {[f"$.{name}" for name in FIELDS]}) AS f FROM (
-        SELECT line, raw, try_cast(raw AS JSON) AS doc FROM (
-            SELECT row_number() OVER () AS line, raw
-            FROM read_csv({_sql_str(str(f.path))}, columns={{'raw': 'VARCHAR'}}, delim='\x01', quote='',
-                          escape='', header=false, auto_detect=false, strict_mode=false,
-                          compression='{compression}', max_line_size={MAX_LINE_BYTES})
-        ) WHERE raw IS NOT NULL AND trim(raw) <> ''))"""
+        FROM (SELECT *, json_extract(doc, {[f"$.{name}" for name in FIELDS]}) AS f
+              FROM (SELECT *, try_cast(raw AS JSON) AS doc FROM exact_lines))"""
 
 
 def _native_json_sql(idx: int, f: LandedFile) -> str:
@@ -136,7 +170,7 @@ def _native_json_sql(idx: int, f: LandedFile) -> str:
         SELECT {idx} AS file_idx, NULL::BIGINT AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS doc_problem,
                {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))}
         FROM read_json({_sql_str(str(f.path))}, format='newline_delimited', ignore_errors=true,
-                       columns={columns}, compression='{compression}', maximum_object_size={MAX_LINE_BYTES})"""
+                       columns={columns}, compression='{compression}', maximum_object_size={MAX_RECORD_BYTES})"""
 
 
 def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str:
@@ -149,8 +183,8 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str
         kind = types.get(name)
         if kind is None:
             parts.append("NULL::JSON")
-        elif name == "occurred_at" and kind == "TIMESTAMP WITH TIME ZONE":
-            parts.append(f"to_json(strftime({col}, '%Y-%m-%dT%H:%M:%S.%fZ'))")
+        elif name == "occurred_at" and (kind.startswith("TIMESTAMPTZ") or "WITH TIME ZONE" in kind):
+            parts.append(f"to_json(strftime({col}::TIMESTAMPTZ, '%Y-%m-%dT%H:%M:%S.%fZ'))")
         elif name == "occurred_at" and kind.startswith("TIMESTAMP"):
             parts.append(f"to_json(strftime({col}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%f'))")  # no offset
         else:
@@ -316,16 +350,17 @@ def read_day(
         # Nothing downstream depends on row order here (Parquet rows carry their line numbers),
         # so DuckDB may stream the files in parallel.
         con.execute("SET preserve_insertion_order = false")
-        con.execute(f"COPY ({_checked_sql(fast, lo, hi)}) TO '{stage}' (FORMAT parquet)")
+        con.execute(f"COPY ({_checked_sql(fast, lo, hi)}) TO {_sql_str(str(stage))} (FORMAT parquet)")
         staged = pl.scan_parquet(stage)
         json_files = [i for i, f in enumerate(files) if f.fmt == "json"]
         exact_idx = sorted(set(_needs_line_numbers(staged, json_files)))
         exact = pl.DataFrame(schema={**CLEAN_SCHEMA, "reason": pl.String, "file": pl.String, "raw": pl.String})
         if exact_idx:
-            # Line numbers depend on reading each file in order: keep insertion order here.
-            con.execute("SET preserve_insertion_order = true")
-            sources = " UNION ALL ".join(_json_lines_sql(i, files[i]) for i in exact_idx)
-            table = con.sql(_checked_sql(sources, lo, hi)).to_arrow_table()
+            con.register("exact_lines", _exact_lines([(i, files[i]) for i in exact_idx]))
+            try:
+                table = con.sql(_checked_sql(_exact_sql(), lo, hi)).to_arrow_table()
+            finally:
+                con.unregister("exact_lines")
             exact = pl.from_arrow(table)  # type: ignore[assignment]
     except duckdb.Error as exc:
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -285,6 +286,7 @@ def test_ingest_day_keeps_the_conservation_law_and_writes_the_lake(tmp_path, boa
 
 def test_an_empty_day_writes_empty_datasets(tmp_path, boards):
     lake = Lake(tmp_path / "lake")
+    (tmp_path / "landing" / "topics").mkdir(parents=True)
     stats = ingest_day(tmp_path / "landing", lake, boards, DAY)
     assert (stats.read, stats.files) == (0, 0)
     assert pl.read_parquet(lake.day_file("clean_events", DAY)).is_empty()
@@ -322,7 +324,63 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
     lo, hi = H10, H10 + dt.timedelta(hours=1)
     cols = ["event_id", "event_type", "user_id", "occurred_at", "value", "attributes", "content_hash"]
     fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql(0, files[0]), lo, hi)).to_arrow_table())
-    exact = pl.from_arrow(con.sql(L._checked_sql(L._json_lines_sql(0, files[0]), lo, hi)).to_arrow_table())
+    con.register("exact_lines", L._exact_lines([(0, files[0])]))
+    exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), lo, hi)).to_arrow_table())
     assert fast["reason"].null_count() == exact["reason"].null_count() == 4
     assert fast.select(cols).sort("event_id").equals(exact.select(cols).sort("event_id"))
     assert fast.sort("event_id")["user_id"].to_list() == [r["user_id"] for r in records]
+
+
+def test_odd_lines_are_quarantined_or_skipped_the_same_way_by_both_readers(tmp_path):
+    ok = json.dumps(event("ok", "u", "2026-11-26T10:00:00Z"))
+    lines = [
+        ok.encode(),
+        b"\t",
+        b"\xc2\xa0",
+        b'{"event_id": "\xff", "event_type": "s", "user_id": "u", "occurred_at": "2026-11-26T10:00:00Z"}',
+        json.dumps(event("h24", "u", "2026-11-26T24:00:00Z")).encode(),
+        b"   ",
+        json.dumps(event("ok2", "u", "2026-11-26T10:00:01Z")).encode(),
+    ]
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    (folder / "game+0+0.json").write_bytes(b"\n".join(lines) + b"\n")
+    (folder / "game+0+1.json").write_bytes(b"\t\n" + ok.replace('"ok"', '"ok3"').encode() + b"\n")  # fast path only
+    (folder / "empty+0+0.json.gz").write_bytes(b"")  # an empty file is no record and no error
+    r = _read(tmp_path)
+    assert sorted(r.events["event_id"]) == ["ok", "ok2", "ok3"]
+    reasons = dict(zip(r.quarantine["line"], r.quarantine["reason"], strict=True))
+    assert set(reasons) == {3, 4, 5}  # the tab-only (2) and space-only (6) lines are no records
+    assert reasons[3] == "bad JSON" and reasons[4] == "invalid UTF-8" and "not an RFC 3339" in reasons[5]
+
+
+def test_parquet_nanosecond_utc_times_and_codec_in_the_file_name(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    table = pa.table(
+        {
+            "event_id": ["n1"],
+            "event_type": ["s"],
+            "user_id": ["u"],
+            "occurred_at": pa.array([1795687200123456789], pa.timestamp("ns", "UTC")),
+        }
+    )
+    pq.write_table(table, folder / "game+0+0.snappy.parquet")
+    r = _read(tmp_path)
+    assert r.events["event_id"].to_list() == ["n1"] and r.quarantine.is_empty()
+
+
+def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
+    from pipelines.landing import LandingError
+
+    with pytest.raises(LandingError, match=r"LEADERBOARD_LANDING_DIR=.*no topics/ folder"):
+        _read(tmp_path / "nowhere")
+
+
+def test_a_quote_in_the_lake_path_is_fine(tmp_path, boards):
+    land(tmp_path / "landing", "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z", 5)])
+    stats = ingest_day(tmp_path / "landing", Lake(tmp_path / "o'brien"), boards, DAY)
+    assert stats.counted == 1

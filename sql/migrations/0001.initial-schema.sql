@@ -7,13 +7,15 @@
 -- Retention drops whole month partitions; all-time rows never expire. Month partitions are
 -- created as periods are published (leaderboard_ensure_partition).
 
+-- Identifiers compare bytewise (COLLATE "C"), as the ranking's user_id tie-break does; it
+-- also makes index builds several times faster than a linguistic collation.
 CREATE TABLE leaderboard_rankings (
-    board_id      text             NOT NULL,
-    period_type   text             NOT NULL,
-    period_key    text             NOT NULL,
+    board_id      text COLLATE "C" NOT NULL,
+    period_type   text COLLATE "C" NOT NULL,
+    period_key    text COLLATE "C" NOT NULL,
     period_start  timestamptz      NOT NULL,
     period_end    timestamptz      NOT NULL,
-    user_id       text             NOT NULL,
+    user_id       text COLLATE "C" NOT NULL,
     rank          integer          NOT NULL,
     score         double precision NOT NULL,
     previous_rank integer,

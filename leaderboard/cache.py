@@ -20,7 +20,7 @@ import redis
 
 from leaderboard import pg
 from leaderboard.boards import BoardSet, display_limit
-from leaderboard.lake import Snapshot
+from leaderboard.lake import Snapshot, snapshot_header
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.pg import StoreUnavailable
 
@@ -138,16 +138,10 @@ def rebuild(
         board = boards.get(record.board_id)
         if board is None or record.period_type not in board.periods:
             continue  # registered by an older boards file; nothing serves it now
-        header = {
-            "board_id": record.board_id,
-            "period_type": record.period_type,
-            "period_key": record.period_key,
-            "period_start": record.period_start.isoformat(),
-            "period_end": record.period_end.isoformat(),
-            "published_at": record.published_at.isoformat(),
-            "run_id": record.run_id,
-            "total": record.entries,
-        }
+        header = snapshot_header(
+            record.board_id, record.period_type, record.period_key, record.period_start, record.period_end,
+            record.published_at, record.run_id, record.entries,
+        )  # fmt: skip
         limit = display_limit(board)
         hot = record.period_key in hot_keys(record.period_type, today)
         rows = pg.top(conn, record.board_id, record.period_type, record.period_key, record.entries if hot else limit)

@@ -82,6 +82,29 @@ class Lake:
 SNAPSHOT_META_KEY = "leaderboard.period"
 
 
+def snapshot_header(
+    board_id: str,
+    period_type: str,
+    period_key: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    published_at: dt.datetime,
+    run_id: str,
+    total: int,
+) -> dict:
+    """What a published period says of itself (lake file metadata, Redis body, registry)."""
+    return {
+        "board_id": board_id,
+        "period_type": period_type,
+        "period_key": period_key,
+        "period_start": start.isoformat(),
+        "period_end": end.isoformat(),
+        "published_at": published_at.isoformat(),
+        "run_id": run_id,
+        "total": total,
+    }
+
+
 def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) -> None:
     """Write Parquet under a hidden temp name, then rename: readers see the old file or the new.
 

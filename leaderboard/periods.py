@@ -56,6 +56,14 @@ def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(UTC)
 
 
+def utc_month(instant: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC calendar month containing `instant`: the bounds of a Postgres partition."""
+    t = instant.astimezone(UTC)
+    return dt.datetime(t.year, t.month, 1, tzinfo=UTC), dt.datetime(
+        t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=UTC
+    )
+
+
 def local_date(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
     return instant.astimezone(tz).date()
 

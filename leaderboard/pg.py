@@ -20,6 +20,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from leaderboard.periods import utc_month
+
 RANKING_COLUMNS = (
     "board_id", "period_type", "period_key", "period_start", "period_end", "user_id", "rank", "score",
     "previous_rank", "rank_change", "event_count", "reached_at", "published_at", "run_id",
@@ -60,9 +62,7 @@ def _leaf_check(period_type: str, period_key: str, period_end: dt.datetime) -> s
         sql.SQL("period_key = {}").format(sql.Literal(period_key)),
     ]
     if period_type != "all_time":
-        end = period_end.astimezone(dt.UTC)
-        lo = dt.datetime(end.year, end.month, 1, tzinfo=dt.UTC)
-        hi = dt.datetime(end.year + (end.month == 12), end.month % 12 + 1, 1, tzinfo=dt.UTC)
+        lo, hi = utc_month(period_end)
         conds.append(sql.SQL("period_end >= {} AND period_end < {}").format(sql.Literal(lo), sql.Literal(hi)))
     return sql.SQL(" AND ").join(conds)
 

@@ -19,7 +19,7 @@ import redis
 from leaderboard.boards import BoardSet
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake
-from leaderboard.periods import UTC, PeriodError, local_midnight, parse_period_key
+from leaderboard.periods import UTC, PeriodError, local_midnight, parse_period_key, utc_month
 
 _PARTITION = re.compile(r"^leaderboard_rankings_(daily|weekly|monthly)_(\d{4})_(\d{2})$")
 
@@ -50,12 +50,6 @@ class RetentionPlan:
             "lake_snapshots": len(self.snapshots),
             "clean_event_files": len(self.clean_event_files),
         }
-
-
-def _month_bounds(year: int, month: int) -> tuple[dt.datetime, dt.datetime]:
-    lo = dt.datetime(year, month, 1, tzinfo=UTC)
-    hi = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return lo, hi
 
 
 def plan(
@@ -91,7 +85,7 @@ def plan(
         ]
         for name in names:
             if m := _PARTITION.match(name):
-                lo, hi = _month_bounds(int(m[2]), int(m[3]))
+                lo, hi = utc_month(dt.datetime(int(m[2]), int(m[3]), 1, tzinfo=UTC))
                 if hi <= cutoff:
                     result.drop_partitions.append(name)
                 elif lo < cutoff:

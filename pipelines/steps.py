@@ -16,7 +16,7 @@ import polars as pl
 from leaderboard import cache, pg
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.cache import hot_keys
-from leaderboard.lake import Lake, Snapshot, write_atomic
+from leaderboard.lake import Lake, Snapshot, snapshot_header, write_atomic
 from leaderboard.periods import UTC, Period, period_of
 from leaderboard.stores import Stores
 from pipelines.dedupe import dedupe
@@ -123,16 +123,7 @@ def publish_period(
     published: list[tuple[dict, pl.DataFrame]] = []
     for board in boards.with_period(period.type):
         rows = table.filter(pl.col("board_id") == board.id).sort("rank")
-        header = {
-            "board_id": board.id,
-            "period_type": period.type,
-            "period_key": period.key,
-            "period_start": start.isoformat(),
-            "period_end": end.isoformat(),
-            "published_at": now.isoformat(),
-            "run_id": run_id,
-            "total": rows.height,
-        }
+        header = snapshot_header(board.id, period.type, period.key, start, end, now, run_id, rows.height)
         snapshot = rows.select(
             pl.lit(board.id).alias("board_id"),
             pl.lit(period.type).alias("period_type"),

@@ -357,3 +357,25 @@ def test_dagster_instance_on_postgres_records_runs_and_materializations(settings
         assert ('["clean_events"]', "2026-05-01") in mats and ('["all_time_rankings"]', None) in mats
         # and the pipeline published to the same database
         assert conn.execute("SELECT count(*) FROM leaderboard_periods").fetchone()[0] > 0
+
+
+def test_database_url_parameters_pass_through(settings, migrated_url):
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    period = period_of("daily", dt.date(2026, 5, 1))
+    table = _table(["a", "b"], [2.0, 1.0])
+    # sslmode reaches the driver as written: this server has no TLS, so "require" is refused ...
+    with pytest.raises(pg.StoreUnavailable, match="SSL"):
+        publish_period(lake, boards, period, table, "r", Stores(migrated_url + "?sslmode=require"))
+    # ... and "disable" works
+    publish_period(lake, boards, period, table, "r", Stores(migrated_url + "?sslmode=disable&application_name=lb"))
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("SELECT entries FROM leaderboard_periods WHERE board_id = 'points'").fetchone() == (2,)
+
+
+def test_materialize_names_the_unreachable_server(settings, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nope")
+    get_settings.cache_clear()
+    cli("generate", "--start", "2026-05-01", "--days", "1", "--users", "5", "--events-per-day", "20")
+    result = CliRunner().invoke(main, ["materialize", "--start", "2026-05-01", "--end", "2026-05-01"])
+    assert result.exit_code != 0
+    assert "cannot connect to Postgres at 127.0.0.1:1" in result.output

@@ -1,0 +1,1 @@
+"""Litestar HTTP API over the published standings (DESIGN §7)."""

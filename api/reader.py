@@ -1,0 +1,141 @@
+"""The read path: Redis first, then Postgres (refilling Redis), else the lake's snapshots.
+
+Every answer is one page of one published snapshot; `published_at` says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+
+import anyio
+import polars as pl
+import psycopg
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from leaderboard.boards import Board, BoardSet, display_limit
+from leaderboard.cache import CacheKeys
+from leaderboard.lake import Lake, read_snapshot, snapshot_header
+from leaderboard.lake import Snapshot as LakeSnapshot
+from leaderboard.standings import StandingsError, resolve_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reader:
+    boards: BoardSet
+    lake: Lake
+    keys: CacheKeys
+    pool: AsyncConnectionPool | None = None
+    redis: aioredis.Redis | None = None
+    cache_ttl: int = 300
+
+    def board(self, board_id: str, period_type: str) -> Board:
+        board = self.boards.get(board_id)
+        if board is None:
+            raise StandingsError(f"unknown board {board_id!r}; boards: {', '.join(b.id for b in self.boards.boards)}")
+        if period_type not in ("daily", "weekly", "monthly", "all_time"):
+            raise StandingsError(f"unknown period {period_type!r}; use daily, weekly, monthly or all_time", 400)
+        if period_type not in board.periods:
+            raise StandingsError(f"board {board_id!r} has no {period_type} standings")
+        return board
+
+    async def standings(
+        self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
+    ) -> dict:
+        board = self.board(board_id, period_type)
+        key = resolve_key(self.boards, period_type, at)
+        limit = limit or display_limit(board)
+        cached = await self._from_redis(board, period_type, key)
+        if cached is not None and (
+            offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
+        ):
+            return self._page(cached, limit, offset)
+        if self.pool is not None:
+            body = await self._from_postgres(board, period_type, key, limit, offset)
+            if body is not None:
+                return body
+        else:
+            snapshot = await anyio.to_thread.run_sync(read_snapshot, self.lake, board.id, period_type, key)
+            if snapshot is not None:
+                return snapshot.body(self.boards.tz, limit, offset)
+        if cached is not None:  # Postgres is down: serve what the cache holds
+            return self._page(cached, limit, offset)
+        raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+
+    def _page(self, body: dict, limit: int, offset: int) -> dict:
+        end = dt.datetime.fromisoformat(body["period_end"])
+        return {
+            **body,
+            "status": "live" if dt.datetime.now(dt.UTC) < end else "final",
+            "entries": body["entries"][offset : offset + limit],
+        }
+
+    async def _from_redis(self, board: Board, period_type: str, key: str) -> dict | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.get(self.keys.rankings(board.id, period_type, key))
+        except aioredis.RedisError as exc:
+            log.warning("redis read failed, falling back: %s", exc)
+            return None
+        return json.loads(raw) if raw else None
+
+    async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
+        assert self.pool is not None
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                # One snapshot for the header and the page: a swap in between cannot mix them.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute(
+                    "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
+                    "WHERE board_id = %s AND period_type = %s AND period_key = %s",
+                    (board.id, period_type, key),
+                )
+                reg = await cur.fetchone()
+                if reg is None:
+                    return None
+                top = max(limit + offset, display_limit(board))
+                cur = await conn.execute(
+                    "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
+                    "WHERE board_id = %s AND period_type = %s AND period_key = %s ORDER BY rank LIMIT %s",
+                    (board.id, period_type, key, top),
+                )
+                rows = await cur.fetchall()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("postgres read failed: %s", exc)
+            return None
+        frame = pl.DataFrame(
+            rows,
+            schema={"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
+                    "rank_change": pl.Int64},
+            orient="row",
+        )  # fmt: skip
+        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
+        snapshot = LakeSnapshot(header, frame)
+        await self._refill(board, period_type, key, snapshot.body(self.boards.tz, display_limit(board)))
+        return snapshot.body(self.boards.tz, limit, offset)
+
+    async def _refill(self, board: Board, period_type: str, key: str, body: dict) -> None:
+        if self.redis is None:
+            return
+        try:
+            await self.redis.set(self.keys.rankings(board.id, period_type, key), json.dumps(body), ex=self.cache_ttl)
+        except aioredis.RedisError as exc:
+            log.warning("redis refill failed: %s", exc)
+
+    async def periods(self, board_id: str, period_type: str) -> list[str]:
+        board = self.board(board_id, period_type)
+        if self.pool is not None:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s "
+                    "ORDER BY period_start DESC",
+                    (board.id, period_type),
+                )
+                return [r[0] for r in await cur.fetchall()]
+        return self.lake.published_keys(board.id, period_type)

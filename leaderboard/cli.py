@@ -165,6 +165,23 @@ def show(board: str, period: str, at: dt.date | None, limit: int | None, offset:
         click.echo(f"{e['rank']:>6}  {e['user_id']:<24} {e['score']!s:>14}  {prev!s:>5}  {move}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="Port [PORT, 3000].")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+def api(host: str, port: int | None, workers: int) -> None:
+    """Serve the HTTP API with granian (a production ASGI server)."""
+    settings = _settings()  # fail here, with the variable named, not in a worker
+    from leaderboard.boards import current_boards
+
+    current_boards()
+    args = [
+        "granian", "--interface", "asgi", "--factory", "--host", host, "--port", str(port or settings.PORT),
+        "--workers", str(workers), "api.app:create_app",
+    ]  # fmt: skip
+    os.execvp(args[0], args)
+
+
 @main.group()
 def migrate() -> None:
     """Postgres schema migrations (DATABASE_URL), as the seed's `migrate deploy/status`."""

@@ -17,8 +17,9 @@ from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import authenticate, require_self_or_admin
 from api.reader import Reader
-from api.schemas import BoardInfo, Health, Periods, Standings
+from api.schemas import BoardInfo, Health, Periods, Standings, UserStanding
 from leaderboard.boards import current_boards, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake
@@ -67,6 +68,35 @@ class StandingsController(Controller):
         """One period's standings (the current one, or the one containing `at`), one page."""
         body = await reader.standings(board, period, _date(at), limit, offset)
         return Standings(**{**body, "entries": body["entries"]})
+
+    @get("/{board:str}/{period:str}/me")
+    async def me(
+        self,
+        request: Request[Any, Any, Any],
+        reader: Reader,
+        board: str,
+        period: str,
+        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+        around: Annotated[int, Parameter(ge=0, le=50)] = 0,
+    ) -> UserStanding:
+        """The caller's entry (bearer JWT `sub`) and `around` neighbours on each side."""
+        caller = authenticate(request, request.app.state.settings)
+        return UserStanding(**await reader.user_entry(board, period, _date(at), caller.sub, around))
+
+    @get("/{board:str}/{period:str}/users/{user_id:str}")
+    async def user(
+        self,
+        request: Request[Any, Any, Any],
+        reader: Reader,
+        board: str,
+        period: str,
+        user_id: str,
+        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+        around: Annotated[int, Parameter(ge=0, le=50)] = 0,
+    ) -> UserStanding:
+        """One user's entry: the user themself or an admin."""
+        require_self_or_admin(authenticate(request, request.app.state.settings), user_id)
+        return UserStanding(**await reader.user_entry(board, period, _date(at), user_id, around))
 
     @get("/{board:str}/{period:str}/periods")
     async def periods(self, reader: Reader, board: str, period: str) -> Periods:
@@ -143,6 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 settings.redis_url, max_connections=settings.REDIS_MAX_CONNECTIONS, socket_timeout=2,
                 socket_connect_timeout=2,
             )  # fmt: skip
+        app.state.settings = settings
         app.state.reader = Reader(
             boards=current_boards(),
             lake=Lake(settings.LEADERBOARD_LAKE_DIR),

@@ -23,6 +23,8 @@ from leaderboard.lake import Snapshot as LakeSnapshot
 from leaderboard.standings import StandingsError, resolve_key
 
 log = logging.getLogger(__name__)
+ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
+                "rank_change": pl.Int64}  # fmt: skip
 
 
 @dataclass
@@ -109,12 +111,7 @@ class Reader:
         except (psycopg.Error, OSError) as exc:
             log.warning("postgres read failed: %s", exc)
             return None
-        frame = pl.DataFrame(
-            rows,
-            schema={"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
-                    "rank_change": pl.Int64},
-            orient="row",
-        )  # fmt: skip
+        frame = pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
         header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
         snapshot = LakeSnapshot(header, frame)
         await self._refill(board, period_type, key, snapshot.body(self.boards.tz, display_limit(board)))
@@ -139,3 +136,60 @@ class Reader:
                 )
                 return [r[0] for r in await cur.fetchall()]
         return self.lake.published_keys(board.id, period_type)
+
+    async def user_entry(self, board_id: str, period_type: str, at: dt.date | None, user_id: str, around: int) -> dict:
+        """One user's entry with `percentile`, and the entries from rank-around to rank+around."""
+        board = self.board(board_id, period_type)
+        key = resolve_key(self.boards, period_type, at)
+        found = await (self._user_from_postgres if self.pool is not None else self._user_from_lake)(
+            board, period_type, key, user_id, around
+        )
+        if found is None:
+            raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+        header, frame = found
+        body = LakeSnapshot(header, frame).body(self.boards.tz, max(frame.height, 1))
+        neighbors = body.pop("entries")
+        entry = next((e for e in neighbors if e["user_id"] == user_id), None)
+        if entry is None:
+            raise StandingsError(f"user {user_id!r} has no entry in {board.id} {period_type} {key}")
+        total = body["total"]
+        entry = {**entry, "percentile": round(100.0 * (total - entry["rank"] + 1) / total, 2)}
+        return {**body, "entry": entry, "neighbors": neighbors}
+
+    async def _user_from_postgres(
+        self, board: Board, period_type: str, key: str, user_id: str, around: int
+    ) -> tuple[dict, pl.DataFrame] | None:
+        assert self.pool is not None
+        where = "board_id = %s AND period_type = %s AND period_key = %s"
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur = await conn.execute(
+                "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
+                f"WHERE {where}",
+                (board.id, period_type, key),
+            )
+            reg = await cur.fetchone()
+            if reg is None:
+                return None
+            cur = await conn.execute(
+                f"SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings WHERE {where} "
+                f"AND rank BETWEEN (SELECT rank FROM leaderboard_rankings WHERE {where} AND user_id = %s) - %s "
+                f"AND (SELECT rank FROM leaderboard_rankings WHERE {where} AND user_id = %s) + %s ORDER BY rank",
+                (board.id, period_type, key, board.id, period_type, key, user_id, around,
+                 board.id, period_type, key, user_id, around),
+            )  # fmt: skip
+            rows = await cur.fetchall()
+        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
+        return header, pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
+
+    async def _user_from_lake(
+        self, board: Board, period_type: str, key: str, user_id: str, around: int
+    ) -> tuple[dict, pl.DataFrame] | None:
+        snapshot = await anyio.to_thread.run_sync(read_snapshot, self.lake, board.id, period_type, key)
+        if snapshot is None:
+            return None
+        rank = snapshot.frame.filter(pl.col("user_id") == user_id)["rank"]
+        if rank.is_empty():
+            return snapshot.header, snapshot.frame.clear()
+        r = int(rank[0])
+        return snapshot.header, snapshot.frame.filter(pl.col("rank").is_between(r - around, r + around))

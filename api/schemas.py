@@ -25,6 +25,28 @@ class Standings(msgspec.Struct):
     entries: list[Entry]
 
 
+class UserEntry(msgspec.Struct):
+    rank: int
+    user_id: str
+    score: float | int | None
+    previous_rank: int | None
+    rank_change: int | None
+    percentile: float
+
+
+class UserStanding(msgspec.Struct):
+    board: str
+    period: str
+    period_key: str
+    period_start: str
+    period_end: str
+    status: str
+    published_at: str
+    total: int
+    entry: UserEntry
+    neighbors: list[Entry]
+
+
 class BoardInfo(msgspec.Struct):
     id: str
     title: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -180,6 +181,26 @@ def api(host: str, port: int | None, workers: int) -> None:
         "--workers", str(workers), "api.app:create_app",
     ]  # fmt: skip
     os.execvp(args[0], args)
+
+
+@main.command()
+@click.option("--sub", required=True, help="User id the token speaks for.")
+@click.option("--admin", is_flag=True, help="Add the admin role.")
+@click.option("--ttl", default=None, help="Lifetime like 30m, 1h, 7d [JWT_EXPIRES_IN].")
+def token(sub: str, admin: bool, ttl: str | None) -> None:
+    """Mint a bearer JWT (HS256, JWT_SECRET) for development."""
+    from api.auth import mint
+
+    settings = _settings()
+    if not settings.JWT_SECRET:
+        raise click.UsageError("JWT_SECRET is not set")
+    seconds = None
+    if ttl:
+        m = re.fullmatch(r"(\d+)([smhd])", ttl)
+        if not m:
+            raise click.BadParameter(f"{ttl!r}: use a number and s, m, h or d (e.g. 1h)", param_hint="--ttl")
+        seconds = int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    click.echo(mint(settings, sub, admin, seconds))
 
 
 @main.group()

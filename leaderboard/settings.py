@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BOARDS_FILE = Path(__file__).with_name("boards.yaml")
@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     REDIS_PASSWORD: str | None = None
     REDIS_KEY_PREFIX: str = Field("leaderboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     REDIS_MAX_CONNECTIONS: int = Field(50, ge=1, le=10_000)
+    NODE_ENV: Literal["development", "test", "production"] = "production"  # the seed's name
     JWT_SECRET: str | None = None
-    JWT_EXPIRES_IN: str = "1h"
+    JWT_EXPIRES_IN: str = Field("1h", pattern=r"^\d+[smhd]$")
+    JWT_ISSUER: str | None = None
+    JWT_AUDIENCE: str | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "text"
     DISPLAY_LIMIT_DEFAULT: int = Field(30, ge=1, le=10_000)
@@ -78,6 +81,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
+    @model_validator(mode="after")
+    def _strong_secret(self) -> Settings:
+        if self.JWT_SECRET and len(self.JWT_SECRET.encode()) < 32 and self.NODE_ENV != "development":
+            raise ValueError("JWT_SECRET must be at least 32 bytes outside NODE_ENV=development")
+        return self
+
+    @property
+    def jwt_ttl_seconds(self) -> int:
+        return int(self.JWT_EXPIRES_IN[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[self.JWT_EXPIRES_IN[-1]]
+
     @property
     def redis_url(self) -> str | None:
         """REDIS_URL, or one built from REDIS_HOST/REDIS_PORT/REDIS_PASSWORD (the seed's names)."""
@@ -103,8 +116,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(part) for part in err["loc"])
+            name = ".".join(str(part) for part in err["loc"]) or "JWT_SECRET"  # the one whole-model rule
             value = os.environ.get(name, err.get("input"))
+            if name == "JWT_SECRET":
+                value = f"<{len(str(value or '').encode())} bytes>"  # never print a secret
             lines.append(f"  {name}={value!r}: {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
 

@@ -148,3 +148,113 @@ def test_openapi_schema_is_served(env):
     with TestClient(app_for(env, None, None)) as c:
         schema = c.get("/schema/openapi.json").json()
     assert "/leaderboard/{board}/{period}" in schema["paths"]
+
+
+SECRET = "s" * 40
+
+
+def auth_app(env, **extra):
+    return create_app(load_settings(
+        DATABASE_URL=env["url"], REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=env["prefix"],
+        LEADERBOARD_LAKE_DIR=env["root"] / "lake", JWT_SECRET=SECRET, **extra,
+    ))  # fmt: skip
+
+
+def token(sub: str, secret: str = SECRET, alg: str = "HS256", **claims) -> str:
+    import jwt
+
+    now = dt.datetime.now(dt.UTC)
+    body = {"sub": sub, "exp": now + dt.timedelta(hours=1), "roles": [], **claims}
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, secret, algorithm=alg)
+
+
+def bearer(t: str) -> dict:
+    return {"Authorization": f"Bearer {t}"}
+
+
+@pytest.fixture(params=["lake", "postgres"])
+def secured(request, env):
+    settings = dict(DATABASE_URL=None, REDIS_URL=None) if request.param == "lake" else {}
+    app = create_app(load_settings(**{
+        "DATABASE_URL": env["url"], "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"],
+        "LEADERBOARD_LAKE_DIR": env["root"] / "lake", "JWT_SECRET": SECRET, **settings,
+    }))  # fmt: skip
+    with TestClient(app) as c:
+        yield c
+
+
+def test_me_and_users_return_the_entry_with_percentile_and_neighbours(secured):
+    top = secured.get("/leaderboard/points/daily", params={"at": str(LAST), "limit": 10}).json()
+    fifth = top["entries"][4]
+    me = secured.get("/leaderboard/points/daily/me", params={"at": str(LAST), "around": 2},
+                     headers=bearer(token(fifth["user_id"])))  # fmt: skip
+    assert me.status_code == 200, me.text
+    body = me.json()
+    assert body["entry"]["rank"] == 5 and body["entry"]["user_id"] == fifth["user_id"]
+    assert body["entry"]["percentile"] == round(100 * (body["total"] - 4) / body["total"], 2)
+    assert [e["rank"] for e in body["neighbors"]] == [3, 4, 5, 6, 7]
+    first = secured.get(f"/leaderboard/points/daily/users/{top['entries'][0]['user_id']}",
+                        params={"at": str(LAST), "around": 3}, headers=bearer(token("boss", roles=["admin"]))).json()  # fmt: skip
+    assert [e["rank"] for e in first["neighbors"]] == [1, 2, 3, 4]  # clipped at the top
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: None,  # no token
+        lambda: token("u", alg="HS384"),  # another algorithm
+        lambda: token("u", secret="w" * 40),  # wrong key
+        lambda: token("u", exp=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)),  # expired
+        lambda: token("u", nbf=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),  # not yet valid
+        lambda: token("u", exp=None),  # no exp
+        lambda: "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.",  # alg none
+    ],
+)
+def test_refused_tokens_get_401(secured, make):
+    t = make()
+    response = secured.get("/leaderboard/points/daily/me", params={"at": str(LAST)}, headers=bearer(t) if t else {})
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_issuer_and_audience_are_checked_when_configured(env):
+    with TestClient(auth_app(env, JWT_ISSUER="lb", JWT_AUDIENCE="players")) as c:
+        url, params = "/leaderboard/points/daily/me", {"at": str(LAST)}
+        user = c.get("/leaderboard/points/daily", params=params).json()["entries"][0]["user_id"]
+        assert c.get(url, params=params, headers=bearer(token(user, iss="lb", aud="players"))).status_code == 200
+        assert c.get(url, params=params, headers=bearer(token(user, iss="other", aud="players"))).status_code == 401
+        assert c.get(url, params=params, headers=bearer(token(user, iss="lb", aud="others"))).status_code == 401
+
+
+def test_reading_another_users_entry_is_403_and_errors(secured):
+    params = {"at": str(LAST)}
+    other = secured.get("/leaderboard/points/daily/users/user-000001", params=params, headers=bearer(token("me")))
+    assert other.status_code == 403
+    assert secured.get("/leaderboard/points/daily/me", params={**params, "around": 51},
+                       headers=bearer(token("me"))).status_code == 400  # fmt: skip
+    missing = secured.get("/leaderboard/points/daily/me", params=params, headers=bearer(token("nobody-here")))
+    assert missing.status_code == 404 and "has no entry" in missing.json()["detail"]
+
+
+def test_short_secret_is_refused_outside_development():
+    from leaderboard.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="JWT_SECRET"):
+        load_settings(JWT_SECRET="short", NODE_ENV="production")
+    assert load_settings(JWT_SECRET="short", NODE_ENV="development").JWT_SECRET == "short"
+
+
+def test_token_command_mints_a_token_the_api_accepts(env, monkeypatch):
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["token", "--sub", "boss", "--admin", "--ttl", "5m"])
+    assert result.exit_code == 0, result.output
+    with TestClient(auth_app(env)) as c:
+        user = c.get("/leaderboard/points/daily", params={"at": str(LAST)}).json()["entries"][0]["user_id"]
+        response = c.get(f"/leaderboard/points/daily/users/{user}", params={"at": str(LAST)},
+                         headers=bearer(result.output.strip()))  # fmt: skip
+    assert response.status_code == 200
+    bad = CliRunner().invoke(main, ["token", "--sub", "x", "--ttl", "soon"])
+    assert bad.exit_code != 0 and "use a number" in bad.output
+    get_settings.cache_clear()

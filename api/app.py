@@ -12,12 +12,16 @@ import redis.asyncio as aioredis
 from litestar import Controller, Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import authenticate, require_self_or_admin
+from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.reader import Reader
 from api.schemas import BoardInfo, Health, Periods, Standings, UserStanding
 from leaderboard.boards import current_boards, display_limit
@@ -152,6 +156,33 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return ProblemDetailsException(status_code=500, detail="internal error").to_response(request)
 
 
+class RetryAfterRateLimit(RateLimitMiddleware):
+    """Litestar's limiter with `Retry-After` on refusals (it sends only the RateLimit-* draft headers)."""
+
+    def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
+        headers = super().create_response_headers(cache_object)
+        if headers.get(self.config.rate_limit_remaining_header_key) == "0":
+            headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
+        return headers
+
+
+class FailOpenRedisStore(RedisStore):
+    """Rate-limit counters in Redis shared by every replica; with Redis down, requests pass
+    (unlimited) rather than fail: a cache outage must not take the API down."""
+
+    async def get(self, key: str, renew_for: int | dt.timedelta | None = None) -> bytes | None:
+        try:
+            return await super().get(key, renew_for)
+        except aioredis.RedisError:
+            return None
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | dt.timedelta | None = None) -> None:
+        try:
+            await super().set(key, value, expires_in)
+        except aioredis.RedisError:
+            log.warning("rate limit store unavailable; not limiting")
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
 
@@ -164,7 +195,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 min_size=settings.DATABASE_POOL_MIN_SIZE,
                 max_size=settings.DATABASE_POOL_MAX_SIZE,
                 open=False,
-                kwargs={"connect_timeout": 5},
+                timeout=3,  # a request waits at most this long for a connection, then falls back
+                kwargs={"connect_timeout": 3},
             )
             await pool.open(wait=False)
         client = None
@@ -190,10 +222,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if client is not None:
                 await client.aclose()
 
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    store = (
+        FailOpenRedisStore.with_client(url=settings.redis_url, namespace=f"{settings.REDIS_KEY_PREFIX}:ratelimit")
+        if settings.redis_url
+        else MemoryStore()
+    )
+    rate_limit = RateLimitConfig(
+        rate_limit=("minute", settings.RATE_LIMIT_PER_MINUTE),
+        exclude=["/health", "/metrics", "/schema"],
+        middleware_class=RetryAfterRateLimit,
+    )
     return Litestar(
-        route_handlers=[StandingsController, HealthController],
+        route_handlers=[StandingsController, HealthController, metrics],
+        middleware=[ObservabilityMiddleware(), rate_limit.middleware],
+        stores={"rate_limit": store},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True))],
         exception_handlers={StandingsError: _standings_error, Exception: _internal_error},
+        logging_config=None,  # configure_logging above owns the handlers (JSON or text)
         openapi_config=OpenAPIConfig(title="Leaderboard API", version="0.1.0", path="/schema"),
     )

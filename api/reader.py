@@ -16,6 +16,7 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
+from api.observability import CACHE
 from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake, read_snapshot, snapshot_header
@@ -56,7 +57,10 @@ class Reader:
         if cached is not None and (
             offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
         ):
+            CACHE.labels("hit").inc()
             return self._page(cached, limit, offset)
+        if self.redis is not None:
+            CACHE.labels("miss").inc()
         if self.pool is not None:
             body = await self._from_postgres(board, period_type, key, limit, offset)
             if body is not None:

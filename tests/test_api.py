@@ -258,3 +258,40 @@ def test_token_command_mints_a_token_the_api_accepts(env, monkeypatch):
     bad = CliRunner().invoke(main, ["token", "--sub", "x", "--ttl", "soon"])
     assert bad.exit_code != 0 and "use a number" in bad.output
     get_settings.cache_clear()
+
+
+def test_metrics_request_ids_and_cache_counters(env):
+    with TestClient(app_for(env)) as c:
+        c.get("/leaderboard/points/daily", params={"at": str(LAST)})
+        c.get("/leaderboard/nope/daily")
+        r = c.get("/health", headers={"X-Request-ID": "abc-123"})
+        assert r.headers["x-request-id"] == "abc-123"
+        assert len(c.get("/health").headers["x-request-id"]) == 32
+        text = c.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="/leaderboard/{board}/{period}",status="200"}' in text
+    assert 'route="/leaderboard/{board}/{period}",status="404"' in text
+    assert "http_request_duration_seconds_bucket" in text
+    assert 'leaderboard_cache_requests_total{result="hit"}' in text
+
+
+def test_rate_limit_answers_429_with_retry_after(env):
+    app = create_app(load_settings(DATABASE_URL=None, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=env["prefix"] + "-rl",
+                                   LEADERBOARD_LAKE_DIR=env["root"] / "lake", RATE_LIMIT_PER_MINUTE=3))  # fmt: skip
+    with TestClient(app) as c:
+        codes = [c.get("/leaderboard/boards").status_code for _ in range(5)]
+        limited = c.get("/leaderboard/boards")
+        assert c.get("/health").status_code == 200  # probes are never limited
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert limited.headers["content-type"].startswith("application/problem+json")
+
+
+def test_json_logs_carry_the_request_id(env, capsys):
+    import json as jsonlib
+
+    app = create_app(load_settings(DATABASE_URL="postgresql://postgres@127.0.0.1:1/x", REDIS_URL=None,
+                                   LEADERBOARD_LAKE_DIR=env["root"] / "lake", LOG_FORMAT="json"))  # fmt: skip
+    with TestClient(app) as c:
+        c.get("/leaderboard/points/daily", params={"at": str(LAST)}, headers={"X-Request-ID": "req-42"})
+    lines = [jsonlib.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any(entry["request_id"] == "req-42" and entry["level"] == "WARNING" for entry in lines), lines

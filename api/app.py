@@ -20,11 +20,12 @@ from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
 
+from api.admin import AdminController
 from api.auth import authenticate, require_self_or_admin
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.reader import Reader
 from api.schemas import BoardInfo, Health, Periods, Standings, UserStanding
-from leaderboard.boards import current_boards, display_limit
+from leaderboard.boards import current_boards
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake
 from leaderboard.settings import Settings, get_settings
@@ -54,9 +55,11 @@ class StandingsController(Controller):
     @get("/boards")
     async def boards(self, reader: Reader) -> list[BoardInfo]:
         """Boards, their periods and display limits."""
+        await reader.fresh_overrides()
         return [
-            BoardInfo(b.id, b.title, b.aggregate, b.order, list(b.periods), display_limit(b))
+            BoardInfo(b.id, b.title, b.aggregate, b.order, list(b.periods), reader.limit_for(b))
             for b in reader.boards.boards
+            if reader.enabled(b.id)
         ]
 
     @get("/{board:str}/{period:str}")
@@ -213,7 +216,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             pool=pool,
             redis=client,
             cache_ttl=settings.CACHE_TTL_SECONDS,
+            database_url=settings.DATABASE_URL,
         )
+        await app.state.reader.fresh_overrides()
         try:
             yield
         finally:
@@ -234,7 +239,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware_class=RetryAfterRateLimit,
     )
     return Litestar(
-        route_handlers=[StandingsController, HealthController, metrics],
+        route_handlers=[StandingsController, AdminController, HealthController, metrics],
         middleware=[ObservabilityMiddleware(), rate_limit.middleware],
         stores={"rate_limit": store},
         lifespan=[lifespan],

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import anyio
 import polars as pl
@@ -21,9 +22,12 @@ from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake, read_snapshot, snapshot_header
 from leaderboard.lake import Snapshot as LakeSnapshot
+from leaderboard.overrides import Override
+from leaderboard.overrides import load as load_overrides
 from leaderboard.standings import StandingsError, resolve_key
 
 log = logging.getLogger(__name__)
+OVERRIDES_TTL = 10.0
 ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
                 "rank_change": pl.Int64}  # fmt: skip
 
@@ -36,11 +40,37 @@ class Reader:
     pool: AsyncConnectionPool | None = None
     redis: aioredis.Redis | None = None
     cache_ttl: int = 300
+    database_url: str | None = None
+    overrides: dict[str, Override] = field(default_factory=dict)
+    overrides_loaded: float = 0.0
+
+    async def reload_overrides(self) -> None:
+        self.overrides = await anyio.to_thread.run_sync(load_overrides, self.lake, self.database_url)
+        self.overrides_loaded = time.monotonic()
+
+    async def fresh_overrides(self) -> None:
+        """Admin changes reach every replica within OVERRIDES_TTL seconds, without a restart."""
+        if time.monotonic() - self.overrides_loaded > OVERRIDES_TTL:
+            try:
+                await self.reload_overrides()
+            except Exception as exc:  # keep serving with the last known overrides
+                log.warning("cannot reload board overrides: %s", exc)
+                self.overrides_loaded = time.monotonic()
+
+    def limit_for(self, board: Board) -> int:
+        override = self.overrides.get(board.id)
+        return (override.display_limit if override else None) or display_limit(board)
+
+    def enabled(self, board_id: str) -> bool:
+        override = self.overrides.get(board_id)
+        return override.enabled if override else True
 
     def board(self, board_id: str, period_type: str) -> Board:
         board = self.boards.get(board_id)
         if board is None:
             raise StandingsError(f"unknown board {board_id!r}; boards: {', '.join(b.id for b in self.boards.boards)}")
+        if not self.enabled(board_id):
+            raise StandingsError(f"board {board_id!r} is disabled")
         if period_type not in ("daily", "weekly", "monthly", "all_time"):
             raise StandingsError(f"unknown period {period_type!r}; use daily, weekly, monthly or all_time", 400)
         if period_type not in board.periods:
@@ -50,9 +80,10 @@ class Reader:
     async def standings(
         self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
     ) -> dict:
+        await self.fresh_overrides()
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        limit = limit or display_limit(board)
+        limit = limit or self.limit_for(board)
         cached = await self._from_redis(board, period_type, key)
         if cached is not None and (
             offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
@@ -105,7 +136,7 @@ class Reader:
                 reg = await cur.fetchone()
                 if reg is None:
                     return None
-                top = max(limit + offset, display_limit(board))
+                top = max(limit + offset, self.limit_for(board))
                 cur = await conn.execute(
                     "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
                     "WHERE board_id = %s AND period_type = %s AND period_key = %s ORDER BY rank LIMIT %s",
@@ -118,7 +149,7 @@ class Reader:
         frame = pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
         header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
         snapshot = LakeSnapshot(header, frame)
-        await self._refill(board, period_type, key, snapshot.body(self.boards.tz, display_limit(board)))
+        await self._refill(board, period_type, key, snapshot.body(self.boards.tz, self.limit_for(board)))
         return snapshot.body(self.boards.tz, limit, offset)
 
     async def _refill(self, board: Board, period_type: str, key: str, body: dict) -> None:

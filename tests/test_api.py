@@ -295,3 +295,44 @@ def test_json_logs_carry_the_request_id(env, capsys):
         c.get("/leaderboard/points/daily", params={"at": str(LAST)}, headers={"X-Request-ID": "req-42"})
     lines = [jsonlib.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert any(entry["request_id"] == "req-42" and entry["level"] == "WARNING" for entry in lines), lines
+
+
+@pytest.mark.parametrize("mode", ["lake", "postgres"])
+def test_admin_config_and_refresh(env, mode):
+    extra = {"DATABASE_URL": None, "REDIS_URL": None} if mode == "lake" else {}
+    settings = {"DATABASE_URL": env["url"], "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"],
+                "LEADERBOARD_LAKE_DIR": env["root"] / "lake", "JWT_SECRET": SECRET, **extra}  # fmt: skip
+    admin, user = bearer(token("boss", roles=["admin"])), bearer(token("someone"))
+    try:
+        with TestClient(create_app(load_settings(**settings))) as c:
+            assert c.get("/leaderboard/config").status_code == 401
+            assert c.get("/leaderboard/config", headers=user).status_code == 403
+            config = c.get("/leaderboard/config", headers=admin).json()
+            assert config["boards"]["high_score"] == {"display_limit": 50, "enabled": True}
+            for bad in ({"boards": {"nope": {"enabled": False}}}, {"boards": {"points": {"display_limit": 0}}},
+                        {"boards": {"points": {"colour": "red"}}}):  # fmt: skip
+                assert c.put("/leaderboard/config", json=bad, headers=admin).status_code == 400
+            changed = c.put("/leaderboard/config", headers=admin,
+                            json={"boards": {"points": {"display_limit": 5}, "referrals": {"enabled": False}}})  # fmt: skip
+            assert changed.status_code == 200
+            assert changed.json()["boards"]["points"] == {"display_limit": 5, "enabled": True}
+            assert len(c.get("/leaderboard/points/daily", params={"at": str(LAST)}).json()["entries"]) == 5
+            assert c.get("/leaderboard/referrals/daily", params={"at": str(LAST)}).status_code == 404
+            assert "referrals" not in {b["id"] for b in c.get("/leaderboard/boards").json()}
+            refresh = c.post("/leaderboard/config/refresh", headers=admin)
+            assert refresh.status_code == 202 and refresh.json()["id"]
+        # stored, not in memory: a new app (another replica) sees the change
+        with TestClient(create_app(load_settings(**settings))) as c:
+            assert c.get("/leaderboard/config", headers=admin).json()["boards"]["referrals"]["enabled"] is False
+        if mode == "postgres":
+            assert refresh.json()["cache_periods_rebuilt"] > 0
+            with psycopg.connect(env["url"]) as conn:
+                assert conn.execute("SELECT status, requested_by FROM leaderboard_refresh_requests").fetchall() == [
+                    ("pending", "boss")
+                ]
+        else:
+            assert (env["root"] / "lake" / "config" / "refresh_requests" / f"{refresh.json()['id']}.json").is_file()
+    finally:  # the other tests of this module share the published data
+        (env["root"] / "lake" / "config" / "boards.json").unlink(missing_ok=True)
+        with psycopg.connect(env["url"]) as conn:
+            conn.execute("DELETE FROM leaderboard_board_config")

@@ -177,10 +177,10 @@ def api(host: str, port: int | None, workers: int) -> None:
 
     current_boards()
     args = [
-        "granian", "--interface", "asgi", "--factory", "--host", host, "--port", str(port or settings.PORT),
-        "--workers", str(workers), "api.app:create_app",
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", host,
+        "--port", str(port or settings.PORT), "--workers", str(workers), "api.app:create_app",
     ]  # fmt: skip
-    os.execvp(args[0], args)
+    os.execv(args[0], args)
 
 
 @main.command()

@@ -336,3 +336,46 @@ def test_admin_config_and_refresh(env, mode):
         (env["root"] / "lake" / "config" / "boards.json").unlink(missing_ok=True)
         with psycopg.connect(env["url"]) as conn:
             conn.execute("DELETE FROM leaderboard_board_config")
+
+
+def test_schemathesis_finds_no_server_errors(env, tmp_path):
+    """The production server (granian) under schemathesis, driven by the app's own OpenAPI."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bindir = Path(sys.executable).parent
+    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "DATABASE_URL": env["url"],
+               "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"], "JWT_SECRET": SECRET,
+               "RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
+    server = subprocess.Popen([str(bindir / "leaderboard"), "api", "--port", str(port)], env=environ,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        run = subprocess.run(
+            [str(bindir / "schemathesis"), "run", f"http://127.0.0.1:{port}/schema/openapi.json",
+             "--checks", "not_a_server_error", "--max-examples", "25", "--generation-deterministic",
+             "--header", f"Authorization: Bearer {token('boss', roles=['admin'])}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    import re
+
+    counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert counts and counts[1] == counts[2] and int(counts[1]) > 100, run.stdout[-2000:]

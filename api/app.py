@@ -71,10 +71,12 @@ class StandingsController(Controller):
         at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
         limit: Annotated[int | None, Parameter(ge=1, le=100)] = None,
         offset: Annotated[int, Parameter(ge=0)] = 0,
-    ) -> Standings:
+    ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
         body = await reader.standings(board, period, _date(at), limit, offset)
-        return Standings(**{**body, "entries": body["entries"]})
+        if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
+            return Response(body, media_type="application/json")
+        return Response(Standings(**body))
 
     @get("/{board:str}/{period:str}/me")
     async def me(
@@ -204,10 +206,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.open(wait=False)
         client = None
         if settings.redis_url:
-            client = aioredis.Redis.from_url(
-                settings.redis_url, max_connections=settings.REDIS_MAX_CONNECTIONS, socket_timeout=2,
+            # A blocking pool: past REDIS_MAX_CONNECTIONS a request waits for a connection
+            # instead of failing over to Postgres.
+            pool_ = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=2, socket_timeout=2,
                 socket_connect_timeout=2,
             )  # fmt: skip
+            client = aioredis.Redis(connection_pool=pool_)
         app.state.settings = settings
         app.state.reader = Reader(
             boards=current_boards(),
@@ -240,7 +245,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[StandingsController, AdminController, HealthController, metrics],
-        middleware=[ObservabilityMiddleware(), rate_limit.middleware],
+        middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],
         stores={"rate_limit": store},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True))],

@@ -24,6 +24,7 @@ from leaderboard.lake import Lake, read_snapshot, snapshot_header
 from leaderboard.lake import Snapshot as LakeSnapshot
 from leaderboard.overrides import Override
 from leaderboard.overrides import load as load_overrides
+from leaderboard.periods import local_midnight, parse_period_key
 from leaderboard.standings import StandingsError, resolve_key
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,11 @@ class Reader:
     async def fresh_overrides(self) -> None:
         """Admin changes reach every replica within OVERRIDES_TTL seconds, without a restart."""
         if time.monotonic() - self.overrides_loaded > OVERRIDES_TTL:
+            self.overrides_loaded = time.monotonic()  # one request reloads; the others go on
             try:
                 await self.reload_overrides()
             except Exception as exc:  # keep serving with the last known overrides
                 log.warning("cannot reload board overrides: %s", exc)
-                self.overrides_loaded = time.monotonic()
 
     def limit_for(self, board: Board) -> int:
         override = self.overrides.get(board.id)
@@ -79,12 +80,17 @@ class Reader:
 
     async def standings(
         self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
-    ) -> dict:
+    ) -> dict | bytes:
+        """The page as a dict, or as the ready JSON bytes when the cached body is the page."""
         await self.fresh_overrides()
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
+        raw = await self._from_redis(board, period_type, key)
+        if raw is not None and self._is_whole_body(board, period_type, key, limit, offset, raw):
+            CACHE.labels("hit").inc()
+            return raw
         limit = limit or self.limit_for(board)
-        cached = await self._from_redis(board, period_type, key)
+        cached = json.loads(raw) if raw else None
         if cached is not None and (
             offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
         ):
@@ -112,15 +118,30 @@ class Reader:
             "entries": body["entries"][offset : offset + limit],
         }
 
-    async def _from_redis(self, board: Board, period_type: str, key: str) -> dict | None:
+    def _is_whole_body(
+        self, board: Board, period_type: str, key: str, limit: int | None, offset: int, raw: bytes
+    ) -> bool:
+        """The default first page of a daily/weekly/monthly period is the published body as is,
+        once its status still holds (checked on the bytes: no JSON parse on the hot path)."""
+        if (
+            offset
+            or period_type == "all_time"
+            or board.id in self.overrides
+            or limit not in (None, display_limit(board))
+        ):
+            return False
+        end = local_midnight(parse_period_key(period_type, key).end, self.boards.tz)
+        status = "live" if dt.datetime.now(dt.UTC) < end else "final"
+        return f'"status":"{status}"'.encode() in raw
+
+    async def _from_redis(self, board: Board, period_type: str, key: str) -> bytes | None:
         if self.redis is None:
             return None
         try:
-            raw = await self.redis.get(self.keys.rankings(board.id, period_type, key))
+            return await self.redis.get(self.keys.rankings(board.id, period_type, key))
         except aioredis.RedisError as exc:
             log.warning("redis read failed, falling back: %s", exc)
             return None
-        return json.loads(raw) if raw else None
 
     async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
         assert self.pool is not None

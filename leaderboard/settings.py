@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     DISPLAY_LIMIT_DEFAULT: int = Field(30, ge=1, le=10_000)
     REFRESH_INTERVAL_MINUTES: int = Field(5, ge=1, le=1440)
     CACHE_TTL_SECONDS: int = Field(300, ge=0)
-    RATE_LIMIT_PER_MINUTE: int = Field(600, ge=1)  # per client address, Redis-backed when Redis is set
+    RATE_LIMIT_PER_MINUTE: int = Field(600, ge=0)  # per client address (Redis-backed when Redis is set); 0: off
     RETENTION_DAYS: int = Field(90, ge=1)
     LEADERBOARD_LANDING_DIR: Path = Path("data/landing")
     LEADERBOARD_LAKE_DIR: Path = Path("data/lake")

@@ -10,6 +10,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import anyio
 import polars as pl
@@ -29,8 +31,14 @@ from leaderboard.standings import StandingsError, resolve_key
 
 log = logging.getLogger(__name__)
 OVERRIDES_TTL = 10.0
+LOCAL_CACHE_SECONDS = 1.0
 ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
                 "rank_change": pl.Int64}  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _period_end(period_type: str, key: str, tz: ZoneInfo) -> dt.datetime:
+    return local_midnight(parse_period_key(period_type, key).end, tz)
 
 
 @dataclass
@@ -44,6 +52,7 @@ class Reader:
     database_url: str | None = None
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
+    _local: dict[str, tuple[float, bytes]] = field(default_factory=dict)
 
     async def reload_overrides(self) -> None:
         self.overrides = await anyio.to_thread.run_sync(load_overrides, self.lake, self.database_url)
@@ -130,18 +139,30 @@ class Reader:
             or limit not in (None, display_limit(board))
         ):
             return False
-        end = local_midnight(parse_period_key(period_type, key).end, self.boards.tz)
-        status = "live" if dt.datetime.now(dt.UTC) < end else "final"
+        status = "live" if dt.datetime.now(dt.UTC) < _period_end(period_type, key, self.boards.tz) else "final"
         return f'"status":"{status}"'.encode() in raw
 
     async def _from_redis(self, board: Board, period_type: str, key: str) -> bytes | None:
+        """The cached body, kept in this process for LOCAL_CACHE_SECONDS: a hot board is then one
+        Redis read a second per worker, not one per request. A whole body is cached, so a reader
+        still sees one published snapshot, at most that much late."""
         if self.redis is None:
             return None
+        name = self.keys.rankings(board.id, period_type, key)
+        now = time.monotonic()
+        hit = self._local.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         try:
-            return await self.redis.get(self.keys.rankings(board.id, period_type, key))
+            raw = await self.redis.get(name)
         except aioredis.RedisError as exc:
             log.warning("redis read failed, falling back: %s", exc)
             return None
+        if raw is not None:
+            if len(self._local) > 10_000:
+                self._local.clear()
+            self._local[name] = (now + LOCAL_CACHE_SECONDS, raw)
+        return raw
 
     async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
         assert self.pool is not None

@@ -103,15 +103,14 @@ def publish(
                 )
             )
         with cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            # FREEZE: the table is new in this transaction, so rows need no later freezing pass
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
                 ident, sql.SQL(", ").join(map(sql.Identifier, USER_COLUMNS))
             )
         ) as copy:
             copy.write(payload.getvalue())
-        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, period_type, period_key, rank)").format(ident))
-        cur.execute(
-            sql.SQL("CREATE UNIQUE INDEX ON {} (board_id, period_type, period_key, user_id, period_end)").format(ident)
-        )
+        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, rank)").format(ident))
+        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, user_id)").format(ident))
         cur.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
                 ident, sql.Identifier(f"{leaf}_bound"), _leaf_check(period_type, period_key, period_end)

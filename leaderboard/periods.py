@@ -64,10 +64,6 @@ def utc_month(instant: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     )
 
 
-def local_date(instant: dt.datetime, tz: ZoneInfo) -> dt.date:
-    return instant.astimezone(tz).date()
-
-
 def day_length_hours(day: dt.date, tz: ZoneInfo) -> float:
     start, end = period_of("daily", day).bounds(tz)
     return (end - start).total_seconds() / 3600

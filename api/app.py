@@ -65,7 +65,7 @@ class StandingsController(Controller):
     @get("/{board:str}/{period:str}")
     async def standings(
         self,
-        reader: Reader,
+        state: State,
         board: str,
         period: str,
         at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
@@ -73,7 +73,8 @@ class StandingsController(Controller):
         offset: Annotated[int, Parameter(ge=0)] = 0,
     ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
-        body = await reader.standings(board, period, _date(at), limit, offset)
+        # The hot route reads the reader off the app state: no dependency to resolve per request.
+        body = await state.reader.standings(board, period, _date(at), limit, offset)
         if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
             return Response(body, media_type="application/json")
         return Response(Standings(**body))

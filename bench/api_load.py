@@ -8,7 +8,7 @@ Publishes one day of sample standings to a scratch Postgres database and Redis p
 hit) and `GET /health` (no I/O) with wrk, and prints requests/s, p50/p99 and the ratio.
 
     apt-get install -y wrk
-    .venv/bin/python bench/api_load.py --connections 64 --duration 10 --workers 2
+    .venv/bin/python bench/api_load.py --connections 64 --duration 6 --rounds 3 --workers 2
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per route; medians are printed")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = p.parse_args()
@@ -85,9 +87,14 @@ def main() -> None:
             standings = f"{base}/leaderboard/points/daily?at={DAY}"
             assert httpx.get(standings).status_code == 200
             _wrk(standings, args.connections, 2)  # warm up
-            hot = _wrk(standings, args.connections, args.duration)
-            trivial = _wrk(f"{base}/health", args.connections, args.duration)
-            boards = _wrk(f"{base}/leaderboard/boards", args.connections, args.duration)
+            targets = {"standings": standings, "trivial": f"{base}/health", "boards": f"{base}/leaderboard/boards"}
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+            for i in range(args.rounds):  # interleaved rounds: machine noise hits every route alike
+                for name in list(targets)[i % 3 :] + list(targets)[: i % 3]:
+                    runs[name].append(_wrk(targets[name], args.connections, args.duration))
+            hot, trivial, boards = (
+                {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]} for name in targets
+            )
         finally:
             if server:
                 server.terminate()
@@ -102,8 +109,8 @@ def main() -> None:
         print(
             f"{label:18} {r['rps']:9.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  non-2xx {r['errors']}"
         )
-    print(f"ratio standings/trivial {hot['rps'] / trivial['rps']:.2f} "
-          f"({args.connections} connections, {args.duration}s each, granian {args.workers} workers)")  # fmt: skip
+    print(f"ratio standings/trivial {hot['rps'] / trivial['rps']:.2f} (medians of {args.rounds} interleaved rounds, "
+          f"{args.connections} connections, {args.duration}s each, granian {args.workers} workers)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ class Entry(msgspec.Struct):
     rank_change: int | None
 
 
-class Standings(msgspec.Struct):
+class PeriodHeader(msgspec.Struct):
+    """What every standings answer says of its period and snapshot."""
+
     board: str
     period: str
     period_key: str
@@ -22,27 +24,17 @@ class Standings(msgspec.Struct):
     status: str
     published_at: str
     total: int
+
+
+class Standings(PeriodHeader):
     entries: list[Entry]
 
 
-class UserEntry(msgspec.Struct):
-    rank: int
-    user_id: str
-    score: float | int | None
-    previous_rank: int | None
-    rank_change: int | None
-    percentile: float
+class UserEntry(Entry):
+    percentile: float  # share of the period's users at or below this rank, in %
 
 
-class UserStanding(msgspec.Struct):
-    board: str
-    period: str
-    period_key: str
-    period_start: str
-    period_end: str
-    status: str
-    published_at: str
-    total: int
+class UserStanding(PeriodHeader):
     entry: UserEntry
     neighbors: list[Entry]
 

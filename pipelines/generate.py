@@ -71,7 +71,7 @@ def _day_events(spec: GenerateSpec, day_index: int, rng: np.random.Generator) ->
     seconds = (local_midnight(day + dt.timedelta(days=1), tz) - start).total_seconds()
     n = spec.events_per_day
     users = (rng.zipf(1.3, n) - 1) % spec.users  # Zipf activity; the rare huge draws wrap around
-    users = (users * 2_654_435_761) % spec.users  # the heavy users are not simply the lowest ids
+    users = (users * 2_654_435_761 + spec.seed * 7_919) % spec.users  # heavy users are not the lowest ids
     types = list(EVENT_TYPES)
     kind = rng.choice(len(types), n, p=[EVENT_TYPES[t][1] for t in types])
     offsets_us = np.sort(rng.integers(0, int(seconds * 1e3), n)) * 1000  # producers send milliseconds

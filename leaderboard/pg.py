@@ -42,11 +42,21 @@ def server_of(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or ''}".rstrip(":")
 
 
+class SchemaMissing(StoreUnavailable):
+    """The database has not been migrated."""
+
+
 def connect(database_url: str, **kwargs: object) -> psycopg.Connection:
     try:
-        return psycopg.connect(database_url, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
+        conn = psycopg.connect(database_url, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot connect to Postgres at {server_of(database_url)}: {str(exc).strip()}") from exc
+    if conn.execute("SELECT to_regclass('leaderboard_periods')").fetchone() == (None,):
+        conn.close()
+        raise SchemaMissing(
+            f"Postgres at {server_of(database_url)} has no leaderboard schema: run `leaderboard migrate deploy`"
+        )
+    return conn
 
 
 def content_hash(rows: pl.DataFrame) -> str:

@@ -379,3 +379,10 @@ def test_materialize_names_the_unreachable_server(settings, monkeypatch):
     result = CliRunner().invoke(main, ["materialize", "--start", "2026-05-01", "--end", "2026-05-01"])
     assert result.exit_code != 0
     assert "cannot connect to Postgres at 127.0.0.1:1" in result.output
+
+
+def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    with pytest.raises(pg.SchemaMissing, match="run `leaderboard migrate deploy`"):
+        publish_period(lake, boards, period_of("daily", dt.date(2026, 5, 1)), _table(["a"], [1.0]), "r",
+                       Stores(database_url))  # fmt: skip

@@ -1,0 +1,52 @@
+"""Public standings routes: boards, one period's standings, published periods."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from api.params import local_date, reader_of
+from api.reader import Reader
+from api.schemas import BoardInfo, Periods, Standings
+
+
+class StandingsController(Controller):
+    path = "/leaderboard"
+    tags = ("standings",)
+    dependencies = {"reader": Provide(reader_of, sync_to_thread=False)}  # noqa: RUF012 - Litestar's own attribute
+
+    @get("/boards")
+    async def boards(self, reader: Reader) -> list[BoardInfo]:
+        """Boards, their periods and display limits."""
+        await reader.fresh_overrides()
+        return [
+            BoardInfo(b.id, b.title, b.aggregate, b.order, list(b.periods), reader.limit_for(b))
+            for b in reader.boards.boards
+            if reader.enabled(b.id)
+        ]
+
+    @get("/{board:str}/{period:str}")
+    async def standings(
+        self,
+        state: State,
+        board: str,
+        period: str,
+        at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
+        limit: Annotated[int | None, Parameter(ge=1, le=100)] = None,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> Response[Standings]:
+        """One period's standings (the current one, or the one containing `at`), one page."""
+        # The hot route reads the reader off the app state: no dependency to resolve per request.
+        body = await state.reader.standings(board, period, local_date(at), limit, offset)
+        if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
+            return Response(body, media_type="application/json")
+        return Response(Standings(**body))
+
+    @get("/{board:str}/{period:str}/periods")
+    async def periods(self, reader: Reader, board: str, period: str) -> Periods:
+        """Published period keys, newest first."""
+        return Periods(board, period, await reader.periods(board, period))

@@ -27,7 +27,7 @@ from leaderboard.lake import Snapshot as LakeSnapshot
 from leaderboard.overrides import Override
 from leaderboard.overrides import load as load_overrides
 from leaderboard.periods import local_midnight, parse_period_key
-from leaderboard.standings import StandingsError, resolve_key
+from leaderboard.standings import StandingsError, check_board, resolve_key
 
 log = logging.getLogger(__name__)
 OVERRIDES_TTL = 10.0
@@ -76,15 +76,9 @@ class Reader:
         return override.enabled if override else True
 
     def board(self, board_id: str, period_type: str) -> Board:
-        board = self.boards.get(board_id)
-        if board is None:
-            raise StandingsError(f"unknown board {board_id!r}; boards: {', '.join(b.id for b in self.boards.boards)}")
+        board = check_board(self.boards, board_id, period_type)
         if not self.enabled(board_id):
             raise StandingsError(f"board {board_id!r} is disabled")
-        if period_type not in ("daily", "weekly", "monthly", "all_time"):
-            raise StandingsError(f"unknown period {period_type!r}; use daily, weekly, monthly or all_time", 400)
-        if period_type not in board.periods:
-            raise StandingsError(f"board {board_id!r} has no {period_type} standings")
         return board
 
     async def standings(
@@ -164,33 +158,44 @@ class Reader:
             self._local[name] = (now + LOCAL_CACHE_SECONDS, raw)
         return raw
 
-    async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
+    async def _pg_snapshot(
+        self, board: Board, period_type: str, key: str, rows_where: str, params: dict
+    ) -> tuple[dict, pl.DataFrame] | None:
+        """The period's registry header and some of its rows, read in one snapshot (a swap in
+        between cannot mix them); None when the period is not published."""
         assert self.pool is not None
+        ident = {"b": board.id, "t": period_type, "k": key, **params}
+        period = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur = await conn.execute(
+                "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
+                f"WHERE {period}",
+                ident,
+            )
+            reg = await cur.fetchone()
+            if reg is None:
+                return None
+            cur = await conn.execute(
+                "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
+                f"WHERE {period} AND {rows_where.format(period=period)} ORDER BY rank",
+                ident,
+            )
+            rows = await cur.fetchall()
+        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
+        return header, pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
+
+    async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
+        # Ranks are 1..N without gaps, so a page is a rank range (the top index serves it).
+        top = max(limit + offset, self.limit_for(board))
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                # One snapshot for the header and the page: a swap in between cannot mix them.
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                cur = await conn.execute(
-                    "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
-                    "WHERE board_id = %s AND period_type = %s AND period_key = %s",
-                    (board.id, period_type, key),
-                )
-                reg = await cur.fetchone()
-                if reg is None:
-                    return None
-                top = max(limit + offset, self.limit_for(board))
-                cur = await conn.execute(
-                    "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-                    "WHERE board_id = %s AND period_type = %s AND period_key = %s ORDER BY rank LIMIT %s",
-                    (board.id, period_type, key, top),
-                )
-                rows = await cur.fetchall()
+            found = await self._pg_snapshot(board, period_type, key, "rank <= %(top)s", {"top": top})
         except (psycopg.Error, OSError) as exc:
             log.warning("postgres read failed: %s", exc)
             return None
-        frame = pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
-        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
-        snapshot = LakeSnapshot(header, frame)
+        if found is None:
+            return None
+        snapshot = LakeSnapshot(*found)
         await self._refill(board, period_type, key, snapshot.body(self.boards.tz, self.limit_for(board)))
         return snapshot.body(self.boards.tz, limit, offset)
 
@@ -236,28 +241,10 @@ class Reader:
     async def _user_from_postgres(
         self, board: Board, period_type: str, key: str, user_id: str, around: int
     ) -> tuple[dict, pl.DataFrame] | None:
-        assert self.pool is not None
-        where = "board_id = %s AND period_type = %s AND period_key = %s"
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur = await conn.execute(
-                "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
-                f"WHERE {where}",
-                (board.id, period_type, key),
-            )
-            reg = await cur.fetchone()
-            if reg is None:
-                return None
-            cur = await conn.execute(
-                f"SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings WHERE {where} "
-                f"AND rank BETWEEN (SELECT rank FROM leaderboard_rankings WHERE {where} AND user_id = %s) - %s "
-                f"AND (SELECT rank FROM leaderboard_rankings WHERE {where} AND user_id = %s) + %s ORDER BY rank",
-                (board.id, period_type, key, board.id, period_type, key, user_id, around,
-                 board.id, period_type, key, user_id, around),
-            )  # fmt: skip
-            rows = await cur.fetchall()
-        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
-        return header, pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
+        rank = "(SELECT rank FROM leaderboard_rankings WHERE {period} AND user_id = %(u)s)"
+        return await self._pg_snapshot(
+            board, period_type, key, f"rank BETWEEN {rank} - %(k_)s AND {rank} + %(k_)s", {"u": user_id, "k_": around}
+        )
 
     async def _user_from_lake(
         self, board: Board, period_type: str, key: str, user_id: str, around: int

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 
-from leaderboard.settings import Settings, get_settings
+from leaderboard.settings import Settings, duration_seconds, get_settings
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
@@ -194,12 +193,10 @@ def token(sub: str, admin: bool, ttl: str | None) -> None:
     settings = _settings()
     if not settings.JWT_SECRET:
         raise click.UsageError("JWT_SECRET is not set")
-    seconds = None
-    if ttl:
-        m = re.fullmatch(r"(\d+)([smhd])", ttl)
-        if not m:
-            raise click.BadParameter(f"{ttl!r}: use a number and s, m, h or d (e.g. 1h)", param_hint="--ttl")
-        seconds = int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    try:
+        seconds = duration_seconds(ttl) if ttl else None
+    except ValueError:
+        raise click.BadParameter(f"{ttl!r}: use a number and s, m, h or d (e.g. 1h)", param_hint="--ttl") from None
     click.echo(mint(settings, sub, admin, seconds))
 
 

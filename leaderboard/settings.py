@@ -6,6 +6,7 @@ Names are the seed service's (DESIGN §8) so existing deployments keep their var
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,17 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BOARDS_FILE = Path(__file__).with_name("boards.yaml")
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def duration_seconds(text: str) -> int:
+    """`30s`, `15m`, `1h`, `7d` (the seed's JWT_EXPIRES_IN form) in seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h or 7d")
+    return int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
 
 
 class SettingsError(SystemExit):
@@ -90,7 +102,7 @@ class Settings(BaseSettings):
 
     @property
     def jwt_ttl_seconds(self) -> int:
-        return int(self.JWT_EXPIRES_IN[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[self.JWT_EXPIRES_IN[-1]]
+        return duration_seconds(self.JWT_EXPIRES_IN)
 
     @property
     def redis_url(self) -> str | None:

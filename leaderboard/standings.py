@@ -1,13 +1,13 @@
 """Finding published standings for a board, a period type and an optional date.
 
-Used by `leaderboard show` and, later, by the API's lake read path, so both answer alike.
+Used by `leaderboard show` and the API, so both answer alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from leaderboard.boards import BoardSet
+from leaderboard.boards import PERIOD_TYPES, Board, BoardSet
 from leaderboard.lake import Lake, Snapshot, read_snapshot
 from leaderboard.periods import ALL_TIME_KEY, period_of
 
@@ -30,12 +30,20 @@ def resolve_key(boards: BoardSet, period_type: str, at: dt.date | None) -> str:
     return period_of(period_type, day).key
 
 
-def find_snapshot(lake: Lake, boards: BoardSet, board_id: str, period_type: str, at: dt.date | None) -> Snapshot:
+def check_board(boards: BoardSet, board_id: str, period_type: str) -> Board:
+    """The board, or a StandingsError saying which boards and periods exist."""
     board = boards.get(board_id)
     if board is None:
         raise StandingsError(f"unknown board {board_id!r}; boards: {', '.join(b.id for b in boards.boards)}")
+    if period_type not in PERIOD_TYPES:
+        raise StandingsError(f"unknown period {period_type!r}; use {', '.join(PERIOD_TYPES)}", 400)
     if period_type not in board.periods:
         raise StandingsError(f"board {board_id!r} has no {period_type} standings; it has {', '.join(board.periods)}")
+    return board
+
+
+def find_snapshot(lake: Lake, boards: BoardSet, board_id: str, period_type: str, at: dt.date | None) -> Snapshot:
+    check_board(boards, board_id, period_type)
     key = resolve_key(boards, period_type, at)
     snapshot = read_snapshot(lake, board_id, period_type, key)
     if snapshot is None:

@@ -304,8 +304,8 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     """
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
 

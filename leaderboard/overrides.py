@@ -74,3 +74,45 @@ def request_refresh(lake: Lake, database_url: str | None, by: str) -> str:
         json.dumps({"id": rid, "requested_by": by, "requested_at": now, "status": "pending"})
     )
     return rid
+
+
+def take_refresh_requests(lake: Lake, database_url: str | None, limit: int = 1000) -> list[str]:
+    """Mark pending refresh requests done and return their ids, oldest first.
+
+    The pipeline's sensor calls this when it asks for the run that serves them, so each
+    request is answered by exactly one run.
+    """
+    if database_url:
+        with pg.connect(database_url) as conn, conn.transaction():
+            rows = conn.execute(
+                "UPDATE leaderboard_refresh_requests SET status = 'done', done_at = now() WHERE id IN ("
+                "  SELECT id FROM leaderboard_refresh_requests WHERE status = 'pending'"
+                "  ORDER BY requested_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, requested_at",
+                (limit,),
+            ).fetchall()
+        return [str(i) for i, _ in sorted(rows, key=lambda r: r[1])]
+    folder = lake.root / "config" / "refresh_requests"
+    if not folder.is_dir():
+        return []
+    pending = []
+    for path in folder.glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["status"] == "pending":
+            pending.append((record["requested_at"], path, record))
+    taken = []
+    for _, path, record in sorted(pending, key=lambda p: p[0])[:limit]:
+        record |= {"status": "done", "done_at": dt.datetime.now(dt.UTC).isoformat()}
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+        taken.append(record["id"])
+    return taken
+
+
+def refresh_request_status(lake: Lake, database_url: str | None, rid: str) -> str | None:
+    if database_url:
+        with pg.connect(database_url) as conn:
+            row = conn.execute("SELECT status FROM leaderboard_refresh_requests WHERE id = %s", (int(rid),)).fetchone()
+        return row[0] if row else None
+    path = lake.root / "config" / "refresh_requests" / f"{rid}.json"
+    return json.loads(path.read_text())["status"] if path.is_file() else None

@@ -59,11 +59,22 @@ class Settings(BaseSettings):
     CACHE_TTL_SECONDS: int = Field(300, ge=0)
     RATE_LIMIT_PER_MINUTE: int = Field(600, ge=0)  # per client address (Redis-backed when Redis is set); 0: off
     RETENTION_DAYS: int = Field(90, ge=1)
+    # pipeline automation (Dagster daemon)
+    QUARANTINE_MAX_RATE: float = Field(0.01, gt=0, le=1)  # a day with this share of broken records fails
+    DAILY_CLOSE_MINUTE: int = Field(15, ge=0, le=59)  # minutes after local midnight that yesterday is finalized
+    LANDING_SENSOR_INTERVAL_SECONDS: int = Field(30, ge=1, le=3600)
+    AUTOMATION_INTERVAL_SECONDS: int = Field(30, ge=1, le=3600)  # how often weekly/monthly/all-time follow days
     LEADERBOARD_LANDING_DIR: Path = Path("data/landing")
     LEADERBOARD_LAKE_DIR: Path = Path("data/lake")
     LEADERBOARD_BOARDS: Path = DEFAULT_BOARDS_FILE
     LEADERBOARD_TIMEZONE: str | None = None
     DAGSTER_HOME: Path = Path("data/dagster")
+    # dashboard
+    API_URL: str = Field("http://127.0.0.1:3000", pattern=r"^https?://[^/\s]+(/\S*)?$")  # standings are read here
+    DAGSTER_URL: str = Field("http://127.0.0.1:3070", pattern=r"^https?://[^/\s]+(/\S*)?$")  # run links point here
+    DASHBOARD_REFRESH_SECONDS: int = Field(30, ge=0, le=3600)  # pages re-read their data this often; 0: off
+    DASHBOARD_DAYS: int = Field(14, ge=1, le=366)  # days shown by the pipeline health page
+    DASHBOARD_STALE_MINUTES: int = Field(60, ge=1)  # a current period published longer ago than this shows red
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod

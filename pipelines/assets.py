@@ -6,22 +6,32 @@ range runs as one run) and calls `pipelines.steps` for each; metadata reports pe
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import dagster as dg
 
 from leaderboard.boards import BoardSet
+from leaderboard.periods import Period
+from leaderboard.settings import Settings
+from pipelines import checks
+from pipelines.automation import follows_daily_scores
+from pipelines.checks import Verdict
 from pipelines.partitions import PeriodPartitions, period_for_key
 from pipelines.resources import LakeResource, StoresResource
 from pipelines.steps import (
+    QuarantineRateExceeded,
     all_time_period,
+    cache_verdicts,
     ingest_day,
+    period_scores,
     publish_period,
     rank_period,
     score_day,
 )
 
 INGEST, RANK = "ingest", "standings"
+BEFORE_PUBLISH = (checks.RANKS_CONTIGUOUS, checks.ONE_ROW_PER_USER, checks.ENTRIES_MATCH_SCORES)
 
 
 def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -37,9 +47,48 @@ def _table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+def _results(asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdict]]) -> list[dg.AssetCheckResult]:
+    """One result per check over all partitions of the run; problems name their partition."""
+    results = []
+    for name in names:
+        mine = [(where, v) for where, v in verdicts if v.name == name]
+        problems = [f"{where}: {p}" for where, v in mine for p in v.problems]
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=asset,
+                check_name=name,
+                passed=all(v.passed for _, v in mine),
+                metadata={
+                    "checked": len(mine),
+                    "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+                },
+            )
+        )
+    return results
+
+
+def _blocked(asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdict]]) -> Iterator[dg.AssetCheckResult]:
+    """Report the checks, then fail the step: nothing of the failing partition was published."""
+    results = _results(asset, names, verdicts)
+    yield from results
+    failed = [f"{where}: {p}" for where, v in verdicts if not v.passed for p in v.problems]
+    raise dg.Failure(
+        description=f"{asset}: checks failed, previous standings kept:\n" + "\n".join(failed[:20]),
+        metadata={"failed_checks": [r.check_name for r in results if not r.passed]},
+        allow_retries=False,
+    )
+
+
+def build_assets(
+    boards: BoardSet, parts: PeriodPartitions, settings: Settings
+) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     previous_too = dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partitions=True)
     single_run = dg.BackfillPolicy.single_run()
+    # Redis against Postgres is only checkable where both are published to.
+    after_publish = (checks.CACHE_MATCHES_POSTGRES,) if settings.DATABASE_URL and settings.redis_url else ()
+    # Current periods are recomputed every REFRESH_INTERVAL_MINUTES: three missed refreshes warn, six fail.
+    interval = dt.timedelta(minutes=settings.REFRESH_INTERVAL_MINUTES)
+    fresh = dg.FreshnessPolicy.time_window(fail_window=6 * interval, warn_window=3 * interval)
 
     landed_events = dg.AssetSpec(
         "landed_events",
@@ -55,19 +104,35 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         deps=[landed_events],
         group_name=INGEST,
         kinds={"duckdb", "polars", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                checks.QUARANTINE_RATE,
+                asset="clean_events",
+                blocking=True,
+                description=f"Under {settings.QUARANTINE_MAX_RATE:.2%} of the day's records quarantined "
+                "(QUARANTINE_MAX_RATE); else the day's clean events are not replaced.",
+            )
+        ],
     )
     def clean_events(
         context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """Valid, deduplicated events of each local day, read from the hour folders that overlap it.
 
         Broken records go to `quarantine/` with file, line and reason; redeliveries of an
         event_id count once (first in Kafka order wins). Per day, read = counted + duplicates
         + quarantined, or the run fails.
         """
-        rows = []
+        rows, verdicts = [], []
         for day in _days(context):
-            stats = ingest_day(lake.landing, lake.lake, boards, day, context.run_id, stores.stores)
+            try:
+                stats = ingest_day(
+                    lake.landing, lake.lake, boards, day, context.run_id, stores.stores, settings.QUARANTINE_MAX_RATE
+                )
+            except QuarantineRateExceeded as exc:
+                yield from _blocked("clean_events", (checks.QUARANTINE_RATE,), [*verdicts, (str(day), exc.verdict)])
+                return
+            verdicts.append((str(day), Verdict(checks.QUARANTINE_RATE, True)))
             context.log.info(
                 f"{day}: read {stats.read} from {stats.files} files, counted {stats.counted}, "
                 f"duplicates {stats.duplicates} ({stats.conflicts} conflicting), quarantined {stats.quarantined}"
@@ -76,8 +141,9 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
                 context.log.warning(f"{day}: {stats.skipped_files} files skipped (not landing file names)")
             rows.append(asdict(stats))
         totals = {k: sum(r[k] for r in rows) for k in ("read", "counted", "duplicates", "conflicts", "quarantined")}
-        return dg.MaterializeResult(
-            metadata={**totals, "files": sum(r["files"] for r in rows), "per_day": _table(rows)}
+        yield dg.MaterializeResult(
+            metadata={**totals, "files": sum(r["files"] for r in rows), "per_day": _table(rows)},
+            check_results=_results("clean_events", (checks.QUARANTINE_RATE,), verdicts),
         )
 
     @dg.asset(
@@ -97,20 +163,41 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         return dg.MaterializeResult(metadata={"rows": sum(r["rows"] for r in rows), "per_day": _table(rows)})
 
     def _publish(
-        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource, period_type: str
-    ) -> dg.MaterializeResult:
-        rows = []
-        for key in context.partition_keys:
-            period = period_for_key(period_type, key)
+        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource, asset: str, periods: list[Period]
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Rank, check, and only then publish each period; a failed check stops the run there."""
+        rows, verdicts = [], []
+        for period in periods:
             t0 = time.perf_counter()
-            table = rank_period(lake.lake, boards, period)
+            scores = period_scores(lake.lake, boards, period)
+            table = rank_period(lake.lake, boards, period, scores)
+            found = [(period.key, v) for v in checks.standings_verdicts(table, scores, boards.with_period(period.type))]
+            verdicts += found
+            if not all(v.passed for _, v in found):
+                yield from _blocked(asset, BEFORE_PUBLISH + after_publish, verdicts)
+                return
             entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
+            if after_publish:
+                verdicts += [(period.key, v) for v in cache_verdicts(stores.stores, boards, period)]
             seconds = round(time.perf_counter() - t0, 3)
             rows.append({"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds})
-            context.log.info(f"published {period_type} {period.key}: {entries}")
-        return dg.MaterializeResult(
-            metadata={"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)}
+            context.log.info(f"published {period.type} {period.key}: {entries}")
+        yield dg.MaterializeResult(
+            metadata={"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)},
+            check_results=_results(asset, BEFORE_PUBLISH + after_publish, verdicts),
         )
+
+    def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+        what = {
+            checks.RANKS_CONTIGUOUS: "Ranks of each board are 1..N, no gap or repeat.",
+            checks.ONE_ROW_PER_USER: "One row per user and board.",
+            checks.ENTRIES_MATCH_SCORES: "Entries equal the users with counted events (after min_score).",
+            checks.CACHE_MATCHES_POSTGRES: "After publish: Redis top N equals Postgres top N.",
+        }
+        return [
+            dg.AssetCheckSpec(name, asset=asset, blocking=name in BEFORE_PUBLISH, description=what[name])
+            for name in BEFORE_PUBLISH + after_publish
+        ]
 
     def ranking_asset(name: str, period_type: str, partitions_def: dg.PartitionsDefinition, doc: str):
         @dg.asset(
@@ -121,11 +208,15 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
             group_name=RANK,
             kinds={"polars", "parquet"},
             description=doc,
+            check_specs=_check_specs(name),
+            automation_condition=follows_daily_scores(existing_only=period_type == "daily"),
+            freshness_policy=fresh,
         )
         def _asset(
             context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
-        ) -> dg.MaterializeResult:
-            return _publish(context, lake, stores, period_type)
+        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+            periods = [period_for_key(period_type, key) for key in context.partition_keys]
+            yield from _publish(context, lake, stores, name, periods)
 
         return _asset
 
@@ -149,27 +240,29 @@ def build_assets(boards: BoardSet, parts: PeriodPartitions) -> list[dg.AssetsDef
         "Calendar-month standings rolled up from daily_scores; previous_rank is the month before.",
     )
 
-    @dg.asset(deps=[daily_scores], group_name=RANK, kinds={"polars", "parquet"})
+    @dg.asset(
+        deps=[daily_scores],
+        group_name=RANK,
+        kinds={"polars", "parquet"},
+        check_specs=_check_specs("all_time_rankings"),
+        automation_condition=follows_daily_scores(),
+        freshness_policy=fresh,
+    )
     def all_time_rankings(
         context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """All-time standings over every materialized day up to the latest one (key `all`);
         previous_rank is the standings one day earlier."""
         period = all_time_period(lake.lake, boards)
         if period is None:
             context.log.warning("no daily_scores yet: nothing to publish")
-            return dg.MaterializeResult(metadata={"users_ranked": 0})
-        t0 = time.perf_counter()
-        table = rank_period(lake.lake, boards, period)
-        entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
-        return dg.MaterializeResult(
-            metadata={
-                "through_day": (period.end - dt.timedelta(days=1)).isoformat(),
-                "users_ranked": sum(entries.values()),
-                "per_board": _table([entries]),
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-        )
+            yield dg.MaterializeResult(
+                metadata={"users_ranked": 0},
+                check_results=_results("all_time_rankings", BEFORE_PUBLISH + after_publish, []),
+            )
+            return
+        context.log.info(f"all-time through {period.end - dt.timedelta(days=1)}")
+        yield from _publish(context, lake, stores, "all_time_rankings", [period])
 
     return [
         landed_events,

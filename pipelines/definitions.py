@@ -9,6 +9,7 @@ import dagster as dg
 from leaderboard.boards import load_boards
 from leaderboard.settings import Settings, get_settings
 from pipelines.assets import build_assets
+from pipelines.automation import build_automation
 from pipelines.maintenance import build_retention
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource, StoresResource
@@ -24,14 +25,15 @@ WEEKLY_JOB, MONTHLY_JOB, ALL_TIME_JOB = "weekly_job", "monthly_job", "all_time_j
 def build_defs(settings: Settings) -> dg.Definitions:
     boards = load_boards(settings.LEADERBOARD_BOARDS, settings.LEADERBOARD_TIMEZONE)
     parts = PeriodPartitions.for_boards(boards)
-    assets = build_assets(boards, parts)
+    assets = build_assets(boards, parts, settings)
+    daily_job = dg.define_asset_job(
+        DAILY_JOB,
+        selection=["clean_events", "daily_scores", "daily_rankings"],
+        partitions_def=parts.daily,
+        description="Ingest, score and rank a range of local days.",
+    )
     jobs = [
-        dg.define_asset_job(
-            DAILY_JOB,
-            selection=["clean_events", "daily_scores", "daily_rankings"],
-            partitions_def=parts.daily,
-            description="Ingest, score and rank a range of local days.",
-        ),
+        daily_job,
         dg.define_asset_job(
             DAILY_RANKINGS_JOB,
             selection=["daily_rankings"],
@@ -43,10 +45,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
         dg.define_asset_job(ALL_TIME_JOB, selection=["all_time_rankings"]),
     ]
     retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)
+    schedules, sensors = build_automation(boards, settings, daily_job)
     return dg.Definitions(
         assets=assets,
         jobs=[*jobs, retention_job],
-        schedules=[retention_schedule],
+        schedules=[*schedules, retention_schedule],
+        sensors=sensors,
         resources={
             "lake": LakeResource(
                 landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),

@@ -27,7 +27,7 @@ from leaderboard.periods import utc_hours
 from pipelines.dedupe import repeated_hashes
 
 # <topic>+<partition>+<offset>.<ext>; the S3 sink may put the codec before .parquet (.snappy.parquet)
-_FILE_NAME = re.compile(
+FILE_NAME = re.compile(
     r"^(?P<topic>[^+/]+)\+(?P<partition>\d+)\+(?P<offset>\d+)\.(?P<ext>json|json\.gz|(?:[a-z0-9]+\.)?parquet)$"
 )
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the file named
@@ -103,7 +103,7 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
                 name = path.name
                 if name.startswith(".") or name.endswith(".tmp") or not path.is_file():
                     continue
-                m = _FILE_NAME.match(name)
+                m = FILE_NAME.match(name)
                 if not m:
                     skipped.append(f"{path}: not <topic>+<partition>+<offset>.json|json.gz|parquet")
                     continue

@@ -7,6 +7,7 @@ directly. Nothing here knows about Dagster.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from leaderboard.cache import hot_keys
 from leaderboard.lake import Lake, Snapshot, snapshot_header, write_atomic
 from leaderboard.periods import UTC, Period, period_of
 from leaderboard.stores import Stores
+from pipelines import checks
+from pipelines.checks import Verdict
 from pipelines.dedupe import dedupe
 from pipelines.landing import read_day
 from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
@@ -37,13 +40,29 @@ class IngestStats:
     seconds: float
 
 
+class QuarantineRateExceeded(RuntimeError):
+    """Too many broken records in a day: its clean events are not replaced (see the verdict)."""
+
+    def __init__(self, stats: IngestStats, verdict: Verdict) -> None:
+        super().__init__(f"{stats.day}: " + "\n".join(verdict.problems))
+        self.stats, self.verdict = stats, verdict
+
+
 def ingest_day(
-    landing: Path, lake: Lake, boards: BoardSet, day: dt.date, run_id: str = "", stores: Stores | None = None
+    landing: Path,
+    lake: Lake,
+    boards: BoardSet,
+    day: dt.date,
+    run_id: str = "",
+    stores: Stores | None = None,
+    max_quarantine_rate: float | None = None,
 ) -> IngestStats:
     """Read, validate and deduplicate one local day; write clean events, quarantine and stats.
 
     Nothing reaches the lake unless the conservation law of DESIGN §4 holds: every record
-    read is exactly one of counted (as written), duplicate or quarantined.
+    read is exactly one of counted (as written), duplicate or quarantined. Past
+    `max_quarantine_rate` the quarantine and stats are written (to look at) but the day's
+    clean events stay as they were, and QuarantineRateExceeded is raised.
     """
     t0 = time.perf_counter()
     start, end = period_of("daily", day).bounds(boards.tz)
@@ -67,13 +86,19 @@ def ingest_day(
         )
         if read != counted + kept.duplicates + landed.quarantine.height:
             raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")
-        lake.install(staged_clean, lake.day_file("clean_events", day))
+        verdict = Verdict(checks.QUARANTINE_RATE, True)
+        if max_quarantine_rate is not None:
+            verdict = checks.quarantine_rate(read, stats.quarantined, max_quarantine_rate, landed.quarantine)
+        if verdict.passed:
+            lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
     record = {**asdict(stats), "run_id": run_id}
     write_atomic(pl.DataFrame([{**record, "written_at": dt.datetime.now(UTC)}]), lake.day_file("ingest_stats", day))
     with (stores or Stores()).postgres() as conn:
         if conn is not None:
             pg.save_ingest_stats(conn, {**record, "day": day})
+    if not verdict.passed:
+        raise QuarantineRateExceeded(stats, verdict)
     return stats
 
 
@@ -93,13 +118,39 @@ def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame
     return rollup_scores(pl.scan_parquet(files), boards.boards)
 
 
-def rank_period(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
-    """Standings of every board of `period`, with previous ranks from the period before."""
+def period_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
+    """Each user's score over `period` for the boards that have it (before `min_score`)."""
+    return (
+        scores_of(lake, boards, period.days())
+        .filter(pl.col("board_id").is_in([b.id for b in boards.with_period(period.type)]))
+        .collect()
+    )
+
+
+def rank_period(lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Standings of every board of `period`, with previous ranks from the period before.
+
+    `scores` are the period's scores when the caller has them already (`period_scores`).
+    """
     selected = boards.with_period(period.type)
     prev = period.previous(boards.start_date)
-    current = scores_of(lake, boards, period.days())
+    current = scores.lazy() if scores is not None else scores_of(lake, boards, period.days())
     previous = scores_of(lake, boards, prev.days()) if prev else None
     return standings(current, previous, selected).collect()
+
+
+def cache_verdicts(stores: Stores, boards: BoardSet, period: Period) -> list[Verdict]:
+    """After publish: does Redis serve what Postgres holds, for each board of the period?"""
+    verdicts = []
+    with stores.postgres() as conn, stores.redis() as client:
+        if conn is None or client is None:
+            return []
+        for board in boards.with_period(period.type):
+            raw = client.get(stores.keys.rankings(board.id, period.type, period.key))
+            cached = json.loads(raw)["entries"] if raw else None
+            stored = pg.top(conn, board.id, period.type, period.key, display_limit(board))
+            verdicts.append(checks.cache_matches_postgres(board.id, cached, stored))
+    return verdicts
 
 
 def publish_period(

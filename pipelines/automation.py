@@ -1,0 +1,166 @@
+"""Schedules and sensors that keep standings fresh without an operator.
+
+Only days are ever requested here (the `daily_job`: ingest, score, rank a day). Weekly,
+monthly and all-time standings, and the re-ranking of the day after a changed day, follow
+by declarative automation (`follows_daily_scores`): whatever changed a day (schedule,
+landing sensor, UI backfill, CLI), the periods above it are recomputed once it is done,
+with no second list of "what depends on what" to keep in step with the assets.
+"""
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from leaderboard import overrides
+from leaderboard.boards import BoardSet
+from leaderboard.settings import Settings, SettingsError
+from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan
+from pipelines.resources import LakeResource, StoresResource
+
+TRIGGER_TAG = "leaderboard/trigger"
+DAY_TAG = "leaderboard/day"  # deploy/dagster.yaml runs one run per day at a time
+
+
+def follows_daily_scores(existing_only: bool = False) -> dg.AutomationCondition:
+    """Recompute a partition once its daily scores changed and nothing upstream is still running.
+
+    Unlike `eager()`, old partitions count too: a late file for a closed day must correct
+    that day's week and month. `existing_only` re-ranks only what was already published
+    (the day after a changed day); new days come from `daily_job` with their events.
+    """
+    condition = (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    )
+    if existing_only:
+        condition = condition & ~dg.AutomationCondition.missing()
+    return condition.with_label("daily scores changed")
+
+
+def refresh_cron(minutes: int) -> str:
+    if minutes < 60:
+        return f"*/{minutes} * * * *"
+    if minutes % 60 == 0 and minutes < 1440:
+        return f"0 */{minutes // 60} * * *"
+    if minutes == 1440:
+        return "0 0 * * *"
+    raise SettingsError(f"REFRESH_INTERVAL_MINUTES={minutes}: from 60 on it must be whole hours (60, 120, ... 1440)")
+
+
+def _day_request(day: dt.date, trigger: str, run_key: str | None = None, **tags: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=day.isoformat(),
+        tags={TRIGGER_TAG: trigger, DAY_TAG: day.isoformat(), **tags},
+    )
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def build_automation(
+    boards: BoardSet, settings: Settings, daily_job: UnresolvedAssetJobDefinition
+) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    tz = boards.tz
+
+    def _today(instant: dt.datetime | None = None) -> dt.date:
+        return (instant or dt.datetime.now(dt.UTC)).astimezone(tz).date()
+
+    @dg.schedule(
+        name="live_refresh",
+        job=daily_job,
+        cron_schedule=refresh_cron(settings.REFRESH_INTERVAL_MINUTES),
+        execution_timezone=boards.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Recompute the current day (live); its week, month and all-time follow by automation.",
+    )
+    def live_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = _today(context.scheduled_execution_time)
+        if day < boards.start_date:
+            return dg.SkipReason(f"{day} is before start_date {boards.start_date}")
+        return _day_request(day, "live_refresh")
+
+    @dg.schedule(
+        name="daily_close",
+        job=daily_job,
+        cron_schedule=f"{settings.DAILY_CLOSE_MINUTE} 0 * * *",
+        execution_timezone=boards.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Shortly after local midnight, finalize yesterday; the periods containing it follow.",
+    )
+    def daily_close(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = _today(context.scheduled_execution_time) - dt.timedelta(days=1)
+        if day < boards.start_date:
+            return dg.SkipReason(f"{day} is before start_date {boards.start_date}")
+        return _day_request(day, "daily_close")
+
+    @dg.sensor(
+        name="landing_files",
+        job=daily_job,
+        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="A run for each local day that new or changed landing files belong to (late files too).",
+    )
+    def landing_files(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+        changes, cursor = scan(lake.landing, WatchCursor.from_json(context.cursor))
+        today = _today()
+        by_day: dict[dt.date, list[LandedChange]] = defaultdict(list)
+        for change in changes:
+            for day in local_days(change.hour, tz):
+                if boards.start_date <= day <= today:
+                    by_day[day].append(change)
+                else:
+                    context.log.warning(f"{change.path}: day {day} is outside {boards.start_date}..{today}, not run")
+        requests = [
+            # One run per day reads all of the day's files; the key names the file versions it
+            # was asked for, so the same files never start a second run.
+            _day_request(
+                day,
+                "landing",
+                run_key=f"landing:{day}:{_digest([f'{c.path}@{c.version}' for c in found])}",
+                **{"leaderboard/files": str(len(found))},
+            )
+            for day, found in sorted(by_day.items())
+        ]
+        if requests:
+            context.log.info(f"{len(changes)} new or changed files -> runs for {', '.join(sorted(map(str, by_day)))}")
+        return dg.SensorResult(
+            run_requests=requests,
+            skip_reason=None if requests else "no new landing files",
+            cursor=cursor.to_json(),
+        )
+
+    @dg.sensor(
+        name="refresh_requests",
+        job=daily_job,
+        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Turn POST /leaderboard/config/refresh requests into a run of the current day (and periods).",
+    )
+    def refresh_requests(
+        context: dg.SensorEvaluationContext, lake: LakeResource, stores: StoresResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        ids = overrides.take_refresh_requests(lake.lake, stores.database_url)
+        if not ids:
+            return dg.SkipReason("no pending refresh requests")
+        context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()}")
+        return _day_request(
+            _today(),
+            "refresh_request",
+            run_key=f"refresh:{_digest(ids)}",
+            **{"leaderboard/refresh_requests": ",".join(ids)[:200]},
+        )
+
+    follow = dg.AutomationConditionSensorDefinition(
+        "follow_daily_scores",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS,
+        description="Weekly, monthly and all-time standings (and the next day's ranks) after their days changed.",
+    )
+    return [live_refresh, daily_close], [landing_files, refresh_requests, follow]

@@ -1,0 +1,199 @@
+"""Schedules, the landing and refresh sensors, and declarative automation of the periods."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+from dagster._utils.schedules import cron_string_iterator
+
+from leaderboard import overrides
+from leaderboard.lake import Lake
+from leaderboard.settings import SettingsError, load_settings
+from pipelines import landing_watch
+from pipelines.automation import refresh_cron
+from pipelines.definitions import build_defs
+from pipelines.landing_watch import WatchCursor, local_days
+from pipelines.resources import LakeResource, StoresResource
+from tests.conftest import event, land
+
+NY = ZoneInfo("America/New_York")
+UTC = dt.UTC
+
+
+@pytest.fixture
+def ny_defs(settings, monkeypatch) -> dg.Definitions:
+    monkeypatch.setenv("LEADERBOARD_TIMEZONE", "America/New_York")
+    return build_defs(load_settings())
+
+
+def _tick(defs: dg.Definitions, name: str, at: dt.datetime) -> list[str]:
+    repo = defs.get_repository_def()
+    schedule = repo.get_schedule_def(name)
+    with dg.build_schedule_context(scheduled_execution_time=at, repository_def=repo) as context:
+        data = schedule.evaluate_tick(context)
+    return [r.partition_key for r in data.run_requests or []]
+
+
+@pytest.mark.parametrize(
+    ("name", "local", "expected"),
+    [
+        # 2026-03-08 is the 23-hour day in New York (02:00 EST -> 03:00 EDT)
+        ("live_refresh", dt.datetime(2026, 3, 7, 23, 55, tzinfo=NY), "2026-03-07"),
+        ("live_refresh", dt.datetime(2026, 3, 8, 0, 0, tzinfo=NY), "2026-03-08"),
+        ("live_refresh", dt.datetime(2026, 3, 8, 23, 55, tzinfo=NY), "2026-03-08"),  # 03:55Z next day
+        ("live_refresh", dt.datetime(2026, 3, 9, 0, 0, tzinfo=NY), "2026-03-09"),
+        ("daily_close", dt.datetime(2026, 3, 8, 0, 15, tzinfo=NY), "2026-03-07"),
+        ("daily_close", dt.datetime(2026, 3, 9, 0, 15, tzinfo=NY), "2026-03-08"),
+        ("daily_close", dt.datetime(2026, 11, 2, 0, 15, tzinfo=NY), "2026-11-01"),  # the 25-hour day closes
+    ],
+)
+def test_schedule_ticks_request_the_local_day(ny_defs, name, local, expected):
+    assert _tick(ny_defs, name, local.astimezone(UTC)) == [expected]
+
+
+def test_schedules_tick_at_local_times_across_dst(ny_defs):
+    repo = ny_defs.get_repository_def()
+    close, refresh = repo.get_schedule_def("daily_close"), repo.get_schedule_def("live_refresh")
+    assert close.execution_timezone == refresh.execution_timezone == "America/New_York"
+    start = dt.datetime(2026, 3, 7, 12, tzinfo=UTC).timestamp()
+    ticks = cron_string_iterator(start, close.cron_schedule, close.execution_timezone)  # what the daemon uses
+    got = [next(ticks).astimezone(UTC) for _ in range(3)]
+    # 00:15 local each day: EST (-5) before the switch, EDT (-4) after
+    assert got == [
+        dt.datetime(2026, 3, 8, 5, 15, tzinfo=UTC),
+        dt.datetime(2026, 3, 9, 4, 15, tzinfo=UTC),
+        dt.datetime(2026, 3, 10, 4, 15, tzinfo=UTC),
+    ]
+    assert refresh.cron_schedule == "*/5 * * * *"
+
+
+def test_schedule_before_start_date_requests_nothing(ny_defs):
+    assert _tick(ny_defs, "live_refresh", dt.datetime(2023, 6, 1, 12, tzinfo=UTC)) == []
+
+
+@pytest.mark.parametrize(("minutes", "cron"), [(5, "*/5 * * * *"), (60, "0 */1 * * *"), (1440, "0 0 * * *")])
+def test_refresh_interval_becomes_a_cron(minutes, cron):
+    assert refresh_cron(minutes) == cron
+
+
+def test_refresh_interval_that_no_cron_can_say_is_refused():
+    with pytest.raises(SettingsError, match="REFRESH_INTERVAL_MINUTES=90"):
+        refresh_cron(90)
+
+
+def test_utc_hour_maps_to_local_days():
+    assert local_days(dt.datetime(2026, 3, 9, 3, tzinfo=UTC), NY) == [dt.date(2026, 3, 8)]
+    assert local_days(dt.datetime(2026, 3, 9, 4, tzinfo=UTC), NY) == [dt.date(2026, 3, 9)]
+    # a half-hour offset: 18:00-19:00Z is 23:30-00:30 in Kolkata
+    assert local_days(dt.datetime(2026, 3, 9, 18, tzinfo=UTC), ZoneInfo("Asia/Kolkata")) == [
+        dt.date(2026, 3, 9),
+        dt.date(2026, 3, 10),
+    ]
+
+
+def _sense(defs: dg.Definitions, settings, cursor: str | None) -> dg.SensorResult:
+    sensor = defs.get_repository_def().get_sensor_def("landing_files")
+    lake = LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
+    with dg.build_sensor_context(cursor=cursor, resources={"lake": lake}, definitions=defs) as context:
+        return sensor(context)
+
+
+def _requested(result: dg.SensorResult) -> list[str]:
+    return sorted(r.partition_key for r in result.run_requests or [])
+
+
+def test_landing_sensor_requests_each_day_once_and_late_files_again(ny_defs, settings):
+    landing = settings.LEADERBOARD_LANDING_DIR
+    h1 = dt.datetime(2026, 3, 9, 3, tzinfo=UTC)  # New York 2026-03-08 23:00
+    h2 = dt.datetime(2026, 3, 9, 15, tzinfo=UTC)  # New York 2026-03-09 11:00
+    land(landing, "events", h1, "events+0+0.json", [event("a", "u1", "2026-03-09T03:10:00Z", 1)])
+    land(landing, "events", h1, "events+1+0.json", [event("b", "u2", "2026-03-09T03:20:00Z", 1)])
+    land(landing, "events", h2, "events+0+1.json", [event("c", "u1", "2026-03-09T15:10:00Z", 1)])
+    first = _sense(ny_defs, settings, None)
+    assert _requested(first) == ["2026-03-08", "2026-03-09"]
+    by_day = {r.partition_key: r for r in first.run_requests}
+    assert by_day["2026-03-08"].tags["leaderboard/files"] == "2"
+    assert len({r.run_key for r in first.run_requests}) == 2
+
+    again = _sense(ny_defs, settings, first.cursor)
+    assert _requested(again) == []
+
+    # a late file for the old day, in its old hour folder
+    land(landing, "events", h1, "events+0+7.json", [event("d", "u3", "2026-03-09T03:30:00Z", 1)])
+    late = _sense(ny_defs, settings, again.cursor)
+    assert _requested(late) == ["2026-03-08"]
+    assert late.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
+
+    # the cursor restored from its string behaves the same
+    restored = WatchCursor.from_json(late.cursor).to_json()
+    assert restored == late.cursor
+    assert _requested(_sense(ny_defs, settings, restored)) == []
+
+    # a rewritten file (new size) is a new version of it
+    land(
+        landing,
+        "events",
+        h2,
+        "events+0+1.json",
+        [event("c", "u1", "2026-03-09T15:10:00Z", 2), event("e", "u4", "2026-03-09T15:11:00Z", 1)],
+    )
+    assert _requested(_sense(ny_defs, settings, restored)) == ["2026-03-09"]
+
+
+def test_landing_sensor_does_not_list_unchanged_folders(settings, monkeypatch):
+    landing = settings.LEADERBOARD_LANDING_DIR
+    old = time.time() - 86_400
+    for day in range(1, 29):
+        hour = dt.datetime(2026, 2, day, 12, tzinfo=UTC)
+        path = land(landing, "events", hour, "events+0+0.json", [event(f"e{day}", "u", hour.isoformat(), 1)])
+        os.utime(path.parent, (old, old))
+    changes, cursor = landing_watch.scan(landing, WatchCursor())
+    assert len(changes) == 28
+    hour = dt.datetime(2026, 2, 3, 12, tzinfo=UTC)
+    land(landing, "events", hour, "events+0+9.json", [event("late", "u", hour.isoformat(), 1)])
+
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path):
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(landing_watch.os, "scandir", spy)
+    changes, _ = landing_watch.scan(landing, cursor)
+    assert [c.path.rsplit("/", 1)[1] for c in changes] == ["events+0+9.json"]
+    hour_folders_listed = [p for p in listed if Path(p).name.startswith("hour=")]
+    assert hour_folders_listed == [str(hour_folder_of(landing, hour))]
+
+
+def hour_folder_of(landing: Path, hour: dt.datetime) -> Path:
+    from pipelines.landing import hour_folder
+
+    return hour_folder(landing, "events", hour)
+
+
+@pytest.mark.parametrize("store", ["lake", "postgres"])
+def test_refresh_sensor_turns_api_requests_into_one_run_and_marks_them_done(settings, store, request):
+    database_url = request.getfixturevalue("migrated_url") if store == "postgres" else None
+    lake = Lake(settings.LEADERBOARD_LAKE_DIR)
+    rid = overrides.request_refresh(lake, database_url, "admin")  # what POST /leaderboard/config/refresh calls
+    defs = build_defs(settings)
+    sensor = defs.get_repository_def().get_sensor_def("refresh_requests")
+    resources = {
+        "lake": LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(lake.root)),
+        "stores": StoresResource(database_url=database_url),
+    }
+    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.RunRequest)
+    assert result.partition_key == dt.datetime.now(UTC).date().isoformat()  # boards.yaml is UTC
+    assert result.tags["leaderboard/refresh_requests"] == rid
+    assert overrides.refresh_request_status(lake, database_url, rid) == "done"
+    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
+        assert isinstance(sensor(context), dg.SkipReason)

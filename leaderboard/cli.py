@@ -183,6 +183,21 @@ def api(host: str, port: int | None, workers: int) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True)
+def dashboard(host: str, port: int) -> None:
+    """Serve the Streamlit dashboard: leaderboards (via API_URL) and pipeline health (DAGSTER_HOME)."""
+    _settings()  # a bad setting stops here with the variable named, not inside the page
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    args = [
+        sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host, "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "viewer",
+    ]  # fmt: skip
+    os.execv(args[0], args)
+
+
+@main.command()
 @click.option("--sub", required=True, help="User id the token speaks for.")
 @click.option("--admin", is_flag=True, help="Add the admin role.")
 @click.option("--ttl", default=None, help="Lifetime like 30m, 1h, 7d [JWT_EXPIRES_IN].")

@@ -168,6 +168,11 @@ def build_assets(
         """Rank, check, and only then publish each period; a failed check stops the run there."""
         rows, verdicts = [], []
         for period in periods:
+            if not any(lake.lake.day_file("daily_scores", d).is_file() for d in period.days()):
+                # Asked for as the period after a changed one, before any of its own days ran:
+                # standings of no day would read as "nobody scored", so there is nothing to publish.
+                context.log.info(f"{period.type} {period.key}: none of its days has daily_scores yet, not published")
+                continue
             t0 = time.perf_counter()
             scores = period_scores(lake.lake, boards, period)
             table = rank_period(lake.lake, boards, period, scores)

@@ -51,6 +51,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         jobs=[*jobs, retention_job],
         schedules=[*schedules, retention_schedule],
         sensors=sensors,
+        # Steps of a run depend on each other in a line, so a process per step would only add
+        # seconds of start-up each (and memory); parallelism comes from runs and partitions.
+        executor=dg.in_process_executor,
         resources={
             "lake": LakeResource(
                 landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),

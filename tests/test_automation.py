@@ -9,7 +9,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import polars as pl
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._utils.schedules import cron_string_iterator
 
 from leaderboard import overrides
@@ -197,3 +199,84 @@ def test_refresh_sensor_turns_api_requests_into_one_run_and_marks_them_done(sett
     assert overrides.refresh_request_status(lake, database_url, rid) == "done"
     with dg.build_sensor_context(resources=resources, definitions=defs) as context:
         assert isinstance(sensor(context), dg.SkipReason)
+
+
+def _run_range(defs, instance, job: str, first: str | None = None, last: str | None = None) -> None:
+    tags = {} if first is None else {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    assert defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
+
+
+def _requested_by_automation(result) -> dict[str, list[str | None]]:
+    names = ("daily_rankings", "weekly_rankings", "monthly_rankings", "all_time_rankings")
+    found = {n: sorted(result.get_requested_partitions(dg.AssetKey(n)), key=str) for n in names}
+    return {n: keys for n, keys in found.items() if keys}
+
+
+def test_periods_follow_their_days_by_declarative_automation(settings):
+    landing, lake = settings.LEADERBOARD_LANDING_DIR, Lake(settings.LEADERBOARD_LAKE_DIR)
+    defs = build_defs(settings)
+    for day in (1, 2):  # Sunday 2026-03-01 ends ISO week 9; Monday 03-02 starts week 10
+        hour = dt.datetime(2026, 3, day, 12, tzinfo=UTC)
+        land(landing, "events", hour, "events+0+0.json", [event(f"e{day}", "u1", hour.isoformat(), 5)])
+    with dg.DagsterInstance.ephemeral() as instance:
+        start = dg.evaluate_automation_conditions(defs, instance)
+        assert start.total_requested == 0
+
+        _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-02")
+        after_days = dg.evaluate_automation_conditions(defs, instance, cursor=start.cursor)
+        # the weeks and month holding the days, and those after them (their previous ranks changed)
+        assert _requested_by_automation(after_days) == {
+            "weekly_rankings": ["2026-02-23", "2026-03-02", "2026-03-09"],
+            "monthly_rankings": ["2026-03-01", "2026-04-01"],
+            "all_time_rankings": [None],
+        }
+        _run_range(defs, instance, "weekly_job", "2026-02-23", "2026-03-09")
+        _run_range(defs, instance, "monthly_job", "2026-03-01", "2026-04-01")
+        _run_range(defs, instance, "all_time_job")
+        assert lake.snapshot("points", "weekly", "2026-W10").is_file()
+        assert not lake.snapshot("points", "weekly", "2026-W11").exists()  # none of its days ran yet
+        settled = dg.evaluate_automation_conditions(defs, instance, cursor=after_days.cursor)
+        assert settled.total_requested == 0
+
+        # a late file for the closed Sunday: its week, the week after, the month, all-time, and Monday's ranks
+        land(landing, "events", dt.datetime(2026, 3, 1, 12, tzinfo=UTC), "events+0+9.json", [event("late", "u2", "2026-03-01T12:30:00Z", 9)])
+        _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
+        late = dg.evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
+        assert _requested_by_automation(late) == {
+            "daily_rankings": ["2026-03-02"],
+            "weekly_rankings": ["2026-02-23", "2026-03-02"],
+            "monthly_rankings": ["2026-03-01", "2026-04-01"],
+            "all_time_rankings": [None],
+        }
+
+
+def test_a_ten_day_backfill_equals_ten_single_day_runs(settings, tmp_path):
+    from pipelines.generate import GenerateSpec, generate
+
+    first = dt.date(2026, 2, 24)
+    days = [first + dt.timedelta(days=i) for i in range(10)]
+    generate(GenerateSpec(settings.LEADERBOARD_LANDING_DIR, first, 10, 60, 300, seed=5, bad_rate=0.002, dup_rate=0.02))
+    lakes = {}
+    for mode in ("backfill", "day_by_day"):
+        lake_dir = tmp_path / mode
+        defs = build_defs(settings.model_copy(update={"LEADERBOARD_LAKE_DIR": lake_dir}))
+        with dg.DagsterInstance.ephemeral() as instance:
+            if mode == "backfill":
+                _run_range(defs, instance, "daily_job", days[0].isoformat(), days[-1].isoformat())
+                assert len(instance.get_run_records()) == 1
+            else:
+                for day in days:
+                    _run_range(defs, instance, "daily_job", day.isoformat(), day.isoformat())
+                assert len(instance.get_run_records()) == 10
+        lakes[mode] = Lake(lake_dir)
+    stable = ["board_id", "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at"]
+    compared = 0
+    for day in days:
+        for dataset in ("clean_events", "daily_scores"):
+            a, b = (pl.read_parquet(lakes[m].day_file(dataset, day)) for m in lakes)
+            assert a.sort(a.columns).equals(b.sort(b.columns)), (dataset, day)
+        for board in ("points", "referrals", "high_score", "fastest_lap"):
+            a, b = (pl.read_parquet(lakes[m].snapshot(board, "daily", day.isoformat())).select(stable) for m in lakes)
+            assert a.equals(b), (board, day)
+            compared += a.height
+    assert compared > 500

@@ -1,0 +1,88 @@
+"""The real Dagster daemon runs our sensors and automation: a landed file becomes standings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from leaderboard import overrides
+from leaderboard.lake import Lake
+from tests.conftest import event, land
+
+ROOT = Path(__file__).resolve().parents[1]
+DEADLINE_SECONDS = 240
+
+
+def _wait(what: str, done: Callable[[], bool], log: Path) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < DEADLINE_SECONDS:
+        if done():
+            return time.monotonic() - t0
+        time.sleep(1)
+    pytest.fail(f"{what} not within {DEADLINE_SECONDS} s; daemon log:\n{log.read_text()[-6000:]}")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    home = tmp_path / "dagster"
+    home.mkdir()
+    # deploy/dagster.yaml (run queue, tag limits, retries) with the default SQLite storage
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    config.pop("storage")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LEADERBOARD_LANDING_DIR": str(tmp_path / "landing"),
+        "LEADERBOARD_LAKE_DIR": str(tmp_path / "lake"),
+        "LANDING_SENSOR_INTERVAL_SECONDS": "2",
+        "AUTOMATION_INTERVAL_SECONDS": "3",
+    }
+    for name in ("DATABASE_URL", "REDIS_URL", "REDIS_HOST", "LEADERBOARD_TIMEZONE", "LEADERBOARD_BOARDS"):
+        env.pop(name, None)
+    (tmp_path / "landing" / "topics").mkdir(parents=True)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    yield tmp_path, log
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_daemon_publishes_a_landed_file_and_serves_refresh_requests(daemon):
+    root, log = daemon
+    lake = Lake(root / "lake")
+    now = dt.datetime.now(dt.UTC)
+    today = now.date().isoformat()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    at = hour.isoformat().replace("+00:00", "Z")
+    land(root / "landing", "events", hour, "events+0+0.json", [event("e1", "alice", at, 7), event("e2", "bob", at, 3)])
+
+    daily = _wait("daily standings", lambda: lake.snapshot("points", "daily", today).is_file(), log)
+    week = f"{now.isocalendar().year}-W{now.isocalendar().week:02d}"
+    weekly = _wait("weekly standings (automation)", lambda: lake.snapshot("points", "weekly", week).is_file(), log)
+    all_time = _wait("all-time standings", lambda: lake.snapshot("points", "all_time", "all").is_file(), log)
+    print(f"daily after {daily:.0f} s, weekly {weekly:.0f} s later, all-time {all_time:.0f} s later")
+
+    rid = overrides.request_refresh(lake, None, "admin")
+    _wait("refresh request served", lambda: overrides.refresh_request_status(lake, None, rid) == "done", log)

@@ -63,7 +63,7 @@ def test_cache_must_equal_postgres_entry_for_entry():
     )
     same = [{"rank": r["rank"], "user_id": r["user_id"], "score": r["score"], "previous_rank": r["previous_rank"], "rank_change": r["rank_change"]} for r in stored.iter_rows(named=True)]
     assert checks.cache_matches_postgres("points", same, stored).passed
-    stale = [dict(same[0], score=4)] + same[1:]
+    stale = [dict(same[0], score=4), *same[1:]]
     assert "first difference at position 1" in checks.cache_matches_postgres("points", stale, stored).problems[0]
     assert not checks.cache_matches_postgres("points", same[:1], stored).passed
     assert not checks.cache_matches_postgres("points", None, stored).passed

@@ -21,7 +21,7 @@ from leaderboard.boards import BoardSet
 if TYPE_CHECKING:
     import dagster as dg  # imported at run time only by the health page's data
 
-TTL_SECONDS = 10
+TTL_SECONDS = 5
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -63,6 +63,11 @@ def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def _newer_than_ingest(lake: LakeResource, day: dt.date, found: list[LandedChange]) -> bool:
+    clean = lake.lake.day_file("clean_events", day)
+    return not clean.is_file() or max(c.changed_ns for c in found) >= clean.stat().st_mtime_ns
+
+
 def build_automation(
     boards: BoardSet, settings: Settings, daily_job: UnresolvedAssetJobDefinition
 ) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
@@ -116,6 +121,10 @@ def build_automation(
                     by_day[day].append(change)
                 else:
                     context.log.warning(f"{change.path}: day {day} is outside {boards.start_date}..{today}, not run")
+        if context.cursor is None:
+            # First tick (a new deployment, or the sensor reset): every file looks new, but days
+            # already ingested after their last file landed need no run.
+            by_day = {d: found for d, found in by_day.items() if _newer_than_ingest(lake, d, found)}
         requests = [
             # One run per day reads all of the day's files; the key names the file versions it
             # was asked for, so the same files never start a second run.

@@ -29,6 +29,7 @@ class LandedChange:
     path: str  # relative to the landing dir
     version: str  # mtime_ns-size: a rewritten file is a new version
     hour: dt.datetime  # UTC start of its hour folder
+    changed_ns: int  # the later of mtime and ctime
 
 
 @dataclass
@@ -89,14 +90,15 @@ def scan(landing: Path, cursor: WatchCursor, now_ns: int | None = None) -> tuple
                 if e.name.startswith(".") or not FILE_NAME.match(e.name) or not e.is_file(follow_symlinks=False):
                     continue
                 st = e.stat()
-                if max(st.st_ctime_ns, st.st_mtime_ns) < since or st.st_size == 0:
+                changed = max(st.st_ctime_ns, st.st_mtime_ns)
+                if changed < since or st.st_size == 0:
                     continue
                 rel = os.path.relpath(e.path, landing)
                 version = f"{st.st_mtime_ns}-{st.st_size}"
-                if max(st.st_ctime_ns, st.st_mtime_ns) >= now_ns - SLACK_NS:
+                if changed >= now_ns - SLACK_NS:
                     recent[rel] = version
                 if cursor.recent.get(rel) != version:
-                    changes.append(LandedChange(rel, version, hour))
+                    changes.append(LandedChange(rel, version, hour, changed))
     changes.sort(key=lambda c: c.path)
     return changes, WatchCursor(now_ns, recent)
 

@@ -280,3 +280,15 @@ def test_a_ten_day_backfill_equals_ten_single_day_runs(settings, tmp_path):
             assert a.equals(b), (board, day)
             compared += a.height
     assert compared > 500
+
+
+def test_first_tick_skips_days_ingested_after_their_files_landed(settings):
+    defs = build_defs(settings)
+    landing, lake = settings.LEADERBOARD_LANDING_DIR, Lake(settings.LEADERBOARD_LAKE_DIR)
+    for day in (1, 2):
+        hour = dt.datetime(2026, 3, day, 12, tzinfo=UTC)
+        land(landing, "events", hour, "events+0+0.json", [event(f"e{day}", "u1", hour.isoformat(), 5)])
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
+    assert lake.day_file("clean_events", dt.date(2026, 3, 1)).is_file()
+    assert _requested(_sense(defs, settings, None)) == ["2026-03-02"]

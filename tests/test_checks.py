@@ -12,6 +12,7 @@ import pytest
 import redis
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from leaderboard import cache
 from leaderboard.boards import Board
 from leaderboard.lake import Lake, read_snapshot
 from leaderboard.settings import load_settings
@@ -117,7 +118,28 @@ def test_good_day_passes_every_check_including_redis_against_postgres(stack):
     }
 
 
-def test_bad_standings_fail_the_check_and_the_previous_standings_stay(stack, monkeypatch):
+def _gap(table: pl.DataFrame) -> pl.DataFrame:
+    return table.with_columns(pl.when(pl.col("rank") >= 2).then(pl.col("rank") + 1).otherwise(pl.col("rank")).alias("rank"))
+
+
+def _user_twice(table: pl.DataFrame) -> pl.DataFrame:
+    points = table.filter(pl.col("board_id") == "points")
+    return pl.concat([table, points.head(1).with_columns(rank=pl.lit(points.height + 1, pl.Int64))])
+
+
+def _user_lost(table: pl.DataFrame) -> pl.DataFrame:
+    return table.filter(~((pl.col("board_id") == "points") & (pl.col("rank") == pl.col("rank").max().over("board_id"))))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "failing"),
+    [
+        (_gap, {"ranks_contiguous"}),
+        (_user_twice, {"one_row_per_user", "entries_match_scores"}),
+        (_user_lost, {"entries_match_scores"}),
+    ],
+)
+def test_bad_standings_fail_their_check_and_the_previous_standings_stay(stack, monkeypatch, corrupt, failing):
     s, defs, instance = stack
     lake = Lake(s.LEADERBOARD_LAKE_DIR)
     land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)])
@@ -125,23 +147,35 @@ def test_bad_standings_fail_the_check_and_the_previous_standings_stay(stack, mon
     before = _published_state(s, lake)
 
     real = assets.rank_period
-
-    def with_a_gap(*args, **kwargs):
-        table = real(*args, **kwargs)
-        return table.with_columns(pl.when(pl.col("rank") >= 2).then(pl.col("rank") + 1).otherwise(pl.col("rank")).alias("rank"))
-
-    monkeypatch.setattr(assets, "rank_period", with_a_gap)
+    monkeypatch.setattr(assets, "rank_period", lambda *a, **kw: corrupt(real(*a, **kw)))
     land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+9.json", [event("late", "u9", "2026-03-03T10:30:00Z", 100)])
     result = _run(defs, instance, "daily_job", DAY)
     assert not result.success
-    found = _checks(result)
-    assert found["daily_rankings:ranks_contiguous"] is False
-    assert found["daily_rankings:one_row_per_user"] is True
+    found = {k.split(":")[1]: v for k, v in _checks(result).items() if k.startswith("daily_rankings:")}
+    assert {name for name, passed in found.items() if not passed} == failing
     assert _published_state(s, lake) == before  # Postgres, Redis and the lake all kept the old standings
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "checks failed, previous standings kept" in failure.step_failure_data.error.message
     mats = instance.fetch_materializations(dg.AssetKey("daily_rankings"), limit=10).records
     assert len(mats) == 1  # only the first, good run materialized
+
+
+def test_redis_differing_from_postgres_after_publish_fails_the_run(stack, monkeypatch):
+    s, defs, instance = stack
+    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)])
+    real = cache.publish
+
+    def stale_body(client, keys, board, period_type, key, body, *rest):
+        if board == "points":
+            body = {**body, "entries": body["entries"][1:]}  # a cache missing its leader
+        return real(client, keys, board, period_type, key, body, *rest)
+
+    monkeypatch.setattr(cache, "publish", stale_body)
+    result = _run(defs, instance, "daily_job", DAY)
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "redis_matches_postgres")
+    assert not evaluation.passed
+    assert "points: Redis 3 entries, Postgres 4" in evaluation.metadata["problems"].value
 
 
 def test_quarantine_over_the_limit_fails_the_day_loudly_and_keeps_its_clean_events(stack):

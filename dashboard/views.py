@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import polars as pl
@@ -129,6 +130,12 @@ def runs_frame(runs: Sequence[RunRow], dagster_url: str) -> pl.DataFrame:
         },
         schema=RUNS_SCHEMA,
     )
+
+
+def under(frame: pl.DataFrame, column: str, folder: Path) -> pl.DataFrame:
+    """Paths in `column` shown relative to `folder` where they lie under it (shorter to read)."""
+    prefix = str(folder.resolve()).rstrip("/") + "/"
+    return frame.with_columns(pl.col(column).str.strip_prefix(prefix))
 
 
 def ingest_long(stats: pl.DataFrame) -> pl.DataFrame:

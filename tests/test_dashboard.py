@@ -279,6 +279,15 @@ def test_postgres_down_falls_back_to_the_lake_and_says_so(env: Env, monkeypatch:
         frame_with(at, "read")[c].sum() for c in ("duplicates", "quarantined"))  # fmt: skip
     assert "From the lake at" in texts(at.caption)
 
+    at = page()  # a user's history comes from the lake's snapshots too, and says so
+    leader = at.table[0].value["user"][0]
+    at.text_input(key="user").input(leader).run()
+    assert "showing the lake's copy instead" in texts(at.warning)
+    history = frame_with(at, "period_key")
+    snap = read_snapshot(Lake(env.root / "lake"), "points", "daily", str(env.last))
+    assert snap is not None and history["rank"].tolist()[-1] == dict(snap.frame.select("user_id", "rank").iter_rows())[leader]
+    assert history["total"].tolist()[-1] == snap.frame.height
+
 
 def test_the_dashboard_stays_up_and_says_the_api_is_down(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     dead = f"http://127.0.0.1:{free_port()}"

@@ -100,8 +100,13 @@ def health(days: int) -> None:
     if not total:
         st.success(f"No quarantined records in {first}..{last}.")
     else:
-        st.caption(f"{total:,} quarantined in {first}..{last}; the newest {sample.height}:")
-        st.dataframe(sample, hide_index=True)
+        st.caption(f"{total:,} quarantined in {first}..{last}; the newest {sample.height} (files under "
+                   f"{s.LEADERBOARD_LANDING_DIR}):")  # fmt: skip
+        st.dataframe(
+            views.under(sample, "file", s.LEADERBOARD_LANDING_DIR),
+            hide_index=True,
+            column_config={"day": st.column_config.DateColumn("day", format="YYYY-MM-DD")},
+        )
 
     st.subheader("Freshness of current periods")
     fresh = queries.freshness(s.DATABASE_URL, s.LEADERBOARD_LAKE_DIR, (str(boards.source), boards.timezone), boards,
@@ -112,7 +117,11 @@ def health(days: int) -> None:
     if late.height:
         names = ", ".join(f"{r['board']} {r['period']} {r['period_key']}" for r in late.iter_rows(named=True))
         st.error(f"{late.height} current period(s) unpublished or older than {s.DASHBOARD_STALE_MINUTES} min: {names}")
-    st.dataframe(views.freshness_styled(fresh.frame), hide_index=True)
+    st.dataframe(
+        views.freshness_styled(fresh.frame),
+        hide_index=True,
+        column_config={"published_at": st.column_config.DatetimeColumn("published at", format="YYYY-MM-DD HH:mm:ss")},
+    )
 
 
 health(days)

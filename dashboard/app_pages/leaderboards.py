@@ -92,7 +92,7 @@ if user:
             alt.Chart(history.drop_nulls("rank"))
             .mark_line(point=True)
             .encode(
-                x=alt.X("period_key:O", title=period, sort=None),
+                x=alt.X("period_key:O", title=period, scale=alt.Scale(domain=history["period_key"].to_list())),
                 y=alt.Y("rank:Q", title="rank", scale=alt.Scale(reverse=True, zero=False)),
                 tooltip=["period_key", "rank", "score", "total"],
             )

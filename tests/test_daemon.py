@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
 from leaderboard import overrides
 from leaderboard.lake import Lake
+from leaderboard.settings import load_settings
+from pipelines.definitions import build_defs
 from tests.conftest import event, land
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +90,41 @@ def test_daemon_publishes_a_landed_file_and_serves_refresh_requests(daemon):
 
     rid = overrides.request_refresh(lake, None, "admin")
     _wait("refresh request served", lambda: overrides.refresh_request_status(lake, None, rid) == "done", log)
+
+    # A backfill of three days as the UI's asset graph launches it. The single-run policy makes
+    # the whole range one run per step of the asset graph that maps days one to one:
+    # clean_events + daily_scores, then daily_rankings (it also reads the day before).
+    first = now.date() - dt.timedelta(days=10)
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range(3)]
+    settings = load_settings(LEADERBOARD_LANDING_DIR=root / "landing", LEADERBOARD_LAKE_DIR=root / "lake")
+    graph = build_defs(settings).resolve_asset_graph()
+    with dg.DagsterInstance.from_config(str(root / "dagster")) as instance:
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id="ui0backfill",
+            asset_graph=graph,
+            partition_names=days,
+            asset_selection=[dg.AssetKey(k) for k in ("clean_events", "daily_scores", "daily_rankings")],
+            backfill_timestamp=time.time(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=None,
+        )
+        instance.add_backfill(backfill)
+
+        def finished() -> bool:
+            return instance.get_backfill("ui0backfill").status != BulkActionStatus.REQUESTED
+
+        _wait("backfill", finished, log)
+        assert instance.get_backfill("ui0backfill").status == BulkActionStatus.COMPLETED_SUCCESS
+        runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": "ui0backfill"}))
+        ranges = sorted(
+            (r.dagster_run.tags["dagster/asset_partition_range_start"], r.dagster_run.tags["dagster/asset_partition_range_end"])
+            for r in runs
+        )
+        # daily_rankings also covers the day after the range: its previous_rank reads the last day
+        after = (first + dt.timedelta(days=3)).isoformat()
+        assert ranges == [(days[0], days[-1]), (days[0], after)]
+    assert all(lake.snapshot("points", "daily", d).is_file() for d in days)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -35,6 +36,24 @@ def test_definitions_load_with_partitions_in_the_boards_timezone(settings, monke
     assert graph.get(dg.AssetKey("weekly_rankings")).backfill_policy == dg.BackfillPolicy.single_run()
     for job in ("daily_job", "weekly_job", "monthly_job", "all_time_job"):
         assert defs.resolve_job_def(job)
+
+
+def test_ranking_assets_carry_checks_automation_and_freshness(settings):
+    defs = build_defs(settings)
+    graph = defs.resolve_asset_graph()
+    for name in ("daily_rankings", "weekly_rankings", "monthly_rankings", "all_time_rankings"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.automation_condition is not None and node.automation_condition.get_label() == "daily scores changed"
+        policy = node.freshness_policy
+        assert policy.fail_window.to_timedelta() == dt.timedelta(minutes=30)  # six missed 5-minute refreshes
+        checks = {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey(name)})}
+        # lake only: no Redis-against-Postgres check to run
+        assert checks == {"ranks_contiguous", "one_row_per_user", "entries_match_scores"}
+    assert {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey("clean_events")})} == {"quarantine_rate"}
+    repo = defs.get_repository_def()
+    assert {s.name for s in repo.schedule_defs} == {"live_refresh", "daily_close", "retention_daily"}
+    assert {s.name for s in repo.sensor_defs} == {"landing_files", "refresh_requests", "follow_daily_scores"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
 
 
 def test_dagster_definitions_validate_passes(tmp_path):

@@ -67,13 +67,15 @@ def _results(asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdi
     return results
 
 
-def _blocked(asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdict]]) -> Iterator[dg.AssetCheckResult]:
+def _blocked(
+    asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdict]], kept: str = "previous standings kept"
+) -> Iterator[dg.AssetCheckResult]:
     """Report the checks, then fail the step: nothing of the failing partition was published."""
     results = _results(asset, names, verdicts)
     yield from results
     failed = [f"{where}: {p}" for where, v in verdicts if not v.passed for p in v.problems]
     raise dg.Failure(
-        description=f"{asset}: checks failed, previous standings kept:\n" + "\n".join(failed[:20]),
+        description=f"{asset}: checks failed, {kept}:\n" + "\n".join(failed[:20]),
         metadata={"failed_checks": [r.check_name for r in results if not r.passed]},
         allow_retries=False,
     )
@@ -130,7 +132,8 @@ def build_assets(
                     lake.landing, lake.lake, boards, day, context.run_id, stores.stores, settings.QUARANTINE_MAX_RATE
                 )
             except QuarantineRateExceeded as exc:
-                yield from _blocked("clean_events", (checks.QUARANTINE_RATE,), [*verdicts, (str(day), exc.verdict)])
+                failed = [*verdicts, (str(day), exc.verdict)]
+                yield from _blocked("clean_events", (checks.QUARANTINE_RATE,), failed, "the day's clean events kept")
                 return
             verdicts.append((str(day), Verdict(checks.QUARANTINE_RATE, True)))
             context.log.info(

@@ -59,6 +59,12 @@ def _day_request(day: dt.date, trigger: str, run_key: str | None = None, **tags:
     )
 
 
+def _waiting(instance: dg.DagsterInstance, day: dt.date) -> bool:
+    """A run of `day` that has not started yet will read every file there is when it does."""
+    waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    return bool(instance.get_run_records(dg.RunsFilter(tags={DAY_TAG: day.isoformat()}, statuses=waiting), limit=1))
+
+
 def _digest(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -88,6 +94,8 @@ def build_automation(
         day = _today(context.scheduled_execution_time)
         if day < boards.start_date:
             return dg.SkipReason(f"{day} is before start_date {boards.start_date}")
+        if _waiting(context.instance, day):
+            return dg.SkipReason(f"a run of {day} is already waiting to start")
         return _day_request(day, "live_refresh")
 
     @dg.schedule(
@@ -125,6 +133,9 @@ def build_automation(
             # First tick (a new deployment, or the sensor reset): every file looks new, but days
             # already ingested after their last file landed need no run.
             by_day = {d: found for d, found in by_day.items() if _newer_than_ingest(lake, d, found)}
+        # Files keep landing for the current day: while one of its runs waits in the queue, it
+        # will read them, so runs do not pile up behind a day slower to compute than a tick.
+        by_day = {d: found for d, found in by_day.items() if not _waiting(context.instance, d)}
         requests = [
             # One run per day reads all of the day's files; the key names the file versions it
             # was asked for, so the same files never start a second run.

@@ -37,7 +37,10 @@ def ny_defs(settings, monkeypatch) -> dg.Definitions:
 def _tick(defs: dg.Definitions, name: str, at: dt.datetime) -> list[str]:
     repo = defs.get_repository_def()
     schedule = repo.get_schedule_def(name)
-    with dg.build_schedule_context(scheduled_execution_time=at, repository_def=repo) as context:
+    with (
+        dg.instance_for_test() as instance,  # a schedule context needs an instance with a ref
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=at, repository_def=repo) as context,
+    ):
         data = schedule.evaluate_tick(context)
     return [r.partition_key for r in data.run_requests or []]
 
@@ -102,7 +105,10 @@ def test_utc_hour_maps_to_local_days():
 def _sense(defs: dg.Definitions, settings, cursor: str | None) -> dg.SensorResult:
     sensor = defs.get_repository_def().get_sensor_def("landing_files")
     lake = LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
-    with dg.build_sensor_context(cursor=cursor, resources={"lake": lake}, definitions=defs) as context:
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}, definitions=defs) as context,
+    ):
         return sensor(context)
 
 
@@ -292,3 +298,21 @@ def test_first_tick_skips_days_ingested_after_their_files_landed(settings):
         _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
     assert lake.day_file("clean_events", dt.date(2026, 3, 1)).is_file()
     assert _requested(_sense(defs, settings, None)) == ["2026-03-02"]
+
+
+def test_no_new_run_for_a_day_whose_run_waits_in_the_queue(settings):
+    defs = build_defs(settings)
+    landing = settings.LEADERBOARD_LANDING_DIR
+    hour = dt.datetime(2026, 3, 2, 12, tzinfo=UTC)
+    land(landing, "events", hour, "events+0+0.json", [event("e1", "u1", hour.isoformat(), 5)])
+    sensor = defs.get_repository_def().get_sensor_def("landing_files")
+    lake = LakeResource(landing_dir=str(landing), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = instance.create_run_for_job(
+            defs.resolve_job_def("daily_job"), tags={"leaderboard/day": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+        )
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs) as context:
+            assert _requested(sensor(context)) == []  # the queued run will read the new file
+        instance.report_run_canceled(run)
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs) as context:
+            assert _requested(sensor(context)) == ["2026-03-02"]

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 # The daily-partitioned assets, each with the asset its day is computed from.
 DAILY_ASSETS: dict[str, str | None] = {"clean_events": None, "daily_scores": "clean_events",
                                        "daily_rankings": "daily_scores"}  # fmt: skip
-STATUSES = ("materialized", "stale", "failed", "running", "missing")
 _RUN_WORDS = {"SUCCESS": "success", "FAILURE": "failed", "CANCELED": "canceled", "CANCELING": "canceling",
               "STARTED": "running", "STARTING": "starting", "QUEUED": "queued", "NOT_STARTED": "not started",
               "MANAGED": "managed"}  # fmt: skip
@@ -106,7 +105,7 @@ def recent_runs(instance: dg.DagsterInstance, limit: int = 20, now: dt.datetime 
 class PartitionCell:
     asset: str
     day: dt.date
-    status: str  # one of STATUSES
+    status: str  # materialized, stale, failed, running or missing
     materialized_at: dt.datetime | None
     run_id: str | None  # of the materialization, or of the failed/running attempt
 

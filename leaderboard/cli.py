@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -179,6 +180,9 @@ def api(host: str, port: int | None, workers: int) -> None:
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", host,
         "--port", str(port or settings.PORT), "--workers", str(workers), "api.app:create_app",
     ]  # fmt: skip
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers are processes: their metrics meet in files, fresh for each server start.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leaderboard-metrics-")
     os.execv(args[0], args)
 
 

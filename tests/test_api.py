@@ -379,3 +379,44 @@ def test_schemathesis_finds_no_server_errors(env, tmp_path):
 
     counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
     assert counts and counts[1] == counts[2] and int(counts[1]) > 100, run.stdout[-2000:]
+
+
+def test_metrics_add_up_over_granian_workers(env):
+    """With --workers 2 every scrape reports the whole server, whichever worker answers it."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "RATE_LIMIT_PER_MINUTE": "0"}
+    for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        environ.pop(name, None)
+    leaderboard = Path(sys.executable).with_name("leaderboard")
+    server = subprocess.Popen([str(leaderboard), "api", "--port", str(port), "--workers", "2"], env=environ,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        time.sleep(1)  # both workers up
+        with httpx.Client(base_url=base, headers={"Connection": "close"}) as client:
+            for _ in range(40):
+                assert client.get("/leaderboard/boards").status_code == 200
+            pattern = r'http_requests_total\{method="GET",route="/leaderboard/boards",status="200"\} ([\d.]+)'
+            seen = {float(re.search(pattern, client.get("/metrics").text)[1]) for _ in range(6)}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert seen == {40.0}

@@ -53,9 +53,7 @@ def save(lake: Lake, database_url: str | None, changes: dict[str, Override], by:
     current = load(lake, None) | changes
     path = _file(lake)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({b: asdict(o) for b, o in current.items()}, indent=2))
-    tmp.replace(path)
+    _write_json(path, {b: asdict(o) for b, o in current.items()})
 
 
 def request_refresh(lake: Lake, database_url: str | None, by: str) -> str:
@@ -70,10 +68,15 @@ def request_refresh(lake: Lake, database_url: str | None, by: str) -> str:
     folder = lake.root / "config" / "refresh_requests"
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC).isoformat()
-    (folder / f"{rid}.json").write_text(
-        json.dumps({"id": rid, "requested_by": by, "requested_at": now, "status": "pending"})
-    )
+    _write_json(folder / f"{rid}.json", {"id": rid, "requested_by": by, "requested_at": now, "status": "pending"})
     return rid
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Temp file + rename: the pipeline's sensor never reads half a request."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
 
 
 def take_refresh_requests(lake: Lake, database_url: str | None, limit: int = 1000) -> list[str]:
@@ -102,9 +105,7 @@ def take_refresh_requests(lake: Lake, database_url: str | None, limit: int = 100
     taken = []
     for _, path, record in sorted(pending, key=lambda p: p[0])[:limit]:
         record |= {"status": "done", "done_at": dt.datetime.now(dt.UTC).isoformat()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(path)
+        _write_json(path, record)
         taken.append(record["id"])
     return taken
 

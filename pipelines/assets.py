@@ -23,6 +23,7 @@ from pipelines.steps import (
     QuarantineRateExceeded,
     all_time_period,
     cache_verdicts,
+    expected_users,
     ingest_day,
     period_scores,
     publish_period,
@@ -71,7 +72,8 @@ def _blocked(
     asset: str, names: tuple[str, ...], verdicts: list[tuple[str, Verdict]], kept: str = "previous standings kept"
 ) -> Iterator[dg.AssetCheckResult]:
     """Report the checks, then fail the step: nothing of the failing partition was published."""
-    results = _results(asset, names, verdicts)
+    evaluated = {v.name for _, v in verdicts}
+    results = _results(asset, tuple(n for n in names if n in evaluated), verdicts)  # the rest never ran
     yield from results
     failed = [f"{where}: {p}" for where, v in verdicts if not v.passed for p in v.problems]
     raise dg.Failure(
@@ -132,6 +134,8 @@ def build_assets(
                     lake.landing, lake.lake, boards, day, context.run_id, stores.stores, settings.QUARANTINE_MAX_RATE
                 )
             except QuarantineRateExceeded as exc:
+                for r in rows:  # the days before it were installed
+                    yield dg.AssetMaterialization("clean_events", partition=r["day"], metadata=r)
                 failed = [*verdicts, (str(day), exc.verdict)]
                 yield from _blocked("clean_events", (checks.QUARANTINE_RATE,), failed, "the day's clean events kept")
                 return
@@ -166,11 +170,19 @@ def build_assets(
         return dg.MaterializeResult(metadata={"rows": sum(r["rows"] for r in rows), "per_day": _table(rows)})
 
     def _publish(
-        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource, asset: str, periods: list[Period]
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        """Rank, check, and only then publish each period; a failed check stops the run there."""
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        stores: StoresResource,
+        asset: str,
+        periods: list[tuple[str | None, Period]],
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetMaterialization]:
+        """Rank, check, and only then publish each period; a failed check stops the run there.
+
+        `periods` pairs each Dagster partition key with its period. When a check stops a
+        ranged run, the periods published before it are recorded as materialized.
+        """
         rows, verdicts = [], []
-        for period in periods:
+        for partition, period in periods:
             if not any(lake.lake.day_file("daily_scores", d).is_file() for d in period.days()):
                 # Asked for as the period after a changed one, before any of its own days ran:
                 # standings of no day would read as "nobody scored", so there is nothing to publish.
@@ -179,17 +191,25 @@ def build_assets(
             t0 = time.perf_counter()
             scores = period_scores(lake.lake, boards, period)
             table = rank_period(lake.lake, boards, period, scores)
-            found = [(period.key, v) for v in checks.standings_verdicts(table, scores, boards.with_period(period.type))]
+            users = expected_users(lake.lake, boards, period, scores)
+            found = [(period.key, v) for v in checks.standings_verdicts(table, users, boards.with_period(period.type))]
             verdicts += found
             if not all(v.passed for _, v in found):
+                for r in rows:
+                    yield dg.AssetMaterialization(asset, partition=r.pop("partition"), metadata=r)
                 yield from _blocked(asset, BEFORE_PUBLISH + after_publish, verdicts)
                 return
             entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
             if after_publish:
                 verdicts += [(period.key, v) for v in cache_verdicts(stores.stores, boards, period)]
             seconds = round(time.perf_counter() - t0, 3)
-            rows.append({"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds})
+            rows.append(
+                {"partition": partition, "period": period.key, "users_ranked": sum(entries.values()), **entries,
+                 "seconds": seconds}
+            )  # fmt: skip
             context.log.info(f"published {period.type} {period.key}: {entries}")
+        for r in rows:
+            del r["partition"]
         yield dg.MaterializeResult(
             metadata={"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)},
             check_results=_results(asset, BEFORE_PUBLISH + after_publish, verdicts),
@@ -225,7 +245,7 @@ def build_assets(
         def _asset(
             context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
         ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-            periods = [period_for_key(period_type, key) for key in context.partition_keys]
+            periods = [(key, period_for_key(period_type, key)) for key in context.partition_keys]
             yield from _publish(context, lake, stores, name, periods)
 
         return _asset
@@ -272,7 +292,7 @@ def build_assets(
             )
             return
         context.log.info(f"all-time through {period.end - dt.timedelta(days=1)}")
-        yield from _publish(context, lake, stores, "all_time_rankings", [period])
+        yield from _publish(context, lake, stores, "all_time_rankings", [(None, period)])
 
     return [
         landed_events,

@@ -25,30 +25,31 @@ DAY_TAG = "leaderboard/day"  # deploy/dagster.yaml runs one run per day at a tim
 
 
 def follows_daily_scores(existing_only: bool = False) -> dg.AutomationCondition:
-    """Recompute a partition once its daily scores changed and nothing upstream is still running.
+    """Recompute a partition once its daily scores changed (and it is not being computed already).
 
     Unlike `eager()`, old partitions count too: a late file for a closed day must correct
     that day's week and month. `existing_only` re-ranks only what was already published
     (the day after a changed day); new days come from `daily_job` with their events.
     """
-    condition = (
-        dg.AutomationCondition.any_deps_updated().since_last_handled()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    )
+    # No "& ~any_deps_in_progress()": a day of live traffic nearly always has a run going or
+    # queued, which would hold its week back for good. A period computed while its day runs
+    # reads that day's previous scores (files are swapped whole) and is requested again after.
+    condition = dg.AutomationCondition.any_deps_updated().since_last_handled() & ~dg.AutomationCondition.in_progress()
     if existing_only:
         condition = condition & ~dg.AutomationCondition.missing()
     return condition.with_label("daily scores changed")
 
 
 def refresh_cron(minutes: int) -> str:
-    if minutes < 60:
+    """Even ticks only: cron restarts */N every hour (or day), so N must divide it."""
+    if minutes < 60 and 60 % minutes == 0:
         return f"*/{minutes} * * * *"
-    if minutes % 60 == 0 and minutes < 1440:
-        return f"0 */{minutes // 60} * * *"
-    if minutes == 1440:
-        return "0 0 * * *"
-    raise SettingsError(f"REFRESH_INTERVAL_MINUTES={minutes}: from 60 on it must be whole hours (60, 120, ... 1440)")
+    if minutes % 60 == 0 and 1440 % minutes == 0:
+        return f"0 */{minutes // 60} * * *" if minutes < 1440 else "0 0 * * *"
+    raise SettingsError(
+        f"REFRESH_INTERVAL_MINUTES={minutes}: must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) "
+        "or be whole hours dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+    )
 
 
 def _day_request(day: dt.date, trigger: str, run_key: str | None = None, **tags: str) -> dg.RunRequest:
@@ -59,10 +60,14 @@ def _day_request(day: dt.date, trigger: str, run_key: str | None = None, **tags:
     )
 
 
-def _waiting(instance: dg.DagsterInstance, day: dt.date) -> bool:
-    """A run of `day` that has not started yet will read every file there is when it does."""
+def _waiting(instance: dg.DagsterInstance, job_name: str, day: dt.date) -> bool:
+    """A run of `day` that has not started yet will read every file there is when it does.
+
+    Retries do not count: they may re-execute from the failed step, after the reading.
+    """
     waiting = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
-    return bool(instance.get_run_records(dg.RunsFilter(tags={DAY_TAG: day.isoformat()}, statuses=waiting), limit=1))
+    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, tags={DAY_TAG: day.isoformat()}, statuses=waiting))
+    return any("dagster/parent_run_id" not in r.dagster_run.tags for r in runs)
 
 
 def _digest(parts: list[str]) -> str:
@@ -94,7 +99,7 @@ def build_automation(
         day = _today(context.scheduled_execution_time)
         if day < boards.start_date:
             return dg.SkipReason(f"{day} is before start_date {boards.start_date}")
-        if _waiting(context.instance, day):
+        if _waiting(context.instance, daily_job.name, day):
             return dg.SkipReason(f"a run of {day} is already waiting to start")
         return _day_request(day, "live_refresh")
 
@@ -135,7 +140,7 @@ def build_automation(
             by_day = {d: found for d, found in by_day.items() if _newer_than_ingest(lake, d, found)}
         # Files keep landing for the current day: while one of its runs waits in the queue, it
         # will read them, so runs do not pile up behind a day slower to compute than a tick.
-        by_day = {d: found for d, found in by_day.items() if not _waiting(context.instance, d)}
+        by_day = {d: found for d, found in by_day.items() if not _waiting(context.instance, daily_job.name, d)}
         requests = [
             # One run per day reads all of the day's files; the key names the file versions it
             # was asked for, so the same files never start a second run.

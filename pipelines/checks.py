@@ -49,17 +49,40 @@ def one_row_per_user(table: pl.DataFrame) -> Verdict:
     return Verdict(ONE_ROW_PER_USER, not problems, problems)
 
 
-def entries_match_scores(table: pl.DataFrame, scores: pl.DataFrame, boards: list[Board]) -> Verdict:
-    """Entries per board equal the users with counted events whose score passes `min_score`.
+def counted_users(events: pl.LazyFrame, boards: list[Board]) -> pl.DataFrame:
+    """Per board, the users whose counted events reach `min_score`, straight from clean events.
 
-    `scores` is the period's scores rolled up per user (one row per board and user).
+    Deliberately not the ranking's code path (no daily_scores, no rollup): the check compares
+    two computations, not one with itself.
     """
+    parts = []
+    for b in boards:
+        mine = events.filter(pl.col("event_type").is_in(list(b.event_types)))
+        value = pl.col("value")
+        score = {"sum": value.sum(), "count": pl.len().cast(pl.Float64), "max": value.max(), "min": value.min()}
+        per_user = mine.group_by("user_id").agg(score[b.aggregate].alias("score"))
+        if b.min_score is not None:
+            per_user = per_user.filter(pl.col("score") >= b.min_score)
+        parts.append(per_user.select(pl.lit(b.id).alias("board_id"), "user_id"))
+    if not parts:
+        return pl.DataFrame(schema={"board_id": pl.String, "user_id": pl.String})
+    return pl.concat(parts).collect()
+
+
+def eligible_users(scores: pl.DataFrame, boards: list[Board]) -> pl.DataFrame:
+    """Per board, the users of rolled-up `scores` that reach `min_score` (periods over many days)."""
+    keep = pl.lit(False)
+    for b in boards:
+        passes = pl.lit(True) if b.min_score is None else pl.col("score") >= b.min_score
+        keep = keep | ((pl.col("board_id") == b.id) & passes)
+    return scores.filter(keep).select("board_id", "user_id")
+
+
+def entries_match_users(table: pl.DataFrame, users: pl.DataFrame, boards: list[Board]) -> Verdict:
+    """Entries per board equal the users with counted events that reach `min_score` (`users`)."""
     problems = []
     for board in boards:
-        eligible = scores.filter(pl.col("board_id") == board.id)
-        if board.min_score is not None:
-            eligible = eligible.filter(pl.col("score") >= board.min_score)
-        expected = eligible.get_column("user_id").n_unique()
+        expected = users.filter(pl.col("board_id") == board.id).get_column("user_id").n_unique()
         entries = table.filter(pl.col("board_id") == board.id).height
         if entries != expected:
             problems.append(f"{board.id}: {entries} entries for {expected} users with counted events")
@@ -97,6 +120,6 @@ def cache_matches_postgres(board_id: str, cached: list[dict] | None, stored: pl.
     )
 
 
-def standings_verdicts(table: pl.DataFrame, scores: pl.DataFrame, boards: list[Board]) -> list[Verdict]:
+def standings_verdicts(table: pl.DataFrame, users: pl.DataFrame, boards: list[Board]) -> list[Verdict]:
     """The checks that must pass before a period's standings are published."""
-    return [ranks_contiguous(table), one_row_per_user(table), entries_match_scores(table, scores, boards)]
+    return [ranks_contiguous(table), one_row_per_user(table), entries_match_users(table, users, boards)]

@@ -3,7 +3,8 @@
 A tick must not list every old hour folder: there are thousands and almost none change.
 Adding or renaming a file into a folder updates that folder's mtime, so a tick stats the
 hour folders (one stat each, no listing) and lists only those changed since the last
-tick; in them, a file is new when its ctime (set by the sink's write or rename) is. The
+tick (mtime or ctime: a folder copied in with `cp -a` keeps its old mtime); in them, a file
+is new when its mtime or ctime (set by the sink's write or rename) is. The
 cursor is the time of the last scan plus the files seen within `SLACK_NS` of it, so a file
 landing while a scan runs is neither missed nor reported twice.
 """
@@ -20,7 +21,9 @@ from zoneinfo import ZoneInfo
 
 from pipelines.landing import FILE_NAME
 
-SLACK_NS = 5_000_000_000  # clock skew and coarse timestamps on network file systems
+# Clock skew between the daemon and the file server, and attribute caching on NFS, can show a
+# change late; files seen within this window are remembered by version, so none is reported twice.
+SLACK_NS = 120_000_000_000
 HOUR = dt.timedelta(hours=1)
 
 
@@ -83,7 +86,8 @@ def scan(landing: Path, cursor: WatchCursor, now_ns: int | None = None) -> tuple
     changes: list[LandedChange] = []
     recent: dict[str, str] = {}
     for folder, hour in _hour_folders(landing):
-        if folder.stat().st_mtime_ns < since:
+        st = folder.stat()
+        if max(st.st_mtime_ns, st.st_ctime_ns) < since:  # ctime: a folder copied or moved in keeps its mtime
             continue
         with os.scandir(folder.path) as entries:
             for e in entries:

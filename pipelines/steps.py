@@ -139,6 +139,16 @@ def rank_period(lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFra
     return standings(current, previous, selected).collect()
 
 
+def expected_users(lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFrame) -> pl.DataFrame:
+    """Who must be in a period's standings: for a day, counted from its clean events directly;
+    for longer periods (whose clean events may be past retention), from the rolled-up scores."""
+    selected = boards.with_period(period.type)
+    clean = lake.day_file("clean_events", period.start)
+    if period.type == "daily" and clean.is_file():
+        return checks.counted_users(pl.scan_parquet(clean), selected)
+    return checks.eligible_users(scores, selected)
+
+
 def cache_verdicts(stores: Stores, boards: BoardSet, period: Period) -> list[Verdict]:
     """After publish: does Redis serve what Postgres holds, for each board of the period?"""
     verdicts = []

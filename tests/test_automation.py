@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -82,14 +83,17 @@ def test_schedule_before_start_date_requests_nothing(ny_defs):
     assert _tick(ny_defs, "live_refresh", dt.datetime(2023, 6, 1, 12, tzinfo=UTC)) == []
 
 
-@pytest.mark.parametrize(("minutes", "cron"), [(5, "*/5 * * * *"), (60, "0 */1 * * *"), (1440, "0 0 * * *")])
+@pytest.mark.parametrize(
+    ("minutes", "cron"), [(5, "*/5 * * * *"), (30, "*/30 * * * *"), (60, "0 */1 * * *"), (1440, "0 0 * * *")]
+)
 def test_refresh_interval_becomes_a_cron(minutes, cron):
     assert refresh_cron(minutes) == cron
 
 
-def test_refresh_interval_that_no_cron_can_say_is_refused():
-    with pytest.raises(SettingsError, match="REFRESH_INTERVAL_MINUTES=90"):
-        refresh_cron(90)
+@pytest.mark.parametrize("minutes", [7, 45, 90, 300])
+def test_refresh_interval_that_would_tick_unevenly_is_refused(minutes):
+    with pytest.raises(SettingsError, match=f"REFRESH_INTERVAL_MINUTES={minutes}: must divide an hour"):
+        refresh_cron(minutes)
 
 
 def test_utc_hour_maps_to_local_days():
@@ -155,12 +159,12 @@ def test_landing_sensor_requests_each_day_once_and_late_files_again(ny_defs, set
 
 
 def test_landing_sensor_does_not_list_unchanged_folders(settings, monkeypatch):
+    monkeypatch.setattr(landing_watch, "SLACK_NS", 200_000_000)  # so that the folders age within the test
     landing = settings.LEADERBOARD_LANDING_DIR
-    old = time.time() - 86_400
     for day in range(1, 29):
         hour = dt.datetime(2026, 2, day, 12, tzinfo=UTC)
-        path = land(landing, "events", hour, "events+0+0.json", [event(f"e{day}", "u", hour.isoformat(), 1)])
-        os.utime(path.parent, (old, old))
+        land(landing, "events", hour, "events+0+0.json", [event(f"e{day}", "u", hour.isoformat(), 1)])
+    time.sleep(0.5)  # older than the slack before the first scan
     changes, cursor = landing_watch.scan(landing, WatchCursor())
     assert len(changes) == 28
     hour = dt.datetime(2026, 2, 3, 12, tzinfo=UTC)
@@ -178,6 +182,24 @@ def test_landing_sensor_does_not_list_unchanged_folders(settings, monkeypatch):
     assert [c.path.rsplit("/", 1)[1] for c in changes] == ["events+0+9.json"]
     hour_folders_listed = [p for p in listed if Path(p).name.startswith("hour=")]
     assert hour_folders_listed == [str(hour_folder_of(landing, hour))]
+
+
+def test_a_folder_copied_in_with_its_old_times_is_still_seen(settings, tmp_path):
+    landing = settings.LEADERBOARD_LANDING_DIR
+    (landing / "topics").mkdir(parents=True)
+    _, cursor = landing_watch.scan(landing, WatchCursor())
+    time.sleep(0.01)
+    hour = dt.datetime(2026, 2, 3, 12, tzinfo=UTC)
+    elsewhere = land(tmp_path / "restore", "events", hour, "events+0+0.json", [event("e", "u", hour.isoformat(), 1)])
+    old = time.time() - 30 * 86_400
+    os.utime(elsewhere, (old, old))
+    os.utime(elsewhere.parent, (old, old))
+    target = hour_folder_of(landing, hour)
+    target.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(elsewhere.parent), str(target)], check=True)  # keeps the old mtimes
+    assert target.stat().st_mtime < time.time() - 86_400
+    changes, _ = landing_watch.scan(landing, cursor, now_ns=cursor.scanned_at_ns + 10 * landing_watch.SLACK_NS)
+    assert [c.path.rsplit("/", 1)[1] for c in changes] == ["events+0+0.json"]
 
 
 def hour_folder_of(landing: Path, hour: dt.datetime) -> Path:
@@ -298,6 +320,22 @@ def test_first_tick_skips_days_ingested_after_their_files_landed(settings):
         _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
     assert lake.day_file("clean_events", dt.date(2026, 3, 1)).is_file()
     assert _requested(_sense(defs, settings, None)) == ["2026-03-02"]
+
+
+def test_a_day_still_running_does_not_hold_its_week_back(settings):
+    landing = settings.LEADERBOARD_LANDING_DIR
+    defs = build_defs(settings)
+    hour = dt.datetime(2026, 3, 2, 12, tzinfo=UTC)
+    land(landing, "events", hour, "events+0+0.json", [event("e1", "u1", hour.isoformat(), 5)])
+    with dg.DagsterInstance.ephemeral() as instance:
+        start = dg.evaluate_automation_conditions(defs, instance)
+        _run_range(defs, instance, "daily_job", "2026-03-02", "2026-03-02")
+        # the next refresh of the same day is already queued when automation looks
+        instance.create_run_for_job(
+            defs.resolve_job_def("daily_job"), tags={"dagster/partition": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+        )
+        result = dg.evaluate_automation_conditions(defs, instance, cursor=start.cursor)
+        assert result.get_requested_partitions(dg.AssetKey("weekly_rankings")) == {"2026-03-02", "2026-03-09"}
 
 
 def test_no_new_run_for_a_day_whose_run_waits_in_the_queue(settings):

@@ -45,9 +45,24 @@ def test_one_row_per_user():
 
 def test_entries_must_equal_users_with_counted_events_after_min_score():
     scores = pl.DataFrame({"board_id": ["points"] * 3, "user_id": ["a", "b", "c"], "score": [5.0, 2.0, 1.0]})
-    assert checks.entries_match_scores(_table([1, 2], ["a", "b"]), scores, [BOARD]).passed  # c is under min_score
-    lost = checks.entries_match_scores(_table([1], ["a"]), scores, [BOARD])
+    users = checks.eligible_users(scores, [BOARD])  # c is under min_score
+    assert checks.entries_match_users(_table([1, 2], ["a", "b"]), users, [BOARD]).passed
+    lost = checks.entries_match_users(_table([1], ["a"]), users, [BOARD])
     assert lost.problems == ["points: 1 entries for 2 users with counted events"]
+
+
+def test_counted_users_come_from_clean_events_by_each_boards_rule():
+    events = pl.LazyFrame(
+        {
+            "event_type": ["score.earned", "score.earned", "score.earned", "other", "score.earned"],
+            "user_id": ["a", "a", "b", "c", "d"],
+            "value": [1.0, 1.5, 2.0, 100.0, 1.0],
+        }
+    )
+    got = checks.counted_users(events, [BOARD]).sort("user_id")
+    assert got.get_column("user_id").to_list() == ["a", "b"]  # a: 2.5, b: 2.0 reach 2; c other type; d 1.0
+    count_board = Board(id="n", event_types=("score.earned",), aggregate="count", min_score=2)
+    assert checks.counted_users(events, [count_board]).get_column("user_id").to_list() == ["a"]
 
 
 def test_quarantine_rate_threshold():
@@ -158,6 +173,30 @@ def test_bad_standings_fail_their_check_and_the_previous_standings_stay(stack, m
     assert "checks failed, previous standings kept" in failure.step_failure_data.error.message
     mats = instance.fetch_materializations(dg.AssetKey("daily_rankings"), limit=10).records
     assert len(mats) == 1  # only the first, good run materialized
+    # checks that never ran (Redis after publish) report nothing rather than "passed"
+    assert "redis_matches_postgres" not in found
+
+
+def test_a_check_failing_midway_through_a_range_records_the_periods_published_before_it(stack, monkeypatch):
+    s, defs, instance = stack
+    for day in (3, 4):
+        hour = dt.datetime(2026, 3, day, 10, tzinfo=dt.UTC)
+        land(s.LEADERBOARD_LANDING_DIR, "events", hour, "events+0+0.json", [event(f"e{day}{i}", f"u{i}", hour.isoformat(), i + 1) for i in range(3)])
+    real = assets.rank_period
+
+    def bad_on_the_4th(lake, boards, period, *rest):
+        table = real(lake, boards, period, *rest)
+        return _gap(table) if period.key == "2026-03-04" else table
+
+    monkeypatch.setattr(assets, "rank_period", bad_on_the_4th)
+    tags = {ASSET_PARTITION_RANGE_START_TAG: "2026-03-03", ASSET_PARTITION_RANGE_END_TAG: "2026-03-04"}
+    result = defs.resolve_job_def("daily_job").execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert not result.success
+    lake = Lake(s.LEADERBOARD_LAKE_DIR)
+    assert lake.snapshot("points", "daily", "2026-03-03").is_file()
+    assert not lake.snapshot("points", "daily", "2026-03-04").exists()
+    mats = instance.fetch_materializations(dg.AssetKey("daily_rankings"), limit=10).records
+    assert [m.partition_key for m in mats] == ["2026-03-03"]
 
 
 def test_redis_differing_from_postgres_after_publish_fails_the_run(stack, monkeypatch):

@@ -644,7 +644,12 @@ def test_helm_run_queue_and_retries_equal_deploy_dagster_yaml():
     assert daemon["runCoordinator"]["type"] == instance["run_coordinator"]["class"]
     assert queued["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
     assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
-    assert daemon["runRetries"] == {"enabled": True, "maxRetries": instance["run_retries"]["max_retries"]}
+    retries = instance["run_retries"]
+    assert daemon["runRetries"] == {
+        "enabled": True,
+        "maxRetries": retries["max_retries"],
+        "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"],
+    }
 
 
 # ---------------------------------------------------------------- Kafka Connect ------------------

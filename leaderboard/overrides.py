@@ -65,7 +65,7 @@ def request_refresh(lake: Lake, database_url: str | None, by: str) -> str:
             ).fetchone()
         return str(row[0])  # type: ignore[index]
     rid = uuid.uuid4().hex
-    folder = lake.root / "config" / "refresh_requests"
+    folder = _requests_folder(lake)
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC).isoformat()
     _write_json(folder / f"{rid}.json", {"id": rid, "requested_by": by, "requested_at": now, "status": "pending"})
@@ -79,22 +79,27 @@ def _write_json(path: Path, data: object) -> None:
     tmp.replace(path)
 
 
-def take_refresh_requests(lake: Lake, database_url: str | None, limit: int = 1000) -> list[str]:
-    """Mark pending refresh requests done and return their ids, oldest first.
+def _requests_folder(lake: Lake) -> Path:
+    return lake.root / "config" / "refresh_requests"
 
-    The pipeline's sensor calls this when it asks for the run that serves them, so each
-    request is answered by exactly one run.
+
+def take_refresh_requests(lake: Lake, database_url: str | None, batch: str, limit: int = 1000) -> list[str]:
+    """Mark pending refresh requests `running` under `batch` and return their ids, oldest first.
+
+    The pipeline's sensor calls this when it asks for the run that serves them (tagged with
+    the batch), so each request is answered by exactly one run; `finish_refresh_requests`
+    records how that run ended.
     """
     if database_url:
         with pg.connect(database_url) as conn, conn.transaction():
             rows = conn.execute(
-                "UPDATE leaderboard_refresh_requests SET status = 'done', done_at = now() WHERE id IN ("
+                "UPDATE leaderboard_refresh_requests SET status = 'running', run_id = %s WHERE id IN ("
                 "  SELECT id FROM leaderboard_refresh_requests WHERE status = 'pending'"
                 "  ORDER BY requested_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, requested_at",
-                (limit,),
+                (batch, limit),
             ).fetchall()
         return [str(i) for i, _ in sorted(rows, key=lambda r: r[1])]
-    folder = lake.root / "config" / "refresh_requests"
+    folder = _requests_folder(lake)
     if not folder.is_dir():
         return []
     pending = []
@@ -104,10 +109,35 @@ def take_refresh_requests(lake: Lake, database_url: str | None, limit: int = 100
             pending.append((record["requested_at"], path, record))
     taken = []
     for _, path, record in sorted(pending, key=lambda p: p[0])[:limit]:
-        record |= {"status": "done", "done_at": dt.datetime.now(dt.UTC).isoformat()}
-        _write_json(path, record)
+        _write_json(path, record | {"status": "running", "run_id": batch})
         taken.append(record["id"])
     return taken
+
+
+def finish_refresh_requests(lake: Lake, database_url: str | None, batch: str, run_id: str, ok: bool) -> int:
+    """The run serving `batch` ended: its requests become `done` (with its run id) or `failed`.
+
+    A failed batch keeps its name, so a retry of the run that succeeds still marks it done.
+    """
+    status = "done" if ok else "failed"
+    new_id = run_id if ok else batch
+    if database_url:
+        with pg.connect(database_url) as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE leaderboard_refresh_requests SET status = %s, done_at = now(), run_id = %s "
+                "WHERE run_id = %s AND status IN ('running', 'failed')",
+                (status, new_id, batch),
+            )
+            return cur.rowcount
+    folder = _requests_folder(lake)
+    finished = 0
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        record = json.loads(path.read_text())
+        if record["status"] in ("running", "failed") and record.get("run_id") == batch:
+            now = dt.datetime.now(dt.UTC).isoformat()
+            _write_json(path, record | {"status": status, "done_at": now, "run_id": new_id})
+            finished += 1
+    return finished
 
 
 def refresh_request_status(lake: Lake, database_url: str | None, rid: str) -> str | None:
@@ -115,5 +145,5 @@ def refresh_request_status(lake: Lake, database_url: str | None, rid: str) -> st
         with pg.connect(database_url) as conn:
             row = conn.execute("SELECT status FROM leaderboard_refresh_requests WHERE id = %s", (int(rid),)).fetchone()
         return row[0] if row else None
-    path = lake.root / "config" / "refresh_requests" / f"{rid}.json"
+    path = _requests_folder(lake) / f"{rid}.json"
     return json.loads(path.read_text())["status"] if path.is_file() else None

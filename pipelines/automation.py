@@ -9,6 +9,7 @@ with no second list of "what depends on what" to keep in step with the assets.
 
 import datetime as dt
 import hashlib
+import uuid
 from collections import defaultdict
 
 import dagster as dg
@@ -22,6 +23,7 @@ from pipelines.resources import LakeResource, StoresResource
 
 TRIGGER_TAG = "leaderboard/trigger"
 DAY_TAG = "leaderboard/day"  # deploy/dagster.yaml runs one run per day at a time
+REFRESH_TAG = "leaderboard/refresh_batch"  # the refresh requests a run serves
 
 
 def follows_daily_scores(existing_only: bool = False) -> dg.AutomationCondition:
@@ -170,16 +172,39 @@ def build_automation(
     def refresh_requests(
         context: dg.SensorEvaluationContext, lake: LakeResource, stores: StoresResource
     ) -> dg.RunRequest | dg.SkipReason:
-        ids = overrides.take_refresh_requests(lake.lake, stores.database_url)
+        batch = f"refresh:{uuid.uuid4().hex[:16]}"
+        ids = overrides.take_refresh_requests(lake.lake, stores.database_url, batch)
         if not ids:
             return dg.SkipReason("no pending refresh requests")
-        context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()}")
-        return _day_request(
-            _today(),
-            "refresh_request",
-            run_key=f"refresh:{_digest(ids)}",
-            **{"leaderboard/refresh_requests": ",".join(ids)[:200]},
-        )
+        context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()} ({batch})")
+        return _day_request(_today(), "refresh_request", run_key=batch, **{REFRESH_TAG: batch})
+
+    def _finish(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource, ok: bool) -> None:
+        batch = context.dagster_run.tags.get(REFRESH_TAG)
+        if batch:
+            n = overrides.finish_refresh_requests(lake.lake, stores.database_url, batch, context.dagster_run.run_id, ok)
+            context.log.info(f"{batch}: {n} refresh requests {'done' if ok else 'failed'}")
+
+    # A retried run carries the same tags: a failure that a retry mends ends as done.
+    @dg.run_status_sensor(
+        name="refresh_requests_done",
+        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[daily_job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def refresh_requests_done(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
+        _finish(context, lake, stores, ok=True)
+
+    @dg.run_status_sensor(
+        name="refresh_requests_failed",
+        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
+        run_status=dg.DagsterRunStatus.FAILURE,
+        monitored_jobs=[daily_job],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def refresh_requests_failed(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
+        _finish(context, lake, stores, ok=False)
 
     follow = dg.AutomationConditionSensorDefinition(
         "follow_daily_scores",
@@ -188,4 +213,5 @@ def build_automation(
         minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS,
         description="Weekly, monthly and all-time standings (and the next day's ranks) after their days changed.",
     )
-    return [live_refresh, daily_close], [landing_files, refresh_requests, follow]
+    sensors = [landing_files, refresh_requests, refresh_requests_done, refresh_requests_failed, follow]
+    return [live_refresh, daily_close], sensors

@@ -209,24 +209,47 @@ def hour_folder_of(landing: Path, hour: dt.datetime) -> Path:
 
 
 @pytest.mark.parametrize("store", ["lake", "postgres"])
-def test_refresh_sensor_turns_api_requests_into_one_run_and_marks_them_done(settings, store, request):
+def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store, request):
     database_url = request.getfixturevalue("migrated_url") if store == "postgres" else None
     lake = Lake(settings.LEADERBOARD_LAKE_DIR)
-    rid = overrides.request_refresh(lake, database_url, "admin")  # what POST /leaderboard/config/refresh calls
     defs = build_defs(settings)
-    sensor = defs.get_repository_def().get_sensor_def("refresh_requests")
+    repo = defs.get_repository_def()
     resources = {
         "lake": LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(lake.root)),
         "stores": StoresResource(database_url=database_url),
     }
-    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
-        result = sensor(context)
-    assert isinstance(result, dg.RunRequest)
-    assert result.partition_key == dt.datetime.now(UTC).date().isoformat()  # boards.yaml is UTC
-    assert result.tags["leaderboard/refresh_requests"] == rid
-    assert overrides.refresh_request_status(lake, database_url, rid) == "done"
-    with dg.build_sensor_context(resources=resources, definitions=defs) as context:
-        assert isinstance(sensor(context), dg.SkipReason)
+    (settings.LEADERBOARD_LANDING_DIR / "topics").mkdir(parents=True)
+    with dg.instance_for_test() as instance:
+
+        def request_and_run(fail: bool) -> tuple[str, dg.ExecuteInProcessResult]:
+            rid = overrides.request_refresh(lake, database_url, "admin")  # what POST /leaderboard/config/refresh calls
+            with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+                run_request = repo.get_sensor_def("refresh_requests")(context)
+            assert isinstance(run_request, dg.RunRequest)
+            assert run_request.partition_key == dt.datetime.now(UTC).date().isoformat()  # boards.yaml is UTC
+            assert overrides.refresh_request_status(lake, database_url, rid) == "running"
+            with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+                assert isinstance(repo.get_sensor_def("refresh_requests")(context), dg.SkipReason)  # taken once
+            job = defs.resolve_job_def("daily_job")
+            if fail:  # a landing zone that is not there fails the run
+                job = build_defs(settings.model_copy(update={"LEADERBOARD_LANDING_DIR": lake.root / "nowhere"})).resolve_job_def("daily_job")
+            result = job.execute_in_process(
+                instance=instance, tags=run_request.tags, partition_key=run_request.partition_key, raise_on_error=False
+            )
+            assert result.success is not fail
+            ended = dg.DagsterEventType.RUN_FAILURE if fail else dg.DagsterEventType.RUN_SUCCESS
+            event = next(e for e in result.all_events if e.event_type == ended)
+            name = "refresh_requests_failed" if fail else "refresh_requests_done"
+            context = dg.build_run_status_sensor_context(
+                name, event, instance, result.dagster_run, resources=resources, repository_def=repo
+            )
+            repo.get_sensor_def(name)(context)
+            return rid, result
+
+        rid, _ = request_and_run(fail=False)
+        assert overrides.refresh_request_status(lake, database_url, rid) == "done"
+        rid, _ = request_and_run(fail=True)
+        assert overrides.refresh_request_status(lake, database_url, rid) == "failed"
 
 
 def _run_range(defs, instance, job: str, first: str | None = None, last: str | None = None) -> None:

@@ -52,7 +52,13 @@ def test_ranking_assets_carry_checks_automation_and_freshness(settings):
     assert {k.name for k in graph.get_check_keys_for_assets({dg.AssetKey("clean_events")})} == {"quarantine_rate"}
     repo = defs.get_repository_def()
     assert {s.name for s in repo.schedule_defs} == {"live_refresh", "daily_close", "retention_daily"}
-    assert {s.name for s in repo.sensor_defs} == {"landing_files", "refresh_requests", "follow_daily_scores"}
+    assert {s.name for s in repo.sensor_defs} == {
+        "landing_files",
+        "refresh_requests",
+        "refresh_requests_done",
+        "refresh_requests_failed",
+        "follow_daily_scores",
+    }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
 
 

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("REFRESH_INTERVAL_MINUTES")
+    @classmethod
+    def _even_ticks(cls, value: int) -> int:
+        # cron restarts */N every hour (or day): N must divide it or the refreshes come unevenly
+        if (value < 60 and 60 % value) or (value >= 60 and (value % 60 or 1440 % value)):
+            raise ValueError(
+                "must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) "
+                "or be whole hours dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+            )
+        return value
+
     @field_validator("LEADERBOARD_TIMEZONE")
     @classmethod
     def _iana(cls, value: str | None) -> str | None:

@@ -17,7 +17,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from leaderboard import overrides
 from leaderboard.boards import BoardSet
-from leaderboard.settings import Settings, SettingsError
+from leaderboard.settings import Settings
 from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan
 from pipelines.resources import LakeResource, StoresResource
 
@@ -43,15 +43,10 @@ def follows_daily_scores(existing_only: bool = False) -> dg.AutomationCondition:
 
 
 def refresh_cron(minutes: int) -> str:
-    """Even ticks only: cron restarts */N every hour (or day), so N must divide it."""
-    if minutes < 60 and 60 % minutes == 0:
+    """REFRESH_INTERVAL_MINUTES as cron; settings only accept values that tick evenly."""
+    if minutes < 60:
         return f"*/{minutes} * * * *"
-    if minutes % 60 == 0 and 1440 % minutes == 0:
-        return f"0 */{minutes // 60} * * *" if minutes < 1440 else "0 0 * * *"
-    raise SettingsError(
-        f"REFRESH_INTERVAL_MINUTES={minutes}: must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) "
-        "or be whole hours dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
-    )
+    return f"0 */{minutes // 60} * * *" if minutes < 1440 else "0 0 * * *"
 
 
 def _day_request(day: dt.date, trigger: str, run_key: str | None = None, **tags: str) -> dg.RunRequest:

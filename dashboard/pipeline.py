@@ -63,14 +63,12 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """The first step failure's message, unwrapped from Dagster's own wrapper errors."""
     import dagster as dg
 
+    from pipelines.runner import step_failure_message
+
     for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE}):
-        event = entry.dagster_event
-        if event is None or event.step_failure_data is None or event.step_failure_data.error is None:
-            continue
-        err = event.step_failure_data.error
-        while err.cause is not None and err.message.startswith("dagster._core.errors"):
-            err = err.cause
-        return f"step {event.step_key}: {err.message.strip()}"
+        message = step_failure_message(entry.dagster_event)
+        if message:
+            return message
     for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.RUN_FAILURE}):
         if entry.dagster_event is not None:
             return entry.dagster_event.message

@@ -83,14 +83,19 @@ def _published(lake: Lake, boards: BoardSet, period: Period) -> bool:
     return any(lake.snapshot(b.id, period.type, period.key).exists() for b in boards.with_period(period.type))
 
 
+def step_failure_message(event: dg.DagsterEvent | None) -> str | None:
+    """What failed in a step, unwrapped from Dagster's own wrapper errors; None if not a failure."""
+    if event is None or not event.is_step_failure or not event.step_failure_data or not event.step_failure_data.error:
+        return None
+    err = event.step_failure_data.error
+    while err.cause is not None and err.message.startswith("dagster._core.errors"):
+        err = err.cause
+    return f"step {event.step_key}: {err.message.strip()}"
+
+
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            while err.cause is not None and err.message.startswith("dagster._core.errors"):
-                err = err.cause
-            return f"step {event.step_key}: {err.message.strip()}"
-    return "run failed (see the run in the Dagster UI)"
+    messages = (step_failure_message(e) for e in result.all_events)
+    return next((m for m in messages if m), "run failed (see the run in the Dagster UI)")
 
 
 def execute(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -338,9 +340,9 @@ def test_admin_config_and_refresh(env, mode):
             conn.execute("DELETE FROM leaderboard_board_config")
 
 
-def test_schemathesis_finds_no_server_errors(env, tmp_path):
-    """The production server (granian) under schemathesis, driven by the app's own OpenAPI."""
-    import os
+@contextmanager
+def served(environ: dict[str, str], *args: str) -> Iterator[str]:
+    """`leaderboard api` (granian) on a free port until the block ends; yields its base URL."""
     import socket
     import subprocess
     import sys
@@ -352,55 +354,8 @@ def test_schemathesis_finds_no_server_errors(env, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    bindir = Path(sys.executable).parent
-    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "DATABASE_URL": env["url"],
-               "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"], "JWT_SECRET": SECRET,
-               "RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
-    server = subprocess.Popen([str(bindir / "leaderboard"), "api", "--port", str(port)], env=environ,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        run = subprocess.run(
-            [str(bindir / "schemathesis"), "run", f"http://127.0.0.1:{port}/schema/openapi.json",
-             "--checks", "not_a_server_error", "--max-examples", "25", "--generation-deterministic",
-             "--header", f"Authorization: Bearer {token('boss', roles=['admin'])}"],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        )  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    import re
-
-    counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
-    assert counts and counts[1] == counts[2] and int(counts[1]) > 100, run.stdout[-2000:]
-
-
-def test_metrics_add_up_over_granian_workers(env):
-    """With --workers 2 every scrape reports the whole server, whichever worker answers it."""
-    import os
-    import re
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "RATE_LIMIT_PER_MINUTE": "0"}
-    for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
-        environ.pop(name, None)
     leaderboard = Path(sys.executable).with_name("leaderboard")
-    server = subprocess.Popen([str(leaderboard), "api", "--port", str(port), "--workers", "2"], env=environ,
+    server = subprocess.Popen([str(leaderboard), "api", "--port", str(port), *args], env=environ,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -410,13 +365,51 @@ def test_metrics_add_up_over_granian_workers(env):
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_schemathesis_finds_no_server_errors(env, tmp_path):
+    """The production server (granian) under schemathesis, driven by the app's own OpenAPI."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "DATABASE_URL": env["url"],
+               "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"], "JWT_SECRET": SECRET,
+               "RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
+    with served(environ) as base:
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/schema/openapi.json",
+             "--checks", "not_a_server_error", "--max-examples", "25", "--generation-deterministic",
+             "--header", f"Authorization: Bearer {token('boss', roles=['admin'])}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    counts = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert counts and counts[1] == counts[2] and int(counts[1]) > 100, run.stdout[-2000:]
+
+
+def test_metrics_add_up_over_granian_workers(env):
+    """With --workers 2 every scrape reports the whole server, whichever worker answers it."""
+    import os
+    import re
+    import time
+
+    import httpx
+
+    environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "RATE_LIMIT_PER_MINUTE": "0"}
+    for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        environ.pop(name, None)
+    with served(environ, "--workers", "2") as base:
         time.sleep(1)  # both workers up
         with httpx.Client(base_url=base, headers={"Connection": "close"}) as client:
             for _ in range(40):
                 assert client.get("/leaderboard/boards").status_code == 200
             pattern = r'http_requests_total\{method="GET",route="/leaderboard/boards",status="200"\} ([\d.]+)'
             seen = {float(re.search(pattern, client.get("/metrics").text)[1]) for _ in range(6)}
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     assert seen == {40.0}

@@ -19,13 +19,11 @@ import polars as pl
 import psycopg
 
 from leaderboard.boards import BoardSet
-from leaderboard.lake import Lake, read_snapshot
+from leaderboard.lake import Lake, read_header
 from leaderboard.periods import UTC
-from leaderboard.pg import server_of
+from leaderboard.pg import INGEST_STATS_COLUMNS, server_of
 from leaderboard.standings import resolve_key
 
-INGEST_COLUMNS = ("day", "files", "skipped_files", "read", "counted", "duplicates", "conflicts", "quarantined",
-                  "seconds", "run_id")  # fmt: skip
 INGEST_SCHEMA = {"day": pl.Date, "files": pl.Int64, "skipped_files": pl.Int64, "read": pl.Int64, "counted": pl.Int64,
                  "duplicates": pl.Int64, "conflicts": pl.Int64, "quarantined": pl.Int64, "seconds": pl.Float64,
                  "run_id": pl.String}  # fmt: skip
@@ -88,7 +86,7 @@ def ingest_stats(database_url: str | None, lake_dir: Path, first: dt.date, last:
 
     def from_pg(conn: psycopg.Connection) -> pl.DataFrame:
         rows = conn.execute(
-            f"SELECT {', '.join(INGEST_COLUMNS)} FROM leaderboard_ingest_stats "
+            f"SELECT {', '.join(INGEST_STATS_COLUMNS)} FROM leaderboard_ingest_stats "
             "WHERE day BETWEEN %s AND %s ORDER BY day",
             (first, last),
         ).fetchall()
@@ -98,7 +96,7 @@ def ingest_stats(database_url: str | None, lake_dir: Path, first: dt.date, last:
         files = [str(lake.day_file("ingest_stats", d)) for d in lake.days("ingest_stats") if first <= d <= last]
         if not files:
             return pl.DataFrame(schema=INGEST_SCHEMA)
-        cols = ", ".join(f"CAST({c} AS DATE) AS day" if c == "day" else c for c in INGEST_COLUMNS)
+        cols = ", ".join(f"CAST({c} AS DATE) AS day" if c == "day" else c for c in INGEST_STATS_COLUMNS)
         frame = _duck(f"SELECT {cols} FROM read_parquet(?, union_by_name = true) ORDER BY day", [files])
         return frame.cast(INGEST_SCHEMA)  # type: ignore[arg-type]
 
@@ -185,9 +183,9 @@ def freshness(
     def from_lake() -> dict[tuple[str, str, str], dt.datetime]:
         out = {}
         for board, ptype, key in wanted:
-            snapshot = read_snapshot(lake, board, ptype, key)
-            if snapshot is not None:
-                out[(board, ptype, key)] = dt.datetime.fromisoformat(snapshot.header["published_at"])
+            header = read_header(lake, board, ptype, key)
+            if header is not None:
+                out[(board, ptype, key)] = dt.datetime.fromisoformat(header["published_at"])
         return out
 
     def frame(published: dict[tuple[str, str, str], dt.datetime]) -> pl.DataFrame:

@@ -179,3 +179,12 @@ def read_snapshot(lake: Lake, board_id: str, period_type: str, key: str) -> Snap
     except FileNotFoundError:
         return None
     return Snapshot(json.loads(meta[SNAPSHOT_META_KEY]), frame)
+
+
+def read_header(lake: Lake, board_id: str, period_type: str, key: str) -> dict | None:
+    """A published snapshot's header alone (Parquet footer metadata: no rows are read)."""
+    try:
+        meta = pl.read_parquet_metadata(lake.snapshot(board_id, period_type, key))
+    except FileNotFoundError:
+        return None
+    return json.loads(meta[SNAPSHOT_META_KEY])

@@ -83,6 +83,12 @@ def _requests_folder(lake: Lake) -> Path:
     return lake.root / "config" / "refresh_requests"
 
 
+def _lake_requests(lake: Lake) -> list[tuple[Path, dict]]:
+    """The refresh requests of the embedded default, one JSON file each."""
+    folder = _requests_folder(lake)
+    return [(p, json.loads(p.read_text())) for p in folder.glob("*.json")] if folder.is_dir() else []
+
+
 def take_refresh_requests(lake: Lake, database_url: str | None, batch: str, limit: int = 1000) -> list[str]:
     """Mark pending refresh requests `running` under `batch` and return their ids, oldest first.
 
@@ -99,19 +105,11 @@ def take_refresh_requests(lake: Lake, database_url: str | None, batch: str, limi
                 (batch, limit),
             ).fetchall()
         return [str(i) for i, _ in sorted(rows, key=lambda r: r[1])]
-    folder = _requests_folder(lake)
-    if not folder.is_dir():
-        return []
-    pending = []
-    for path in folder.glob("*.json"):
-        record = json.loads(path.read_text())
-        if record["status"] == "pending":
-            pending.append((record["requested_at"], path, record))
-    taken = []
-    for _, path, record in sorted(pending, key=lambda p: p[0])[:limit]:
+    pending = [(p, r) for p, r in _lake_requests(lake) if r["status"] == "pending"]
+    taken = sorted(pending, key=lambda p_r: p_r[1]["requested_at"])[:limit]
+    for path, record in taken:
         _write_json(path, record | {"status": "running", "run_id": batch})
-        taken.append(record["id"])
-    return taken
+    return [record["id"] for _, record in taken]
 
 
 def finish_refresh_requests(lake: Lake, database_url: str | None, batch: str, run_id: str, ok: bool) -> int:
@@ -129,15 +127,13 @@ def finish_refresh_requests(lake: Lake, database_url: str | None, batch: str, ru
                 (status, new_id, batch),
             )
             return cur.rowcount
-    folder = _requests_folder(lake)
-    finished = 0
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        record = json.loads(path.read_text())
-        if record["status"] in ("running", "failed") and record.get("run_id") == batch:
-            now = dt.datetime.now(dt.UTC).isoformat()
-            _write_json(path, record | {"status": status, "done_at": now, "run_id": new_id})
-            finished += 1
-    return finished
+    now = dt.datetime.now(dt.UTC).isoformat()
+    ended = [
+        (p, r) for p, r in _lake_requests(lake) if r["status"] in ("running", "failed") and r.get("run_id") == batch
+    ]
+    for path, record in ended:
+        _write_json(path, record | {"status": status, "done_at": now, "run_id": new_id})
+    return len(ended)
 
 
 def refresh_request_status(lake: Lake, database_url: str | None, rid: str) -> str | None:

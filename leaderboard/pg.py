@@ -156,9 +156,12 @@ def publish(
             before_commit()
 
 
+INGEST_STATS_COLUMNS = ("day", "files", "skipped_files", "read", "counted", "duplicates", "conflicts",
+                        "quarantined", "seconds", "run_id")  # fmt: skip
+
+
 def save_ingest_stats(conn: psycopg.Connection, stats: dict) -> None:
-    cols = ("day", "files", "skipped_files", "read", "counted", "duplicates", "conflicts", "quarantined",
-            "seconds", "run_id")  # fmt: skip
+    cols = INGEST_STATS_COLUMNS
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
     with conn.transaction():
         conn.execute(

@@ -181,7 +181,9 @@ def build_assets(
         `periods` pairs each Dagster partition key with its period. When a check stops a
         ranged run, the periods published before it are recorded as materialized.
         """
-        rows, verdicts = [], []
+        rows: list[dict] = []  # metadata of each published period
+        published: list[str | None] = []  # and its partition key
+        verdicts: list[tuple[str, Verdict]] = []
         for partition, period in periods:
             if not any(lake.lake.day_file("daily_scores", d).is_file() for d in period.days()):
                 # Asked for as the period after a changed one, before any of its own days ran:
@@ -195,21 +197,17 @@ def build_assets(
             found = [(period.key, v) for v in checks.standings_verdicts(table, users, boards.with_period(period.type))]
             verdicts += found
             if not all(v.passed for _, v in found):
-                for r in rows:
-                    yield dg.AssetMaterialization(asset, partition=r.pop("partition"), metadata=r)
+                for key, r in zip(published, rows, strict=True):
+                    yield dg.AssetMaterialization(asset, partition=key, metadata=r)
                 yield from _blocked(asset, BEFORE_PUBLISH + after_publish, verdicts)
                 return
             entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
             if after_publish:
                 verdicts += [(period.key, v) for v in cache_verdicts(stores.stores, boards, period)]
             seconds = round(time.perf_counter() - t0, 3)
-            rows.append(
-                {"partition": partition, "period": period.key, "users_ranked": sum(entries.values()), **entries,
-                 "seconds": seconds}
-            )  # fmt: skip
+            rows.append({"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds})
+            published.append(partition)
             context.log.info(f"published {period.type} {period.key}: {entries}")
-        for r in rows:
-            del r["partition"]
         yield dg.MaterializeResult(
             metadata={"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)},
             check_results=_results(asset, BEFORE_PUBLISH + after_publish, verdicts),

@@ -174,32 +174,31 @@ def build_automation(
         context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()} ({batch})")
         return _day_request(_today(), "refresh_request", run_key=batch, **{REFRESH_TAG: batch})
 
-    def _finish(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource, ok: bool) -> None:
-        batch = context.dagster_run.tags.get(REFRESH_TAG)
-        if batch:
-            n = overrides.finish_refresh_requests(lake.lake, stores.database_url, batch, context.dagster_run.run_id, ok)
-            context.log.info(f"{batch}: {n} refresh requests {'done' if ok else 'failed'}")
+    def _finishing(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensorDefinition:
+        """Ends the refresh requests a run served as that run ended; a retried run carries the
+        same tags, so a failure that a retry mends ends as done."""
 
-    # A retried run carries the same tags: a failure that a retry mends ends as done.
-    @dg.run_status_sensor(
-        name="refresh_requests_done",
-        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=[daily_job],
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def refresh_requests_done(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
-        _finish(context, lake, stores, ok=True)
+        @dg.run_status_sensor(
+            name=name,
+            minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
+            run_status=status,
+            monitored_jobs=[daily_job],
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        )
+        def _sensor(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
+            batch = context.dagster_run.tags.get(REFRESH_TAG)
+            if batch:
+                ok = status == dg.DagsterRunStatus.SUCCESS
+                run_id = context.dagster_run.run_id
+                n = overrides.finish_refresh_requests(lake.lake, stores.database_url, batch, run_id, ok)
+                context.log.info(f"{batch}: {n} refresh requests {'done' if ok else 'failed'}")
 
-    @dg.run_status_sensor(
-        name="refresh_requests_failed",
-        minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
-        run_status=dg.DagsterRunStatus.FAILURE,
-        monitored_jobs=[daily_job],
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def refresh_requests_failed(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
-        _finish(context, lake, stores, ok=False)
+        return _sensor
+
+    finished = [
+        _finishing("refresh_requests_done", dg.DagsterRunStatus.SUCCESS),
+        _finishing("refresh_requests_failed", dg.DagsterRunStatus.FAILURE),
+    ]
 
     follow = dg.AutomationConditionSensorDefinition(
         "follow_daily_scores",
@@ -208,5 +207,4 @@ def build_automation(
         minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS,
         description="Weekly, monthly and all-time standings (and the next day's ranks) after their days changed.",
     )
-    sensors = [landing_files, refresh_requests, refresh_requests_done, refresh_requests_failed, follow]
-    return [live_refresh, daily_close], sensors
+    return [live_refresh, daily_close], [landing_files, refresh_requests, *finished, follow]

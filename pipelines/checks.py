@@ -92,7 +92,7 @@ def entries_match_users(table: pl.DataFrame, users: pl.DataFrame, boards: list[B
 def quarantine_rate(read: int, quarantined: int, max_rate: float, samples: pl.DataFrame) -> Verdict:
     """The share of quarantined records stays under `max_rate` (a producer or sink gone wrong)."""
     rate = quarantined / read if read else 0.0
-    if rate < max_rate or quarantined == 0:
+    if rate < max_rate:
         return Verdict(QUARANTINE_RATE, True)
     lines = [f"{quarantined} of {read} records quarantined ({rate:.2%}, limit {max_rate:.2%})"]
     lines += [f"{r['file']}:{r['line']}: {r['reason']}" for r in samples.head(SAMPLE).iter_rows(named=True)]

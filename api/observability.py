@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from contextvars import ContextVar
 
 from litestar import Response, get
@@ -27,8 +26,12 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )  # fmt: skip
 CACHE = Counter("leaderboard_cache_requests_total", "Standings reads by Redis outcome", ["result"], registry=REGISTRY)
+CACHE_HIT, CACHE_MISS = CACHE.labels("hit"), CACHE.labels("miss")
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# The labelled series per (method, route template, status), bound once: `.labels()` costs more
+# than the increment itself on the hot path.
+_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
 
 class ObservabilityMiddleware(ASGIMiddleware):
@@ -38,7 +41,7 @@ class ObservabilityMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         token = request_id.set(rid)
         status = 500
         start = time.perf_counter()
@@ -55,8 +58,11 @@ class ObservabilityMiddleware(ASGIMiddleware):
         finally:
             route = scope.get("path_template") or "unmatched"
             labels = (scope.get("method", "GET"), route, str(status))
-            REQUESTS.labels(*labels).inc()
-            DURATION.labels(*labels).observe(time.perf_counter() - start)
+            series = _series.get(labels)
+            if series is None:
+                series = _series[labels] = (REQUESTS.labels(*labels), DURATION.labels(*labels))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - start)
             request_id.reset(token)
 
 

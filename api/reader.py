@@ -19,7 +19,7 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
-from api.observability import CACHE
+from api.observability import CACHE_HIT, CACHE_MISS
 from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake, read_snapshot, snapshot_header
@@ -53,10 +53,12 @@ class Reader:
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
     _local: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    _pages: dict[tuple, tuple[float, bytes]] = field(default_factory=dict)
 
     async def reload_overrides(self) -> None:
         self.overrides = await anyio.to_thread.run_sync(load_overrides, self.lake, self.database_url)
         self.overrides_loaded = time.monotonic()
+        self._pages.clear()  # a remembered page may belong to a board now disabled or re-limited
 
     async def fresh_overrides(self) -> None:
         """Admin changes reach every replica within OVERRIDES_TTL seconds, without a restart."""
@@ -84,23 +86,35 @@ class Reader:
     async def standings(
         self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
     ) -> dict | bytes:
-        """The page as a dict, or as the ready JSON bytes when the cached body is the page."""
+        """The page as a dict, or as the ready JSON bytes when the cached body is the page.
+
+        A whole-body answer is remembered per request for LOCAL_CACHE_SECONDS, like the body it
+        came from: the hot route then costs a dict lookup, not the period arithmetic again."""
         await self.fresh_overrides()
+        request = (board_id, period_type, at, limit, offset)
+        now = time.monotonic()
+        remembered = self._pages.get(request)
+        if remembered is not None and remembered[0] > now:
+            CACHE_HIT.inc()
+            return remembered[1]
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
         raw = await self._from_redis(board, period_type, key)
         if raw is not None and self._is_whole_body(board, period_type, key, limit, offset, raw):
-            CACHE.labels("hit").inc()
+            CACHE_HIT.inc()
+            if len(self._pages) > 10_000:
+                self._pages.clear()
+            self._pages[request] = (now + LOCAL_CACHE_SECONDS, raw)
             return raw
         limit = limit or self.limit_for(board)
         cached = json.loads(raw) if raw else None
         if cached is not None and (
             offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
         ):
-            CACHE.labels("hit").inc()
+            CACHE_HIT.inc()
             return self._page(cached, limit, offset)
         if self.redis is not None:
-            CACHE.labels("miss").inc()
+            CACHE_MISS.inc()
         if self.pool is not None:
             body = await self._from_postgres(board, period_type, key, limit, offset)
             if body is not None:

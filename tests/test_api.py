@@ -314,6 +314,8 @@ def test_admin_config_and_refresh(env, mode):
             for bad in ({"boards": {"nope": {"enabled": False}}}, {"boards": {"points": {"display_limit": 0}}},
                         {"boards": {"points": {"colour": "red"}}}):  # fmt: skip
                 assert c.put("/leaderboard/config", json=bad, headers=admin).status_code == 400
+            # a hot read first: the page this process remembers must not outlive the change
+            assert c.get("/leaderboard/referrals/daily", params={"at": str(LAST)}).status_code == 200
             changed = c.put("/leaderboard/config", headers=admin,
                             json={"boards": {"points": {"display_limit": 5}, "referrals": {"enabled": False}}})  # fmt: skip
             assert changed.status_code == 200

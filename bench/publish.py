@@ -1,5 +1,6 @@
 """Benchmark: publish one period of N ranked rows to Postgres through the real publish path
-(one transaction: delete, COPY, registry upsert) against executemany INSERT of the same rows,
+(parallel COPY into a new leaf, index, swap it in with the registry upsert in one
+transaction) against executemany INSERT of the same rows,
 in the same script; then the Redis publish of that period (staged keys, MULTI/EXEC rename).
 
     .venv/bin/python bench/publish.py --rows 1000000 --repeat 3
@@ -72,7 +73,7 @@ def main() -> None:
                 for how in ("copy", "executemany") if i % 2 == 0 else ("executemany", "copy"):
                     t0 = time.perf_counter()
                     if how == "copy":
-                        pg.publish(conn, frame, [header(args.rows)], "final")
+                        pg.publish(url, frame, [header(args.rows)], "final")
                     else:
                         executemany(conn, frame)
                     times[how].append(time.perf_counter() - t0)

@@ -7,12 +7,13 @@ never a mix or an empty board.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import io
 import re
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from leaderboard import pgcopy
 from leaderboard.periods import utc_month
 
 RANKING_COLUMNS = (
@@ -29,7 +31,9 @@ RANKING_COLUMNS = (
 
 
 PERIOD_COLUMNS = ("period_type", "period_key", "period_start", "period_end", "published_at", "run_id")
-USER_COLUMNS = tuple(c for c in RANKING_COLUMNS if c not in PERIOD_COLUMNS)
+# The other columns with their Postgres types, as binary COPY sends them (they must be the table's).
+USER_COLUMNS = {"board_id": "text", "user_id": "text", "rank": "int4", "score": "float8", "previous_rank": "int4",
+                "rank_change": "int4", "event_count": "int8", "reached_at": "timestamptz"}  # fmt: skip
 
 
 class StoreUnavailable(RuntimeError):
@@ -77,8 +81,15 @@ def _leaf_check(period_type: str, period_key: str, period_end: dt.datetime) -> s
     return sql.SQL(" AND ").join(conds)
 
 
+# A period this large loads over LOAD_CONNECTIONS connections at once: the server's COPY work
+# is one process per connection, and is most of a publish's time (bench/publish.py).
+LOAD_CONNECTIONS = 2
+PARALLEL_LOAD_ROWS = 100_000
+_LEAF_PREFIX = "lr_"
+
+
 def publish(
-    conn: psycopg.Connection,
+    database_url: str,
     rows: pl.DataFrame,
     headers: list[dict],
     status: str,
@@ -86,74 +97,147 @@ def publish(
 ) -> None:
     """Swap one period (every board of it) and its registry entries in a single transaction.
 
-    The rows go by COPY into a new table without indexes, which is then indexed and attached
-    in place of the period's old leaf partition; readers see the old leaf or the new one.
-    `rows` has RANKING_COLUMNS; `before_commit` runs just before COMMIT (tests kill it there).
+    The rows are loaded into a new table outside any partition (in parallel for a large
+    period), indexed, and then attached in place of the period's old leaf together with the
+    registry upsert; readers see the old leaf or the new one. `rows` has RANKING_COLUMNS;
+    `before_commit` runs just before that COMMIT (tests kill it there).
     """
     first = headers[0]
     period_type, period_key = first["period_type"], first["period_key"]
     period_end = dt.datetime.fromisoformat(first["period_end"])
-    leaf = f"lr_{period_type}_{re.sub(r'[^0-9A-Za-z]', '_', period_key)}_{uuid.uuid4().hex[:8]}"
-    # Columns constant over the period become the new table's defaults: COPY carries only the
-    # per-user ones (parsing 3 timestamps a row is most of a naive COPY's time).
-    constant = {c: rows[c][0] for c in PERIOD_COLUMNS} if rows.height else {}
-    payload = io.BytesIO()
-    rows.select(USER_COLUMNS).write_csv(payload, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.6f%z")
+    lock = f"{period_type}|{period_key}"
+    leaf = f"{_LEAF_PREFIX}{period_type}_{re.sub(r'[^0-9A-Za-z]', '_', period_key)}_{uuid.uuid4().hex[:8]}"
     ident = sql.Identifier(leaf)
-    with conn.transaction(), conn.cursor() as cur:
-        # One publisher per period at a time; others wait instead of colliding.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{period_type}|{period_key}",))
-        row = cur.execute("SELECT leaderboard_ensure_partition(%s, %s)", (period_type, period_end)).fetchone()
-        parent = sql.Identifier(row[0])  # type: ignore[index]
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE leaderboard_rankings INCLUDING DEFAULTS)").format(ident))
-        for column, value in constant.items():
-            cur.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-                    ident, sql.Identifier(column), sql.Literal(value)
-                )
-            )
-        with cur.copy(
-            # FREEZE: the table is new in this transaction, so rows need no later freezing pass
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
-                ident, sql.SQL(", ").join(map(sql.Identifier, USER_COLUMNS))
-            )
-        ) as copy:
-            copy.write(payload.getvalue())
-        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, rank)").format(ident))
-        cur.execute(sql.SQL("CREATE INDEX ON {} (board_id, user_id)").format(ident))
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
-                ident, sql.Identifier(f"{leaf}_bound"), _leaf_check(period_type, period_key, period_end)
+    parts = LOAD_CONNECTIONS if rows.height >= PARALLEL_LOAD_ROWS else 1
+    with connect(database_url, autocommit=True) as conn:
+        # One publisher per period at a time, for the whole publish; others wait.
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock,))
+        try:
+            drop_orphan_leaves(conn)
+            parent = conn.execute("SELECT leaderboard_ensure_partition(%s, %s)", (period_type, period_end)).fetchone()
+            with conn.transaction():
+                _create_leaf(conn, ident, rows, _leaf_check(period_type, period_key, period_end))
+                # The period's lock name lets a later publish tell this table, if orphaned, from a live one.
+                conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(lock)))
+            try:
+                with ThreadPoolExecutor(parts + 1) as pool:
+                    # Hashing overlaps the load: both are mostly outside the GIL.
+                    digests = {h["board_id"]: pool.submit(_digest, rows, h["board_id"]) for h in headers}
+                    _load_and_index(pool, conn, database_url, ident, rows, parts)
+                with conn.transaction():
+                    _swap(conn, sql.Identifier(parent[0]), parent[0], ident, period_key)  # type: ignore[index]
+                    for header in headers:
+                        _register(conn, header, status, *digests[header["board_id"]].result())
+                    if before_commit:
+                        before_commit()
+            except BaseException:
+                _quietly(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(ident))  # else the next publish sweeps it
+                raise
+        finally:
+            _quietly(conn, sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(sql.Literal(lock)))
+
+
+def _quietly(conn: psycopg.Connection, query: sql.Composed) -> None:
+    """Clean-up that must not hide the error being raised (the connection may be the cause)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(query)
+
+
+def _digest(rows: pl.DataFrame, board_id: str) -> tuple[int, str]:
+    board_rows = rows.filter(pl.col("board_id") == board_id)
+    return board_rows.height, content_hash(board_rows)
+
+
+def _create_leaf(conn: psycopg.Connection, ident: sql.Identifier, rows: pl.DataFrame, check: sql.Composed) -> None:
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE leaderboard_rankings INCLUDING DEFAULTS)").format(ident))
+    # Columns constant over the period become the new table's defaults: COPY carries only the
+    # per-user ones.
+    for column in PERIOD_COLUMNS if rows.height else ():
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                ident, sql.Identifier(column), sql.Literal(rows[column][0])
             )
         )
-        old = cur.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
-            "%s::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::text)",
-            (row[0], period_key),  # type: ignore[index]
-        ).fetchone()
-        if old:
-            cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, sql.Identifier(old[0])))
-            cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(old[0])))
-        cur.execute(
-            sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-                parent, ident, sql.Literal(period_key)
-            )
+    # Checked row by row during COPY, so ATTACH needs no scan.
+    conn.execute(sql.SQL("ALTER TABLE {} ADD CHECK ({})").format(ident, check))
+
+
+def _load_and_index(
+    pool: ThreadPoolExecutor, conn: psycopg.Connection, database_url: str, ident: sql.Identifier,
+    rows: pl.DataFrame, parts: int,
+) -> None:  # fmt: skip
+    """COPY `rows` in `parts` slices over as many connections, then build the two indexes."""
+    helpers = [connect(database_url, autocommit=True) for _ in range(parts - 1)]
+    try:
+        conns = [conn, *helpers]
+        size = -(-rows.height // parts)
+        copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            ident, sql.SQL(", ").join(map(sql.Identifier, USER_COLUMNS))
         )
-        for header in headers:
-            board_rows = rows.filter(pl.col("board_id") == header["board_id"])
-            cur.execute(
-                """INSERT INTO leaderboard_periods (board_id, period_type, period_key, period_start, period_end,
-                       status, entries, published_at, run_id, content_hash)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (board_id, period_type, period_key) DO UPDATE SET
-                       period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
-                       status = EXCLUDED.status, entries = EXCLUDED.entries, published_at = EXCLUDED.published_at,
-                       run_id = EXCLUDED.run_id, content_hash = EXCLUDED.content_hash""",
-                (header["board_id"], period_type, period_key, header["period_start"], header["period_end"], status,
-                 board_rows.height, header["published_at"], header["run_id"], content_hash(board_rows)),
-            )  # fmt: skip
-        if before_commit:
-            before_commit()
+
+        def load(i: int) -> None:
+            with conns[i].cursor().copy(copy) as out:
+                for part in pgcopy.encode(rows.slice(i * size, size), USER_COLUMNS):  # sent while the next is built
+                    out.write(part)
+
+        list(pool.map(load, range(parts)))
+        indexes = [sql.SQL("CREATE INDEX ON {} (rank, board_id)"), sql.SQL("CREATE INDEX ON {} (user_id, board_id)")]
+        list(pool.map(lambda c, q: c.execute(q.format(ident)), [conns[i % parts] for i in range(2)], indexes))
+    finally:
+        for helper in helpers:
+            helper.close()
+
+
+def _swap(
+    conn: psycopg.Connection, parent: sql.Identifier, parent_name: str, leaf: sql.Identifier, period_key: str
+) -> None:
+    old = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
+        "%s::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::text)",
+        (parent_name, period_key),
+    ).fetchone()
+    if old:
+        conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, sql.Identifier(old[0])))
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(old[0])))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(parent, leaf, sql.Literal(period_key))
+    )
+
+
+def _register(conn: psycopg.Connection, header: dict, status: str, entries: int, digest: str) -> None:
+    conn.execute(
+        """INSERT INTO leaderboard_periods (board_id, period_type, period_key, period_start, period_end,
+               status, entries, published_at, run_id, content_hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (board_id, period_type, period_key) DO UPDATE SET
+               period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+               status = EXCLUDED.status, entries = EXCLUDED.entries, published_at = EXCLUDED.published_at,
+               run_id = EXCLUDED.run_id, content_hash = EXCLUDED.content_hash""",
+        (header["board_id"], header["period_type"], header["period_key"], header["period_start"],
+         header["period_end"], status, entries, header["published_at"], header["run_id"], digest),
+    )  # fmt: skip
+
+
+def drop_orphan_leaves(conn: psycopg.Connection) -> list[str]:
+    """Drop loaded-but-never-attached leaves whose publisher is gone (killed mid-publish).
+
+    A leaf's comment names its period's lock; a publisher holds that lock until it ends, so a
+    leaf whose lock is free is an orphan. Returns the tables dropped.
+    """
+    dropped = []
+    for name, lock in conn.execute(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE %s AND c.relnamespace = "
+        "current_schema()::regnamespace",
+        (_LEAF_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall():
+        if lock and conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()[0]:  # type: ignore[index]
+            try:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                dropped.append(name)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
+    return dropped
 
 
 INGEST_STATS_COLUMNS = ("day", "files", "skipped_files", "read", "counted", "duplicates", "conflicts",

@@ -198,9 +198,9 @@ def publish_period(
         published.append((header, snapshot))
     if not published:
         return {}
-    with stores.postgres() as conn, stores.redis() as client:
-        if conn is not None:
-            pg.publish(conn, pl.concat([s for _, s in published]), [h for h, _ in published], status)
+    with stores.redis() as client:  # Redis unreachable: fail before Postgres changes
+        if stores.database_url:
+            pg.publish(stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published], status)
         for header, snapshot in published:
             board = boards.get(header["board_id"])
             assert board is not None

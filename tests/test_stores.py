@@ -33,14 +33,15 @@ def cli(*args: str) -> str:
 
 
 def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url, settings, monkeypatch):
-    assert [s.applied for s in status(database_url)] == [False]
+    assert [s.applied for s in status(database_url)] == [False, False]
     monkeypatch.setenv("DATABASE_URL", database_url)
     get_settings.cache_clear()
     result = CliRunner().invoke(main, ["migrate", "status"])
     assert result.exit_code == 1 and "pending  0001.initial-schema" in result.output
-    assert "applied 1 migration(s)" in cli("migrate", "deploy")
+    assert "applied 2 migration(s)" in cli("migrate", "deploy")
     assert "up to date" in cli("migrate", "deploy")
-    assert "applied  0001.initial-schema" in cli("migrate", "status")
+    listed = cli("migrate", "status")
+    assert "applied  0001.initial-schema" in listed and "applied  0002.index-key-order" in listed
     assert deploy(database_url) == []
     with psycopg.connect(database_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
@@ -240,19 +241,55 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
         pl.lit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC)).alias("published_at"),
         pl.lit("x").alias("run_id"),
     )
-    with psycopg.connect(migrated_url) as conn:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:  # no open transaction to block the swap
         current = conn.execute(
             "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
         ).fetchone()
         with pytest.raises(RuntimeError, match="killed"):
-            pg.publish(conn, snapshot, [header], "final", before_commit=boom)
+            pg.publish(migrated_url, snapshot, [header], "final", before_commit=boom)
         assert (
             conn.execute(
                 "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
             ).fetchone()
             == current
         )
+        assert _unattached_leaves(conn) == []  # the killed publish dropped the table it had loaded
     assert client.get(stores.keys.rankings("points", "daily", period.key)) == before
+
+
+def _unattached_leaves(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'lr\\_%' AND NOT relispartition ORDER BY 1"
+    )]  # fmt: skip
+
+
+def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
+    settings, migrated_url, redis_prefix, monkeypatch
+):
+    """The parallel load gives the same rows as the data; a leaf left by a killed publisher is
+    dropped by the next publish, while one whose publisher still runs (lock held) is kept."""
+    monkeypatch.setattr(pg, "PARALLEL_LOAD_ROWS", 100)  # every period here counts as large
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    period = period_of("daily", dt.date(2026, 5, 3))
+    table = _table([f"u{i:05d}" for i in range(5001)], [float(5001 - i) for i in range(5001)])
+    with psycopg.connect(migrated_url, autocommit=True) as conn, psycopg.connect(migrated_url, autocommit=True) as live:
+        for name, lock in (("lr_daily_dead_1", "daily|2026-05-01"), ("lr_weekly_live_1", "weekly|2026-W18")):
+            conn.execute(f"CREATE TABLE {name} (LIKE leaderboard_rankings)")
+            conn.execute(f"COMMENT ON TABLE {name} IS '{lock}'")
+        live.execute("SELECT pg_advisory_lock(hashtext('weekly|2026-W18'))")  # a publisher still at work
+        publish_period(lake, boards, period, table, "r-big", Stores(migrated_url, None, redis_prefix))
+        assert _unattached_leaves(conn) == ["lr_weekly_live_1"]
+        got = pl.DataFrame(
+            conn.execute(
+                "SELECT user_id, rank, score FROM leaderboard_rankings WHERE board_id = 'points' "
+                "AND period_type = 'daily' AND period_key = %s ORDER BY rank", (period.key,)
+            ).fetchall(),
+            schema={"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64}, orient="row",
+        )  # fmt: skip
+        assert got.equals(table.select("user_id", "rank", "score"))
+        assert conn.execute(
+            "SELECT entries FROM leaderboard_periods WHERE board_id = 'points' AND period_key = %s", (period.key,)
+        ).fetchone() == (5001,)
 
 
 def test_unreachable_servers_fail_clearly_and_publish_nothing(settings, migrated_url, redis_prefix, tmp_path):

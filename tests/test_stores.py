@@ -12,7 +12,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from leaderboard import cache, pg
+from leaderboard import cache, pg, pgcopy
 from leaderboard.boards import current_boards
 from leaderboard.cli import main
 from leaderboard.lake import Lake, read_snapshot
@@ -423,3 +423,46 @@ def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
     with pytest.raises(pg.SchemaMissing, match="run `leaderboard migrate deploy`"):
         publish_period(lake, boards, period_of("daily", dt.date(2026, 5, 1)), _table(["a"], [1.0]), "r",
                        Stores(database_url))  # fmt: skip
+
+
+def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(migrated_url):
+    """pg.USER_COLUMNS go by binary COPY, which needs each type to be the column's exactly; and
+    every shape of row (NULLs, text lengths, multi-byte text, timestamps before 2000) comes back."""
+    names = {"int4": "integer", "int8": "bigint", "float8": "double precision",
+             "timestamptz": "timestamp with time zone", "text": "text"}  # fmt: skip
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        table_types = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'leaderboard_rankings'"
+        ).fetchall())  # fmt: skip
+        assert {c: table_types[c] for c in pg.USER_COLUMNS} == {c: names[t] for c, t in pg.USER_COLUMNS.items()}
+
+        utc = dt.UTC
+        frame = pl.DataFrame(
+            {
+                "board_id": ["points", "high_score", "points", "p", "points"],
+                "user_id": ["u1", "ünïcode-👾", "u3", "a" * 64, "u1"],
+                "rank": [1, 2, 3, 2_000_000_000, 5],
+                "score": [1e308, -0.0, 2.5, -7.125, 0.0],
+                "previous_rank": [None, 4, None, 1, None],
+                "rank_change": [None, 2, None, -1_999_999_999, None],
+                "event_count": [1, 2**40, 3, 0, 5],
+                "reached_at": [dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=utc),
+                               dt.datetime(2026, 11, 26, 12, 0, 0, 1, tzinfo=utc),
+                               dt.datetime(2000, 1, 1, tzinfo=utc), dt.datetime(2038, 1, 19, 3, 14, 8, tzinfo=utc),
+                               dt.datetime(1970, 1, 1, tzinfo=utc)],
+            },
+            schema_overrides={"previous_rank": pl.Int64, "rank_change": pl.Int64},
+        )  # fmt: skip
+        columns = ", ".join(pg.USER_COLUMNS)
+        conn.execute(f"CREATE TEMP TABLE t AS SELECT {columns} FROM leaderboard_rankings LIMIT 0")
+        for part in (frame, frame.clear()):
+            conn.execute("TRUNCATE t")
+            with conn.cursor().copy(f"COPY t ({columns}) FROM STDIN (FORMAT binary)") as copy:
+                for chunk in pgcopy.encode(part, pg.USER_COLUMNS):
+                    copy.write(chunk)
+            back = conn.execute(f"SELECT {columns} FROM t ORDER BY rank").fetchall()
+            assert back == part.sort("rank").rows()
+    with pytest.raises(ValueError, match="'user_id' has NULLs"):
+        list(pgcopy.encode(frame.with_columns(user_id=pl.lit(None, pl.String)), pg.USER_COLUMNS))
+    with pytest.raises(ValueError, match="column 'rank': no binary COPY encoding for 'int2'"):
+        list(pgcopy.encode(frame, {"rank": "int2"}))

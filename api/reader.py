@@ -94,18 +94,23 @@ class Reader:
         request = (board_id, period_type, at, limit, offset)
         now = time.monotonic()
         remembered = self._pages.get(request)
-        if remembered is not None and remembered[0] > now:
-            CACHE_HIT.inc()
-            return remembered[1]
+        if remembered is not None:
+            if remembered[0] > now:
+                CACHE_HIT.inc()
+                return remembered[1]
+            # Expired: this request refreshes it while the others keep the old page, rather than
+            # every request in flight asking Redis at once (that stampede was the p99).
+            self._pages[request] = (now + LOCAL_CACHE_SECONDS, remembered[1])
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        raw = await self._from_redis(board, period_type, key)
+        raw = await self._from_redis(board, period_type, key, fresh=remembered is not None)
         if raw is not None and self._is_whole_body(board, period_type, key, limit, offset, raw):
             CACHE_HIT.inc()
             if len(self._pages) > 10_000:
                 self._pages.clear()
-            self._pages[request] = (now + LOCAL_CACHE_SECONDS, raw)
+            self._pages[request] = (time.monotonic() + LOCAL_CACHE_SECONDS, raw)
             return raw
+        self._pages.pop(request, None)  # not a whole body any more: never serve the old one again
         limit = limit or self.limit_for(board)
         cached = json.loads(raw) if raw else None
         if cached is not None and (
@@ -150,16 +155,16 @@ class Reader:
         status = "live" if dt.datetime.now(dt.UTC) < _period_end(period_type, key, self.boards.tz) else "final"
         return f'"status":"{status}"'.encode() in raw
 
-    async def _from_redis(self, board: Board, period_type: str, key: str) -> bytes | None:
+    async def _from_redis(self, board: Board, period_type: str, key: str, fresh: bool = False) -> bytes | None:
         """The cached body, kept in this process for LOCAL_CACHE_SECONDS: a hot board is then one
         Redis read a second per worker, not one per request. A whole body is cached, so a reader
-        still sees one published snapshot, at most that much late."""
+        still sees one published snapshot, at most that much late. `fresh` skips this process's copy."""
         if self.redis is None:
             return None
         name = self.keys.rankings(board.id, period_type, key)
         now = time.monotonic()
         hit = self._local.get(name)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > now and not fresh:
             return hit[1]
         try:
             raw = await self.redis.get(name)

@@ -415,3 +415,58 @@ def test_metrics_add_up_over_granian_workers(env):
             pattern = r'http_requests_total\{method="GET",route="/leaderboard/boards",status="200"\} ([\d.]+)'
             seen = {float(re.search(pattern, client.get("/metrics").text)[1]) for _ in range(6)}
     assert seen == {40.0}
+
+
+def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_path, monkeypatch):
+    """Once a remembered page expires, one request reads Redis again while the others keep the
+    old page (no stampede); a new body shows after the refresh; a body gone from Redis is not
+    served from memory again."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    import api.reader
+    from leaderboard.boards import current_boards
+    from leaderboard.cache import CacheKeys
+    from leaderboard.lake import Lake
+    from leaderboard.standings import StandingsError
+
+    monkeypatch.setattr(api.reader, "LOCAL_CACHE_SECONDS", 0.2)
+    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
+    name = keys.rankings("points", "daily", "2026-04-20")
+    sync = redis.Redis.from_url(REDIS_URL)
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        reader = api.reader.Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client)
+        reads = 0
+        get = client.get
+
+        async def counted_get(key: str) -> bytes | None:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.01)  # a Redis round trip long enough for the others to arrive
+            return await get(key)
+
+        client.get = counted_get  # type: ignore[method-assign]
+        day = dt.date(2026, 4, 20)
+        try:
+            sync.set(name, b'{"status":"final","v":1}')
+            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":1}'
+            sync.set(name, b'{"status":"final","v":2}')
+            await asyncio.sleep(0.25)
+            reads = 0
+            pages = await asyncio.gather(*(reader.standings("points", "daily", day, None, 0) for _ in range(20)))
+            assert reads == 1
+            assert pages[0] == b'{"status":"final","v":2}' and set(pages[1:]) == {b'{"status":"final","v":1}'}
+            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+            sync.delete(name)
+            await asyncio.sleep(0.25)
+            for _ in range(2):  # nothing published in the lake either: 404, not the page remembered
+                with pytest.raises(StandingsError):
+                    await reader.standings("points", "daily", day, None, 0)
+        finally:
+            sync.delete(name)
+            await client.aclose()
+
+    asyncio.run(scenario())

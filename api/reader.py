@@ -41,6 +41,12 @@ def _period_end(period_type: str, key: str, tz: ZoneInfo) -> dt.datetime:
     return local_midnight(parse_period_key(period_type, key).end, tz)
 
 
+def _bounded_put(cache: dict, key: object, value: object) -> None:
+    if len(cache) > 10_000:  # many distinct pages: start over rather than grow without end
+        cache.clear()
+    cache[key] = value
+
+
 @dataclass
 class Reader:
     boards: BoardSet
@@ -53,7 +59,7 @@ class Reader:
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
     _local: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    _pages: dict[tuple, tuple[float, bytes]] = field(default_factory=dict)
+    _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, bytes]] = field(default_factory=dict)
 
     async def reload_overrides(self) -> None:
         self.overrides = await anyio.to_thread.run_sync(load_overrides, self.lake, self.database_url)
@@ -103,12 +109,14 @@ class Reader:
             self._pages[request] = (now + LOCAL_CACHE_SECONDS, remembered[1])
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        raw = await self._from_redis(board, period_type, key, fresh=remembered is not None)
+        raw, fetched_until = await self._from_redis(board, period_type, key, fresh=remembered is not None)
         if raw is not None and self._is_whole_body(board, period_type, key, limit, offset, raw):
             CACHE_HIT.inc()
-            if len(self._pages) > 10_000:
-                self._pages.clear()
-            self._pages[request] = (time.monotonic() + LOCAL_CACHE_SECONDS, raw)
+            # Kept no longer than the body it came from, nor past the period's end: then its
+            # status flips and a request without ?at= means the next period.
+            left = (_period_end(period_type, key, self.boards.tz) - dt.datetime.now(dt.UTC)).total_seconds()
+            until = min(fetched_until, time.monotonic() + left) if left > 0 else fetched_until
+            _bounded_put(self._pages, request, (until, raw))
             return raw
         self._pages.pop(request, None)  # not a whole body any more: never serve the old one again
         limit = limit or self.limit_for(board)
@@ -155,53 +163,52 @@ class Reader:
         status = "live" if dt.datetime.now(dt.UTC) < _period_end(period_type, key, self.boards.tz) else "final"
         return f'"status":"{status}"'.encode() in raw
 
-    async def _from_redis(self, board: Board, period_type: str, key: str, fresh: bool = False) -> bytes | None:
-        """The cached body, kept in this process for LOCAL_CACHE_SECONDS: a hot board is then one
-        Redis read a second per worker, not one per request. A whole body is cached, so a reader
-        still sees one published snapshot, at most that much late. `fresh` skips this process's copy."""
-        if self.redis is None:
-            return None
-        name = self.keys.rankings(board.id, period_type, key)
+    async def _from_redis(
+        self, board: Board, period_type: str, key: str, fresh: bool = False
+    ) -> tuple[bytes | None, float]:
+        """The cached body and until when this process may keep it: LOCAL_CACHE_SECONDS, so a hot
+        board is one Redis read a second per worker, not one per request. A whole body is kept,
+        so a reader still sees one published snapshot, at most that much late. `fresh` skips
+        this process's copy."""
         now = time.monotonic()
+        if self.redis is None:
+            return None, now
+        name = self.keys.rankings(board.id, period_type, key)
         hit = self._local.get(name)
         if hit is not None and hit[0] > now and not fresh:
-            return hit[1]
+            return hit[1], hit[0]
         try:
             raw = await self.redis.get(name)
         except aioredis.RedisError as exc:
             log.warning("redis read failed, falling back: %s", exc)
-            return None
+            return None, now
         if raw is not None:
-            if len(self._local) > 10_000:
-                self._local.clear()
-            self._local[name] = (now + LOCAL_CACHE_SECONDS, raw)
-        return raw
+            _bounded_put(self._local, name, (now + LOCAL_CACHE_SECONDS, raw))
+        return raw, now + LOCAL_CACHE_SECONDS
 
     async def _pg_snapshot(
         self, board: Board, period_type: str, key: str, rows_where: str, params: dict
     ) -> tuple[dict, pl.DataFrame] | None:
-        """The period's registry header and some of its rows, read in one snapshot (a swap in
-        between cannot mix them); None when the period is not published."""
+        """The period's registry header and some of its rows, read by one statement: one snapshot,
+        and the leaf it reads is locked from planning on, so a swap cannot come between them.
+        None when the period is not published."""
         assert self.pool is not None
         ident = {"b": board.id, "t": period_type, "k": key, **params}
         period = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT period_start, period_end, published_at, run_id, entries FROM leaderboard_periods "
-                f"WHERE {period}",
+                "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
+                "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
+                "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
+                f"WHERE {period} AND {rows_where.format(period=period)}) r ON true "
+                "WHERE p.board_id = %(b)s AND p.period_type = %(t)s AND p.period_key = %(k)s ORDER BY r.rank",
                 ident,
             )
-            reg = await cur.fetchone()
-            if reg is None:
-                return None
-            cur = await conn.execute(
-                "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-                f"WHERE {period} AND {rows_where.format(period=period)} ORDER BY rank",
-                ident,
-            )
-            rows = await cur.fetchall()
-        header = snapshot_header(board.id, period_type, key, reg[0], reg[1], reg[2], reg[3], reg[4])
+            found = await cur.fetchall()
+        if not found:
+            return None
+        header = snapshot_header(board.id, period_type, key, *found[0][:5])
+        rows = [row[5:] for row in found if row[5] is not None]
         return header, pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
 
     async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -23,6 +24,8 @@ from psycopg import sql
 
 from leaderboard import pgcopy
 from leaderboard.periods import utc_month
+
+log = logging.getLogger(__name__)
 
 RANKING_COLUMNS = (
     "board_id", "period_type", "period_key", "period_start", "period_end", "user_id", "rank", "score",
@@ -119,19 +122,23 @@ def publish(
                 _create_leaf(conn, ident, rows, _leaf_check(period_type, period_key, period_end))
                 # The period's lock name lets a later publish tell this table, if orphaned, from a live one.
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(lock)))
+            swapped = False
             try:
                 with ThreadPoolExecutor(parts + 1) as pool:
-                    # Hashing overlaps the load: both are mostly outside the GIL.
-                    digests = {h["board_id"]: pool.submit(_digest, rows, h["board_id"]) for h in headers}
+                    # Hashing overlaps the load (a thread of its own): both are mostly outside the GIL.
+                    digests = pool.submit(lambda: {h["board_id"]: _digest(rows, h["board_id"]) for h in headers})
                     _load_and_index(pool, conn, database_url, ident, rows, parts)
                 with conn.transaction():
                     _swap(conn, sql.Identifier(parent[0]), parent[0], ident, period_key)  # type: ignore[index]
+                    conn.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(ident))  # a partition now, no orphan
                     for header in headers:
-                        _register(conn, header, status, *digests[header["board_id"]].result())
+                        _register(conn, header, status, *digests.result()[header["board_id"]])
                     if before_commit:
                         before_commit()
+                swapped = True
             except BaseException:
-                _quietly(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(ident))  # else the next publish sweeps it
+                if not swapped:  # else the next publish sweeps it
+                    _quietly(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
                 raise
         finally:
             _quietly(conn, sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(sql.Literal(lock)))
@@ -167,25 +174,34 @@ def _load_and_index(
     rows: pl.DataFrame, parts: int,
 ) -> None:  # fmt: skip
     """COPY `rows` in `parts` slices over as many connections, then build the two indexes."""
-    helpers = [connect(database_url, autocommit=True) for _ in range(parts - 1)]
+    conns = [conn]
     try:
-        conns = [conn, *helpers]
+        conns.extend(connect(database_url, autocommit=True) for _ in range(parts - 1))
         size = -(-rows.height // parts)
         copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             ident, sql.SQL(", ").join(map(sql.Identifier, USER_COLUMNS))
         )
 
         def load(i: int) -> None:
-            with conns[i].cursor().copy(copy) as out:
+            with conns[i].cursor() as cur, cur.copy(copy) as out:
                 for part in pgcopy.encode(rows.slice(i * size, size), USER_COLUMNS):  # sent while the next is built
                     out.write(part)
 
-        list(pool.map(load, range(parts)))
-        indexes = [sql.SQL("CREATE INDEX ON {} (rank, board_id)"), sql.SQL("CREATE INDEX ON {} (user_id, board_id)")]
-        list(pool.map(lambda c, q: c.execute(q.format(ident)), [conns[i % parts] for i in range(2)], indexes))
+        _all(pool, [lambda i=i: load(i) for i in range(parts)])
+        indexes = ("CREATE INDEX ON {} (rank, board_id)", "CREATE INDEX ON {} (user_id, board_id)")
+        _all(pool, [lambda i=i, q=q: conns[i % parts].execute(sql.SQL(q).format(ident)) for i, q in enumerate(indexes)])
     finally:
-        for helper in helpers:
+        for helper in conns[1:]:
             helper.close()
+
+
+def _all(pool: ThreadPoolExecutor, jobs: list[Callable[[], object]]) -> None:
+    """Run the jobs at once and wait for every one (none may still use a connection when it
+    is closed), then raise the first failure."""
+    futures = [pool.submit(job) for job in jobs]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _swap(
@@ -224,19 +240,27 @@ def drop_orphan_leaves(conn: psycopg.Connection) -> list[str]:
     A leaf's comment names its period's lock; a publisher holds that lock until it ends, so a
     leaf whose lock is free is an orphan. Returns the tables dropped.
     """
+    orphans = (
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c WHERE c.relkind = 'r' "
+        "AND NOT c.relispartition AND c.relname LIKE %s AND c.relnamespace = current_schema()::regnamespace "
+        "AND obj_description(c.oid, 'pg_class') IS NOT NULL"
+    )
+    prefix = _LEAF_PREFIX.replace("_", r"\_") + "%"
     dropped = []
-    for name, lock in conn.execute(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
-        "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname LIKE %s AND c.relnamespace = "
-        "current_schema()::regnamespace",
-        (_LEAF_PREFIX.replace("_", r"\_") + "%",),
-    ).fetchall():
-        if lock and conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()[0]:  # type: ignore[index]
-            try:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-                dropped.append(name)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
+    for name, lock in conn.execute(orphans, (prefix,)).fetchall():
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()[0]:  # type: ignore[index]
+            continue  # its publisher is at work
+        try:
+            with conn.transaction():
+                # Listed before the lock was ours: its publisher may have swapped it in since.
+                if conn.execute(orphans + " AND c.relname = %s", (prefix, name)).fetchone():
+                    conn.execute("SET LOCAL lock_timeout = '2s'")  # someone reading it: leave it for later
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                    dropped.append(name)
+        except psycopg.Error as exc:
+            log.warning("could not drop orphan leaf %s: %s", name, str(exc).strip())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
     return dropped
 
 

@@ -470,3 +470,38 @@ def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_remembered_live_page_ends_with_its_period(tmp_path, monkeypatch):
+    """A page saying "live" is not served from memory past the period's end (its status flips,
+    and a request without ?at= then means the next period)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    import api.reader
+    from leaderboard.boards import current_boards
+    from leaderboard.cache import CacheKeys
+    from leaderboard.lake import Lake
+
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
+    monkeypatch.setattr(api.reader, "_period_end", lambda *_: ends)
+    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
+    name = keys.rankings("points", "daily", "2026-04-21")
+    sync = redis.Redis.from_url(REDIS_URL)
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        reader = api.reader.Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client)
+        day = dt.date(2026, 4, 21)
+        try:
+            sync.set(name, b'{"status":"live","v":1}')
+            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"live","v":1}'
+            sync.set(name, b'{"status":"final","v":2}')  # the closing publish
+            await asyncio.sleep(0.4)  # past the end, well inside LOCAL_CACHE_SECONDS
+            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+        finally:
+            sync.delete(name)
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -273,12 +273,20 @@ def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
     period = period_of("daily", dt.date(2026, 5, 3))
     table = _table([f"u{i:05d}" for i in range(5001)], [float(5001 - i) for i in range(5001)])
     with psycopg.connect(migrated_url, autocommit=True) as conn, psycopg.connect(migrated_url, autocommit=True) as live:
-        for name, lock in (("lr_daily_dead_1", "daily|2026-05-01"), ("lr_weekly_live_1", "weekly|2026-W18")):
+        for name, lock in (("lr_daily_dead_1", "daily|2026-05-01"), ("lr_weekly_live_1", "weekly|2026-W18"),
+                           ("lr_daily_detached_1", None)):  # fmt: skip
             conn.execute(f"CREATE TABLE {name} (LIKE leaderboard_rankings)")
-            conn.execute(f"COMMENT ON TABLE {name} IS '{lock}'")
+            if lock:
+                conn.execute(f"COMMENT ON TABLE {name} IS '{lock}'")
         live.execute("SELECT pg_advisory_lock(hashtext('weekly|2026-W18'))")  # a publisher still at work
         publish_period(lake, boards, period, table, "r-big", Stores(migrated_url, None, redis_prefix))
-        assert _unattached_leaves(conn) == ["lr_weekly_live_1"]
+        # the table an operator detached (no publisher's comment) is not the sweep's to drop
+        assert _unattached_leaves(conn) == ["lr_daily_detached_1", "lr_weekly_live_1"]
+        publish_period(lake, boards, period, table, "r-again", Stores(migrated_url, None, redis_prefix))
+        assert conn.execute(  # the leaf attached by the first publish carries no lock comment to be swept by
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'lr\\_%' AND relispartition "
+            "AND obj_description(oid, 'pg_class') IS NOT NULL"
+        ).fetchone() == (0,)
         got = pl.DataFrame(
             conn.execute(
                 "SELECT user_id, rank, score FROM leaderboard_rankings WHERE board_id = 'points' "
@@ -462,7 +470,11 @@ def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(migrated_
                     copy.write(chunk)
             back = conn.execute(f"SELECT {columns} FROM t ORDER BY rank").fetchall()
             assert back == part.sort("rank").rows()
-    with pytest.raises(ValueError, match="'user_id' has NULLs"):
+    for bad, message in ((pl.lit(2**31), r"'rank': 2147483648\.\.2147483648 does not fit int4"),
+                         (pl.lit(1.7), "'rank' must be integers for int4, got Float64")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            list(pgcopy.encode(frame.with_columns(rank=bad), pg.USER_COLUMNS))
+    with pytest.raises(ValueError, match="'user_id' must be non-NULL text"):
         list(pgcopy.encode(frame.with_columns(user_id=pl.lit(None, pl.String)), pg.USER_COLUMNS))
     with pytest.raises(ValueError, match="column 'rank': no binary COPY encoding for 'int2'"):
         list(pgcopy.encode(frame, {"rank": "int2"}))

@@ -20,12 +20,12 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from api.observability import CACHE_HIT, CACHE_MISS
+from leaderboard import overrides as board_overrides
 from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake, read_snapshot, snapshot_header
 from leaderboard.lake import Snapshot as LakeSnapshot
 from leaderboard.overrides import Override
-from leaderboard.overrides import load as load_overrides
 from leaderboard.periods import local_midnight, parse_period_key
 from leaderboard.standings import StandingsError, check_board, resolve_key
 
@@ -62,9 +62,15 @@ class Reader:
     _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, bytes]] = field(default_factory=dict)
 
     async def reload_overrides(self) -> None:
-        self.overrides = await anyio.to_thread.run_sync(load_overrides, self.lake, self.database_url)
+        if self.pool is not None:  # a pooled connection, not a new one every OVERRIDES_TTL
+            async with self.pool.connection() as conn:
+                found = board_overrides.from_rows(await (await conn.execute(board_overrides.QUERY)).fetchall())
+        else:
+            found = await anyio.to_thread.run_sync(board_overrides.load, self.lake, self.database_url)
         self.overrides_loaded = time.monotonic()
-        self._pages.clear()  # a remembered page may belong to a board now disabled or re-limited
+        if found != self.overrides:
+            self._pages.clear()  # a remembered page may belong to a board now disabled or re-limited
+        self.overrides = found
 
     async def fresh_overrides(self) -> None:
         """Admin changes reach every replica within OVERRIDES_TTL seconds, without a restart."""

@@ -27,11 +27,17 @@ def _file(lake: Lake) -> Path:
     return lake.root / "config" / "boards.json"
 
 
+QUERY = "SELECT board_id, display_limit, enabled FROM leaderboard_board_config"
+
+
+def from_rows(rows: list[tuple]) -> dict[str, Override]:
+    return {b: Override(limit, enabled) for b, limit, enabled in rows}
+
+
 def load(lake: Lake, database_url: str | None) -> dict[str, Override]:
     if database_url:
         with pg.connect(database_url) as conn:
-            rows = conn.execute("SELECT board_id, display_limit, enabled FROM leaderboard_board_config").fetchall()
-        return {b: Override(limit, enabled) for b, limit, enabled in rows}
+            return from_rows(conn.execute(QUERY).fetchall())
     path = _file(lake)
     if not path.is_file():
         return {}

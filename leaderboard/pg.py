@@ -122,7 +122,6 @@ def publish(
                 _create_leaf(conn, ident, rows, _leaf_check(period_type, period_key, period_end))
                 # The period's lock name lets a later publish tell this table, if orphaned, from a live one.
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ident, sql.Literal(lock)))
-            swapped = False
             try:
                 with ThreadPoolExecutor(parts + 1) as pool:
                     # Hashing overlaps the load (a thread of its own): both are mostly outside the GIL.
@@ -135,19 +134,17 @@ def publish(
                         _register(conn, header, status, *digests.result()[header["board_id"]])
                     if before_commit:
                         before_commit()
-                swapped = True
             except BaseException:
-                if not swapped:  # else the next publish sweeps it
-                    _quietly(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+                # Unless the swap committed (an interrupt can come after COMMIT): then it is the period's.
+                with contextlib.suppress(psycopg.Error):  # the connection may be the cause; the next publish sweeps it
+                    attached = conn.execute("SELECT relispartition FROM pg_class WHERE oid = to_regclass(%s)",
+                                            (ident.as_string(conn),)).fetchone()  # fmt: skip
+                    if attached == (False,):
+                        conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 raise
         finally:
-            _quietly(conn, sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(sql.Literal(lock)))
-
-
-def _quietly(conn: psycopg.Connection, query: sql.Composed) -> None:
-    """Clean-up that must not hide the error being raised (the connection may be the cause)."""
-    with contextlib.suppress(psycopg.Error):
-        conn.execute(query)
+            with contextlib.suppress(psycopg.Error):  # must not hide the error being raised
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
 
 
 def _digest(rows: pl.DataFrame, board_id: str) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import threading
@@ -11,7 +12,9 @@ import psycopg
 import pytest
 import redis
 from click.testing import CliRunner
+from psycopg_pool import AsyncConnectionPool
 
+from api.reader import Reader
 from leaderboard import cache, pg, pgcopy
 from leaderboard.boards import current_boards
 from leaderboard.cli import main
@@ -209,13 +212,34 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
                 kinds = {r[0].split("-")[0] for r in rows}
                 seen.append((len(rows), ",".join(sorted(kinds))))
 
-    thread = threading.Thread(target=reader)
-    thread.start()
+    api_seen: list[tuple[int, int, str]] = []
+
+    def api_reader() -> None:
+        """The API's Postgres read: the registry's entry count and the rows must be one publish's."""
+
+        async def poll() -> None:
+            async with AsyncConnectionPool(migrated_url, min_size=1, max_size=1) as pool:
+                reader = Reader(boards, lake, stores.keys, pool=pool)
+                board = boards.get("points")
+                while not stop.is_set():
+                    found = await reader._pg_snapshot(board, "daily", period.key, "rank <= %(top)s", {"top": 5000})
+                    assert found is not None
+                    header, frame = found
+                    kinds = ",".join(sorted({u.split("-")[0] for u in frame["user_id"]}))
+                    api_seen.append((header["total"], frame.height, kinds))
+
+        asyncio.run(poll())
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=api_reader)]
+    for thread in threads:
+        thread.start()
     for i in range(6):
         publish_period(lake, boards, period, new if i % 2 == 0 else old, f"r-{i}", stores)
     stop.set()
-    thread.join()
+    for thread in threads:
+        thread.join()
     assert seen and set(seen) <= {(3000, "old"), (2000, "new")}, set(seen)
+    assert api_seen and set(api_seen) <= {(3000, 3000, "old"), (2000, 2000, "new")}, set(api_seen)
 
     # a publish killed after its COPY leaves the previous standings in place, in Postgres and Redis
     client = redis.Redis.from_url(REDIS_URL)

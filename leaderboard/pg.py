@@ -113,6 +113,9 @@ def publish(
     ident = sql.Identifier(leaf)
     parts = LOAD_CONNECTIONS if rows.height >= PARALLEL_LOAD_ROWS else 1
     with connect(database_url, autocommit=True) as conn:
+        # A publisher cut off from the server would keep the period's lock until the server's
+        # keepalive gives up (2 hours by default); these make it about a minute.
+        conn.execute("SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3")
         # One publisher per period at a time, for the whole publish; others wait.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock,))
         try:

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.observability import CACHE_HIT, CACHE_MISS
 from leaderboard import overrides as board_overrides
+from leaderboard import pg
 from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.cache import CacheKeys
 from leaderboard.lake import Lake, read_snapshot, snapshot_header
@@ -32,8 +33,6 @@ from leaderboard.standings import StandingsError, check_board, resolve_key
 log = logging.getLogger(__name__)
 OVERRIDES_TTL = 10.0
 LOCAL_CACHE_SECONDS = 1.0
-ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
-                "rank_change": pl.Int64}  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -195,27 +194,15 @@ class Reader:
     async def _pg_snapshot(
         self, board: Board, period_type: str, key: str, rows_where: str, params: dict
     ) -> tuple[dict, pl.DataFrame] | None:
-        """The period's registry header and some of its rows, read by one statement: one snapshot,
-        and the leaf it reads is locked from planning on, so a swap cannot come between them.
+        """The period's registry header and some of its rows, from one statement (pg.snapshot_sql);
         None when the period is not published."""
         assert self.pool is not None
-        ident = {"b": board.id, "t": period_type, "k": key, **params}
-        period = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
-                "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
-                "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-                f"WHERE {period} AND {rows_where.format(period=period)}) r ON true "
-                "WHERE p.board_id = %(b)s AND p.period_type = %(t)s AND p.period_key = %(k)s ORDER BY r.rank",
-                ident,
-            )
-            found = await cur.fetchall()
-        if not found:
+            cur = await conn.execute(pg.snapshot_sql(rows_where), {"b": board.id, "t": period_type, "k": key, **params})
+            found = pg.split_snapshot(await cur.fetchall())
+        if found is None:
             return None
-        header = snapshot_header(board.id, period_type, key, *found[0][:5])
-        rows = [row[5:] for row in found if row[5] is not None]
-        return header, pl.DataFrame(rows, schema=ENTRY_SCHEMA, orient="row")
+        return snapshot_header(board.id, period_type, key, *found[0]), found[1]
 
     async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
         # Ranks are 1..N without gaps, so a page is a rank range (the top index serves it).

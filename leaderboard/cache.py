@@ -138,13 +138,15 @@ def rebuild(
         board = boards.get(record.board_id)
         if board is None or record.period_type not in board.periods:
             continue  # registered by an older boards file; nothing serves it now
-        header = snapshot_header(
-            record.board_id, record.period_type, record.period_key, record.period_start, record.period_end,
-            record.published_at, record.run_id, record.entries,
-        )  # fmt: skip
         limit = display_limit(board)
         hot = record.period_key in hot_keys(record.period_type, today)
-        rows = pg.top(conn, record.board_id, record.period_type, record.period_key, record.entries if hot else limit)
+        # The entry and rows again, in one statement: a publish since the listing cannot mix in.
+        ident = {"b": record.board_id, "t": record.period_type, "k": record.period_key, "top": limit}
+        found = pg.split_snapshot(conn.execute(pg.snapshot_sql("true" if hot else "rank <= %(top)s"), ident).fetchall())
+        if found is None:
+            continue  # removed (retention) since the listing
+        header = snapshot_header(record.board_id, record.period_type, record.period_key, *found[0])
+        rows = found[1]
         body = Snapshot(header, rows).body(boards.tz, limit, now=now)
         current = record.period_type == "all_time" or record.period_start <= now < record.period_end
         publish(client, keys, record.board_id, record.period_type, record.period_key, body, rows if hot else None,

@@ -303,12 +303,37 @@ def periods(conn: psycopg.Connection, board_id: str | None = None) -> list[Perio
     return [PeriodRecord(*r) for r in conn.execute(sql, {"b": board_id}).fetchall()]
 
 
+ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
+                "rank_change": pl.Int64}  # fmt: skip
+_PERIOD = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
+
+
+def snapshot_sql(rows_where: str) -> str:
+    """A period's registry entry (start, end, published_at, run_id, entries) and its rows
+    matching `rows_where`, in one statement: one snapshot, and the leaf it reads is locked from
+    planning on, so a swap cannot come between them (two statements, even in one REPEATABLE
+    READ transaction, can pair one publish's entry with another's rows). %(b)s, %(t)s and %(k)s
+    name the period; `rows_where` may use {period} for the same condition."""
+    return (
+        "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
+        "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
+        "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
+        f"WHERE {_PERIOD} AND {rows_where.format(period=_PERIOD)}) r ON true "
+        f"WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
+    )
+
+
+def split_snapshot(found: list[tuple]) -> tuple[tuple, pl.DataFrame] | None:
+    """snapshot_sql's result as (registry entry, rows); None when the period is not registered."""
+    if not found:
+        return None
+    return found[0][:5], pl.DataFrame([r[5:] for r in found if r[5] is not None], schema=ENTRY_SCHEMA, orient="row")
+
+
 def top(conn: psycopg.Connection, board_id: str, period_type: str, period_key: str, limit: int) -> pl.DataFrame:
     cur = conn.execute(
         "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
         "WHERE board_id = %s AND period_type = %s AND period_key = %s ORDER BY rank LIMIT %s",
         (board_id, period_type, period_key, limit),
     )
-    schema = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
-              "rank_change": pl.Int64}  # fmt: skip
-    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+    return pl.DataFrame(cur.fetchall(), schema=ENTRY_SCHEMA, orient="row")

@@ -8,7 +8,7 @@ Publishes one day of sample standings to a scratch Postgres database and Redis p
 hit) and `GET /health` (no I/O) with wrk, and prints requests/s, p50/p99 and the ratio.
 
     apt-get install -y wrk
-    .venv/bin/python bench/api_load.py --connections 64 --duration 6 --rounds 3 --workers 2
+    .venv/bin/python bench/api_load.py --connections 64 --duration 6 --rounds 5 --workers 2
 """
 
 from __future__ import annotations

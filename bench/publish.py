@@ -3,7 +3,7 @@
 transaction) against executemany INSERT of the same rows,
 in the same script; then the Redis publish of that period (staged keys, MULTI/EXEC rename).
 
-    .venv/bin/python bench/publish.py --rows 1000000 --repeat 3
+    .venv/bin/python bench/publish.py --rows 1000000 --repeat 5
 Needs a Postgres it may create a database in (--admin-url) and a Redis (--redis-url).
 """
 

@@ -3,21 +3,29 @@ to the lake, Postgres and Redis of this machine."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import psycopg
 import pytest
 import redis
+import redis.asyncio as aioredis
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
+import api.reader
 from api.app import create_app
+from api.reader import Reader
+from leaderboard.boards import current_boards
+from leaderboard.cache import CacheKeys
 from leaderboard.cli import main
+from leaderboard.lake import Lake
 from leaderboard.migrations import deploy
 from leaderboard.settings import get_settings, load_settings
+from leaderboard.standings import StandingsError
 from tests.conftest import ADMIN_URL, REDIS_URL
 
 FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
@@ -417,40 +425,40 @@ def test_metrics_add_up_over_granian_workers(env):
     assert seen == {40.0}
 
 
+@asynccontextmanager
+async def redis_reader(tmp_path, day: dt.date) -> AsyncIterator[tuple[Reader, aioredis.Redis, redis.Redis, str]]:
+    """A Reader over Redis alone (nothing in the lake), its async client, a sync client and the
+    rankings key of `day` on the points board, under a key prefix of its own (deleted after)."""
+    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
+    name = keys.rankings("points", "daily", day.isoformat())
+    sync = redis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client), client, sync, name
+    finally:
+        sync.delete(name)
+        await client.aclose()
+
+
 def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_path, monkeypatch):
     """Once a remembered page expires, one request reads Redis again while the others keep the
     old page (no stampede); a new body shows after the refresh; a body gone from Redis is not
     served from memory again."""
-    import asyncio
-
-    import redis.asyncio as aioredis
-
-    import api.reader
-    from leaderboard.boards import current_boards
-    from leaderboard.cache import CacheKeys
-    from leaderboard.lake import Lake
-    from leaderboard.standings import StandingsError
-
     monkeypatch.setattr(api.reader, "LOCAL_CACHE_SECONDS", 0.2)
-    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
-    name = keys.rankings("points", "daily", "2026-04-20")
-    sync = redis.Redis.from_url(REDIS_URL)
+    day = dt.date(2026, 4, 20)
 
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(REDIS_URL)
-        reader = api.reader.Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client)
-        reads = 0
-        get = client.get
+        async with redis_reader(tmp_path, day) as (reader, client, sync, name):
+            reads = 0
+            get = client.get
 
-        async def counted_get(key: str) -> bytes | None:
-            nonlocal reads
-            reads += 1
-            await asyncio.sleep(0.01)  # a Redis round trip long enough for the others to arrive
-            return await get(key)
+            async def counted_get(key: str) -> bytes | None:
+                nonlocal reads
+                reads += 1
+                await asyncio.sleep(0.01)  # a Redis round trip long enough for the others to arrive
+                return await get(key)
 
-        client.get = counted_get  # type: ignore[method-assign]
-        day = dt.date(2026, 4, 20)
-        try:
+            client.get = counted_get  # type: ignore[method-assign]
             sync.set(name, b'{"status":"final","v":1}')
             assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":1}'
             sync.set(name, b'{"status":"final","v":2}')
@@ -465,9 +473,6 @@ def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_
             for _ in range(2):  # nothing published in the lake either: 404, not the page remembered
                 with pytest.raises(StandingsError):
                     await reader.standings("points", "daily", day, None, 0)
-        finally:
-            sync.delete(name)
-            await client.aclose()
 
     asyncio.run(scenario())
 
@@ -475,33 +480,16 @@ def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_
 def test_a_remembered_live_page_ends_with_its_period(tmp_path, monkeypatch):
     """A page saying "live" is not served from memory past the period's end (its status flips,
     and a request without ?at= then means the next period)."""
-    import asyncio
-
-    import redis.asyncio as aioredis
-
-    import api.reader
-    from leaderboard.boards import current_boards
-    from leaderboard.cache import CacheKeys
-    from leaderboard.lake import Lake
-
     ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
     monkeypatch.setattr(api.reader, "_period_end", lambda *_: ends)
-    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
-    name = keys.rankings("points", "daily", "2026-04-21")
-    sync = redis.Redis.from_url(REDIS_URL)
+    day = dt.date(2026, 4, 21)
 
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(REDIS_URL)
-        reader = api.reader.Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client)
-        day = dt.date(2026, 4, 21)
-        try:
+        async with redis_reader(tmp_path, day) as (reader, _, sync, name):
             sync.set(name, b'{"status":"live","v":1}')
             assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"live","v":1}'
             sync.set(name, b'{"status":"final","v":2}')  # the closing publish
             await asyncio.sleep(0.4)  # past the end, well inside LOCAL_CACHE_SECONDS
             assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
-        finally:
-            sync.delete(name)
-            await client.aclose()
 
     asyncio.run(scenario())

@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,47 @@ ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A fresh, empty Postgres database for one test, dropped afterwards."""
+@contextmanager
+def scratch_database(migrated: bool = False) -> Iterator[str]:
+    """A fresh Postgres database of its own (schema applied when `migrated`), dropped afterwards."""
     import psycopg
 
     name = f"lb_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        if migrated:
+            from leaderboard.migrations import deploy
+
+            deploy(url)
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_redis_prefix() -> Iterator[str]:
+    """A key prefix of its own in the shared Redis; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"lbtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -89,12 +120,5 @@ def migrated_url(database_url: str) -> str:
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
-    import redis
-
-    prefix = f"lbtest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with scratch_redis_prefix() as prefix:
+        yield prefix

@@ -23,10 +23,9 @@ from leaderboard.boards import current_boards
 from leaderboard.cache import CacheKeys
 from leaderboard.cli import main
 from leaderboard.lake import Lake
-from leaderboard.migrations import deploy
 from leaderboard.settings import get_settings, load_settings
 from leaderboard.standings import StandingsError
-from tests.conftest import ADMIN_URL, REDIS_URL
+from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
 
 FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
 
@@ -34,13 +33,7 @@ FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    name = f"lb_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    deploy(url)
-    prefix = f"lbtest-{uuid.uuid4().hex[:12]}"
-    with pytest.MonkeyPatch.context() as mp:
+    with scratch_database(migrated=True) as url, scratch_redis_prefix() as prefix, pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for k, v in {"LEADERBOARD_LANDING_DIR": root / "landing", "LEADERBOARD_LAKE_DIR": root / "lake",
                      "DAGSTER_HOME": root / "dagster", "DATABASE_URL": url, "REDIS_URL": REDIS_URL,
@@ -54,12 +47,6 @@ def env(tmp_path_factory):
             assert result.exit_code == 0, result.output
         yield {"url": url, "prefix": prefix, "root": root}
         get_settings.cache_clear()
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def app_for(env, database: str | None = "env", cache: str | None = "env"):

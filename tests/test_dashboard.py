@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import redis
 import streamlit as st
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
@@ -31,9 +29,8 @@ from streamlit.testing.v1 import AppTest
 from dashboard import views
 from leaderboard.cli import main
 from leaderboard.lake import Lake, read_snapshot
-from leaderboard.migrations import deploy
 from leaderboard.settings import get_settings
-from tests.conftest import ADMIN_URL, REDIS_URL, event, land
+from tests.conftest import REDIS_URL, event, land, scratch_database, scratch_redis_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
@@ -102,12 +99,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """Three days generated and materialized (publishing to Postgres and Redis too), then a run of
     today that fails on a corrupt landing file, then a late file for the first day; the API serves it."""
     root = tmp_path_factory.mktemp("dashboard")
-    name = f"lb_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    deploy(database_url)
-    prefix = f"lbtest-{uuid.uuid4().hex[:12]}"
+    with scratch_database(migrated=True) as database_url, scratch_redis_prefix() as prefix:
+        yield from _served(root, database_url, prefix)
+
+
+def _served(root: Path, database_url: str, prefix: str) -> Iterator[Env]:
     today = dt.datetime.now(dt.UTC).date()  # the default boards are in UTC
     first, last = today - dt.timedelta(days=3), today - dt.timedelta(days=1)
     settings = {"LEADERBOARD_LANDING_DIR": str(root / "landing"), "LEADERBOARD_LAKE_DIR": str(root / "lake"),
@@ -146,13 +142,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         if api is not None:
             stop(api)
         get_settings.cache_clear()
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -416,15 +415,14 @@ def test_metrics_add_up_over_granian_workers(env):
 async def redis_reader(tmp_path, day: dt.date) -> AsyncIterator[tuple[Reader, aioredis.Redis, redis.Redis, str]]:
     """A Reader over Redis alone (nothing in the lake), its async client, a sync client and the
     rankings key of `day` on the points board, under a key prefix of its own (deleted after)."""
-    keys = CacheKeys(f"lbtest-{uuid.uuid4().hex[:12]}")
-    name = keys.rankings("points", "daily", day.isoformat())
-    sync = redis.Redis.from_url(REDIS_URL)
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        yield Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client), client, sync, name
-    finally:
-        sync.delete(name)
-        await client.aclose()
+    with scratch_redis_prefix() as prefix:
+        keys = CacheKeys(prefix)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            yield (Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client), client,
+                   redis.Redis.from_url(REDIS_URL), keys.rankings("points", "daily", day.isoformat()))  # fmt: skip
+        finally:
+            await client.aclose()
 
 
 def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_path, monkeypatch):

@@ -53,6 +53,18 @@ def executemany(conn: psycopg.Connection, frame: pl.DataFrame) -> None:
         )
 
 
+def quiesce(conn: psycopg.Connection, timeout: float = 120.0) -> None:
+    """Start a timed run on a quiet server: the previous run's dirty pages written out and its
+    autovacuum finished, so neither method pays for the other's leftovers."""
+    conn.execute("CHECKPOINT")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND datname = current_database()"
+    ).fetchone()[0]:  # type: ignore[index]
+        time.sleep(0.5)
+    conn.commit()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -71,6 +83,7 @@ def main() -> None:
         with psycopg.connect(url) as conn:
             for i in range(args.repeat):
                 for how in ("copy", "executemany") if i % 2 == 0 else ("executemany", "copy"):
+                    quiesce(conn)
                     t0 = time.perf_counter()
                     if how == "copy":
                         pg.publish(url, frame, [header(args.rows)], "final")

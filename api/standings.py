@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
+from litestar.response.base import ASGIResponse
 
 from api.params import local_date, reader_of
 from api.reader import Reader
 from api.schemas import BoardInfo, Periods, Standings
+
+
+class _Published(Response[bytes]):
+    """A cached body as published, its ASGI response built once and sent to every request for
+    it: the hot route skips building a response and encoding its headers each time."""
+
+    __slots__ = ("_asgi",)
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, media_type="application/json")
+        self._asgi: ASGIResponse | None = None
+
+    def to_asgi_response(self, app: Any, request: Request, **kwargs: Any) -> ASGIResponse:
+        if self._asgi is None:  # the route's own settings (headers, status) are the same every time
+            self._asgi = super().to_asgi_response(app, request, **kwargs)
+        return self._asgi
+
+
+_published: dict[bytes, _Published] = {}
+
+
+def _published_response(body: bytes) -> _Published:
+    response = _published.get(body)  # equal bytes match: a body re-read from Redis reuses its response
+    if response is None:
+        if len(_published) > 256:  # bodies of past periods: start over rather than grow
+            _published.clear()
+        response = _published[body] = _Published(body)
+    return response
 
 
 class StandingsController(Controller):
@@ -43,7 +72,7 @@ class StandingsController(Controller):
         # The hot route reads the reader off the app state: no dependency to resolve per request.
         body = await state.reader.standings(board, period, local_date(at), limit, offset)
         if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
-            return Response(body, media_type="application/json")
+            return _published_response(body)
         return Response(Standings(**body))
 
     @get("/{board:str}/{period:str}/periods")

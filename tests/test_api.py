@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
+import httpx
+import jwt
 import psycopg
 import pytest
 import redis
@@ -157,8 +167,6 @@ def auth_app(env, **extra):
 
 
 def token(sub: str, secret: str = SECRET, alg: str = "HS256", **claims) -> str:
-    import jwt
-
     now = dt.datetime.now(dt.UTC)
     body = {"sub": sub, "exp": now + dt.timedelta(hours=1), "roles": [], **claims}
     body = {k: v for k, v in body.items() if v is not None}
@@ -270,6 +278,33 @@ def test_metrics_request_ids_and_cache_counters(env):
     assert 'leaderboard_cache_requests_total{result="hit"}' in text
 
 
+def test_a_hot_standings_response_carries_its_own_request_id_and_the_current_body(env, monkeypatch):
+    """The hot route reuses one prepared response per cached body: each answer still has its own
+    request id, and a body republished in Redis is what the answers after a refresh send."""
+    monkeypatch.setattr(api.reader, "LOCAL_CACHE_SECONDS", 0.1)
+    name = CacheKeys(env["prefix"]).rankings("points", "daily", str(LAST))
+    sync = redis.Redis.from_url(REDIS_URL)
+    original = sync.get(name)
+    with TestClient(app_for(env)) as c:
+
+        def read(**headers: str) -> httpx.Response:
+            return c.get("/leaderboard/points/daily", params={"at": str(LAST)}, headers=headers)
+
+        published = read().json()
+        bodies = [{**published, "published_at": f"2030-01-0{i}T00:00:00+00:00"} for i in (1, 2)]
+        try:
+            answers = []
+            for body in bodies:
+                sync.set(name, json.dumps(body, separators=(",", ":")))  # as the publisher writes it
+                time.sleep(0.2)  # past the remembered page's expiry
+                answers.append([read(**{"X-Request-ID": f"r{i}"}) for i in range(3)])
+        finally:
+            sync.set(name, original) if original is not None else sync.delete(name)
+    for body, sent in zip(bodies, answers, strict=True):
+        assert [r.headers["x-request-id"] for r in sent] == ["r0", "r1", "r2"]
+        assert all(r.status_code == 200 and r.json() == body for r in sent)
+
+
 def test_rate_limit_answers_429_with_retry_after(env):
     app = create_app(load_settings(DATABASE_URL=None, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=env["prefix"] + "-rl",
                                    LEADERBOARD_LAKE_DIR=env["root"] / "lake", RATE_LIMIT_PER_MINUTE=3))  # fmt: skip
@@ -283,13 +318,11 @@ def test_rate_limit_answers_429_with_retry_after(env):
 
 
 def test_json_logs_carry_the_request_id(env, capsys):
-    import json as jsonlib
-
     app = create_app(load_settings(DATABASE_URL="postgresql://postgres@127.0.0.1:1/x", REDIS_URL=None,
                                    LEADERBOARD_LAKE_DIR=env["root"] / "lake", LOG_FORMAT="json"))  # fmt: skip
     with TestClient(app) as c:
         c.get("/leaderboard/points/daily", params={"at": str(LAST)}, headers={"X-Request-ID": "req-42"})
-    lines = [jsonlib.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert any(entry["request_id"] == "req-42" and entry["level"] == "WARNING" for entry in lines), lines
 
 
@@ -339,14 +372,6 @@ def test_admin_config_and_refresh(env, mode):
 @contextmanager
 def served(environ: dict[str, str], *args: str) -> Iterator[str]:
     """`leaderboard api` (granian) on a free port until the block ends; yields its base URL."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import httpx
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -369,12 +394,6 @@ def served(environ: dict[str, str], *args: str) -> Iterator[str]:
 
 def test_schemathesis_finds_no_server_errors(env, tmp_path):
     """The production server (granian) under schemathesis, driven by the app's own OpenAPI."""
-    import os
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
     environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "DATABASE_URL": env["url"],
                "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"], "JWT_SECRET": SECRET,
                "RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
@@ -392,12 +411,6 @@ def test_schemathesis_finds_no_server_errors(env, tmp_path):
 
 def test_metrics_add_up_over_granian_workers(env):
     """With --workers 2 every scrape reports the whole server, whichever worker answers it."""
-    import os
-    import re
-    import time
-
-    import httpx
-
     environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "RATE_LIMIT_PER_MINUTE": "0"}
     for name in ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR"):
         environ.pop(name, None)

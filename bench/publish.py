@@ -57,10 +57,12 @@ def quiesce(conn: psycopg.Connection, timeout: float = 120.0) -> None:
     """Start a timed run on a quiet server: the previous run's dirty pages written out and its
     autovacuum finished, so neither method pays for the other's leftovers."""
     conn.execute("CHECKPOINT")
+    busy = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE backend_type = 'autovacuum worker' AND datname = current_database()"
+    )
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND datname = current_database()"
-    ).fetchone()[0]:  # type: ignore[index]
+    while time.monotonic() < deadline and conn.execute(busy).fetchone()[0]:  # type: ignore[index]
         time.sleep(0.5)
     conn.commit()
 

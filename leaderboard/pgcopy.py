@@ -21,6 +21,7 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z, where timestamptz co
 _WIDTH = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
 TYPES = (*_WIDTH, "text")
 WINDOW_ROWS = 16_384
+KEY_BITS = 62  # a row shape packed into one Int64, while the lengths fit
 
 
 def encode(frame: pl.DataFrame, types: dict[str, str]) -> Iterator[bytes | memoryview]:
@@ -29,19 +30,40 @@ def encode(frame: pl.DataFrame, types: dict[str, str]) -> Iterator[bytes | memor
 
     Within a window of WINDOW_ROWS rows, rows are grouped by their shape (each text's byte
     length, which values are NULL): rows of one shape have the same size, so a group is an
-    n x size byte matrix filled column slice by column slice, at memory speed. Rows move only
-    within their window, so the table keeps (nearly) the frame's order, e.g. rank order.
+    n x size byte matrix, filled with one template row (field count and lengths) and then
+    column slice by column slice, at memory speed. Rows move only within their window, so the
+    table keeps (nearly) the frame's order, e.g. rank order.
     """
     for name, pg_type in types.items():
         _check(frame[name], pg_type)
     yield HEADER
-    shape = [pl.col(n).str.len_bytes() if t == "text" else pl.col(n).is_null() for n, t in types.items()]
-    keyed = frame.select(*types).with_columns(pl.struct(shape).alias("_shape"))
+    keyed = frame.select(*types).with_columns(_shape_key(frame, types).alias("_shape"))
     for offset in range(0, frame.height, WINDOW_ROWS):
         window = keyed.slice(offset, WINDOW_ROWS)
+        shape = window["_shape"]
+        if shape.dtype != pl.Struct and shape.min() == shape.max():  # the usual window: one shape
+            yield _rows(window, types)
+            continue
         for group in window.partition_by("_shape", maintain_order=True, include_key=False):
             yield _rows(group, types)
     yield TRAILER
+
+
+def _shape_key(frame: pl.DataFrame, types: dict[str, str]) -> pl.Expr:
+    """A row's shape (each text's byte length, which values are NULL) as one integer: the
+    lengths and NULL flags packed into bit fields as wide as the frame needs. Hashing an
+    integer is much cheaper than hashing a struct of them."""
+    parts, shift = [], 0
+    for name, pg_type in types.items():
+        if pg_type == "text":
+            field, bits = pl.col(name).str.len_bytes(), int(frame[name].str.len_bytes().max() or 0).bit_length()
+        else:
+            field, bits = pl.col(name).is_null(), 1
+        parts.append(field.cast(pl.Int64) * (1 << shift))
+        shift += bits
+    if shift > KEY_BITS:  # lengths too long to pack: the struct of them is the key
+        return pl.struct(pl.col(n).str.len_bytes() if t == "text" else pl.col(n).is_null() for n, t in types.items())
+    return pl.sum_horizontal(parts) if parts else pl.lit(0, pl.Int64)
 
 
 def _check(series: pl.Series, pg_type: str) -> None:
@@ -70,7 +92,8 @@ def _check(series: pl.Series, pg_type: str) -> None:
 def _rows(group: pl.DataFrame, types: dict[str, str]) -> memoryview:
     """Rows of one shape: the same field sizes in every row."""
     n = group.height
-    fields: list[tuple[int, np.ndarray | None]] = []  # (value bytes or -1 for NULL, values as n x width)
+    template = bytearray(np.array([len(types)], ">i2").tobytes())
+    slots: list[tuple[int, str, np.ndarray]] = []  # (offset in the row, pg type, values)
     for name, pg_type in types.items():
         series = group[name]
         if pg_type == "text":
@@ -80,21 +103,23 @@ def _rows(group: pl.DataFrame, types: dict[str, str]) -> memoryview:
             width = len(data[0].as_py())
             start = int(np.frombuffer(data.buffers()[1], np.int64, 1, data.offset * 8)[0])
             values = np.frombuffer(data.buffers()[2], np.uint8, n * width, start).reshape(n, width)
-            fields.append((width, values))
         elif series.null_count():  # the whole group is NULL here
-            fields.append((-1, None))
+            template += np.array([-1], ">i4").tobytes()
+            continue
         else:
-            dtype = np.dtype(_WIDTH[pg_type])
+            width = np.dtype(_WIDTH[pg_type]).itemsize
             if pg_type == "timestamptz":
                 series = series.dt.epoch("us") - _PG_EPOCH_US
-            fields.append((dtype.itemsize, series.to_numpy().astype(dtype).view(np.uint8).reshape(n, -1)))
-    out = np.empty((n, 2 + sum(4 + max(width, 0) for width, _ in fields)), np.uint8)
-    out[:, :2] = np.array([len(fields)], ">i2").view(np.uint8)
-    at = 2
-    for width, values in fields:
-        out[:, at : at + 4] = np.array([width], ">i4").view(np.uint8)
-        at += 4
-        if values is not None:
-            out[:, at : at + width] = values
-            at += width
+            values = series.to_numpy()
+        template += np.array([width], ">i4").tobytes()
+        slots.append((len(template), pg_type, values))
+        template += bytes(width)
+    out = np.empty((n, len(template)), np.uint8)
+    out[:] = np.frombuffer(template, np.uint8)
+    for at, pg_type, values in slots:
+        if pg_type == "text":
+            out[:, at : at + values.shape[1]] = values
+        else:  # cast to big-endian while storing: no intermediate array
+            dtype = np.dtype(_WIDTH[pg_type])
+            out[:, at : at + dtype.itemsize].view(dtype)[:, 0] = values
     return out.reshape(-1).data  # bytes, not rows: psycopg sizes its sends by len()

@@ -457,9 +457,17 @@ def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
                        Stores(database_url))  # fmt: skip
 
 
-def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(migrated_url):
+@pytest.mark.parametrize(
+    "window_rows, key_bits", [(16_384, 62), (2, 62), (2, 0)], ids=["one-window", "windows", "struct-key"]
+)
+def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
+    migrated_url, monkeypatch, window_rows, key_bits
+):
     """pg.USER_COLUMNS go by binary COPY, which needs each type to be the column's exactly; and
-    every shape of row (NULLs, text lengths, multi-byte text, timestamps before 2000) comes back."""
+    every shape of row (NULLs, text lengths, multi-byte text, timestamps before 2000) comes back,
+    whether a window holds one shape or several, and with shapes keyed by packed lengths or not."""
+    monkeypatch.setattr(pgcopy, "WINDOW_ROWS", window_rows)
+    monkeypatch.setattr(pgcopy, "KEY_BITS", key_bits)
     names = {"int4": "integer", "int8": "bigint", "float8": "double precision",
              "timestamptz": "timestamp with time zone", "text": "text"}  # fmt: skip
     with psycopg.connect(migrated_url, autocommit=True) as conn:

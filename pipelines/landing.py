@@ -207,7 +207,8 @@ def _kind(j: str) -> str:
 
 def _text(j: str) -> str:
     """The value of a JSON string, NULL for other types; only escapes need the JSON parser."""
-    unescaped = f"CASE WHEN contains({j}, '\\') THEN {j}::JSON ->> '$' ELSE {j}[2:-2] END"
+    # substr by length (both in code points) costs a third of slicing j[2:-2] (bench/ingest_rank.py)
+    unescaped = f"CASE WHEN contains({j}, '\\') THEN {j}::JSON ->> '$' ELSE substr({j}, 2, length({j}) - 2) END"
     return f"CASE WHEN starts_with({j}, '\"') THEN {unescaped} END"
 
 
@@ -277,10 +278,11 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
         SELECT *,
             CASE
                 WHEN at_ms BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms(at_ms)
-                WHEN regexp_full_match(at_text, '{RFC3339}') THEN coalesce(
+                -- to UTC wall time by its microseconds: cheaper than a time zone cast
+                WHEN regexp_full_match(at_text, '{RFC3339}') THEN make_timestamp(epoch_us(coalesce(
                     try_cast(at_text AS TIMESTAMPTZ),
                     -- lower-case t/z or more than 6 fraction digits: normalize first (rare)
-                    try_cast(regexp_replace(upper(at_text), '(\\.\\d{{6}})\\d+', '\\1') AS TIMESTAMPTZ))::TIMESTAMP
+                    try_cast(regexp_replace(upper(at_text), '(\\.\\d{{6}})\\d+', '\\1') AS TIMESTAMPTZ))))
             END AS ts
         FROM y
     ),

@@ -316,8 +316,13 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
         event("e2", "plain", "2026-11-26T10:00:00.5+00:00", 2.75, attributes={"k": ["v", 1]}),
         event("e3", "u3", 1795687200000, -4),
         event("e4", "\u00fcml\u00e4ut", "2026-11-26T10:59:59.999Z", None, event_type="lap.completed"),
+        # unescaped UTF-8 (combining marks, a ZWJ emoji sequence): the quotes are cut, not characters
+        event("e5", "e\u0301mile-\U0001f468\u200d\U0001f469\u200d\U0001f467", "2026-11-26T15:45:00+05:30", 1),
+        event("e6", "\u65e5\u672c", "2026-11-26T10:20:00Z", 1, event_type="\u0301\u0301x"),
     ]
-    land(tmp_path, "game", H10, "game+0+0.json", records)
+    raw = {"e5", "e6"}
+    land(tmp_path, "game", H10, "game+0+0.json",
+         [json.dumps(r, ensure_ascii=False) if r["event_id"] in raw else r for r in records])  # fmt: skip
     files, _ = L.list_files(tmp_path, H10, H10 + dt.timedelta(hours=1))
     con = L.connect()
     L._catalog(con, files)
@@ -326,9 +331,10 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
     fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql(0, files[0]), lo, hi)).to_arrow_table())
     con.register("exact_lines", L._exact_lines([(0, files[0])]))
     exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), lo, hi)).to_arrow_table())
-    assert fast["reason"].null_count() == exact["reason"].null_count() == 4
+    assert fast["reason"].null_count() == exact["reason"].null_count() == 6
     assert fast.select(cols).sort("event_id").equals(exact.select(cols).sort("event_id"))
     assert fast.sort("event_id")["user_id"].to_list() == [r["user_id"] for r in records]
+    assert fast.sort("event_id")["event_type"].to_list() == [r["event_type"] for r in records]
 
 
 def test_odd_lines_are_quarantined_or_skipped_the_same_way_by_both_readers(tmp_path):

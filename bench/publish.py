@@ -54,8 +54,10 @@ def executemany(conn: psycopg.Connection, frame: pl.DataFrame) -> None:
 
 
 def quiesce(conn: psycopg.Connection, timeout: float = 120.0) -> None:
-    """Start a timed run on a quiet server: the previous run's dirty pages written out and its
-    autovacuum finished, so neither method pays for the other's leftovers."""
+    """Start a timed run on a quiet server: the previous run's dead rows vacuumed, its dirty pages
+    written out and no autovacuum running, so neither method pays for the other's leftovers.
+    `conn` is in autocommit: each poll of pg_stat_activity then sees a fresh snapshot."""
+    conn.execute("VACUUM leaderboard_rankings")
     conn.execute("CHECKPOINT")
     busy = (
         "SELECT count(*) FROM pg_stat_activity"
@@ -64,7 +66,6 @@ def quiesce(conn: psycopg.Connection, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and conn.execute(busy).fetchone()[0]:  # type: ignore[index]
         time.sleep(0.5)
-    conn.commit()
 
 
 def main() -> None:
@@ -82,7 +83,7 @@ def main() -> None:
         deploy(url)
         frame = rows(args.rows)
         times: dict[str, list[float]] = {"copy": [], "executemany": []}
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url, autocommit=True) as conn:
             for i in range(args.repeat):
                 for how in ("copy", "executemany") if i % 2 == 0 else ("executemany", "copy"):
                     quiesce(conn)

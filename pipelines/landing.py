@@ -207,7 +207,7 @@ def _kind(j: str) -> str:
 
 def _text(j: str) -> str:
     """The value of a JSON string, NULL for other types; only escapes need the JSON parser."""
-    # substr by length (both in code points) costs a third of slicing j[2:-2] (bench/ingest_rank.py)
+    # substr by length (both count code points): a third of the cost of slicing j[2:-2] on 2M events
     unescaped = f"CASE WHEN contains({j}, '\\') THEN {j}::JSON ->> '$' ELSE substr({j}, 2, length({j}) - 2) END"
     return f"CASE WHEN starts_with({j}, '\"') THEN {unescaped} END"
 

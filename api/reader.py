@@ -40,8 +40,8 @@ def _period_end(period_type: str, key: str, tz: ZoneInfo) -> dt.datetime:
     return local_midnight(parse_period_key(period_type, key).end, tz)
 
 
-def _bounded_put(cache: dict, key: object, value: object) -> None:
-    if len(cache) > 10_000:  # many distinct pages: start over rather than grow without end
+def bounded_put(cache: dict, key: object, value: object, limit: int = 10_000) -> None:
+    if len(cache) > limit:  # many distinct pages: start over rather than grow without end
         cache.clear()
     cache[key] = value
 
@@ -121,7 +121,7 @@ class Reader:
             # status flips and a request without ?at= means the next period.
             left = (_period_end(period_type, key, self.boards.tz) - dt.datetime.now(dt.UTC)).total_seconds()
             until = min(fetched_until, time.monotonic() + left) if left > 0 else fetched_until
-            _bounded_put(self._pages, request, (until, raw))
+            bounded_put(self._pages, request, (until, raw))
             return raw
         self._pages.pop(request, None)  # not a whole body any more: never serve the old one again
         limit = limit or self.limit_for(board)
@@ -188,7 +188,7 @@ class Reader:
             log.warning("redis read failed, falling back: %s", exc)
             return None, now
         if raw is not None:
-            _bounded_put(self._local, name, (now + LOCAL_CACHE_SECONDS, raw))
+            bounded_put(self._local, name, (now + LOCAL_CACHE_SECONDS, raw))
         return raw, now + LOCAL_CACHE_SECONDS
 
     async def _pg_snapshot(

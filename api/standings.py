@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
 from api.params import local_date, reader_of
-from api.reader import Reader
+from api.reader import Reader, bounded_put
 from api.schemas import BoardInfo, Periods, Standings
 
 
@@ -37,9 +37,8 @@ _published: dict[bytes, _Published] = {}
 def _published_response(body: bytes) -> _Published:
     response = _published.get(body)  # equal bytes match: a body re-read from Redis reuses its response
     if response is None:
-        if len(_published) > 256:  # bodies of past periods: start over rather than grow
-            _published.clear()
-        response = _published[body] = _Published(body)
+        response = _Published(body)
+        bounded_put(_published, body, response, limit=256)  # a body and its response each
     return response
 
 

@@ -131,7 +131,7 @@ def publish(
                     digests = pool.submit(lambda: {h["board_id"]: _digest(rows, h["board_id"]) for h in headers})
                     _load_and_index(pool, conn, database_url, ident, rows, parts)
                 with conn.transaction():
-                    _swap(conn, sql.Identifier(parent[0]), parent[0], ident, period_key)  # type: ignore[index]
+                    _swap(conn, parent[0], ident, period_key)  # type: ignore[index]
                     conn.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(ident))  # a partition now, no orphan
                     for header in headers:
                         _register(conn, header, status, *digests.result()[header["board_id"]])
@@ -204,9 +204,8 @@ def _all(pool: ThreadPoolExecutor, jobs: list[Callable[[], object]]) -> None:
         future.result()
 
 
-def _swap(
-    conn: psycopg.Connection, parent: sql.Identifier, parent_name: str, leaf: sql.Identifier, period_key: str
-) -> None:
+def _swap(conn: psycopg.Connection, parent_name: str, leaf: sql.Identifier, period_key: str) -> None:
+    parent = sql.Identifier(parent_name)
     old = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
         "%s::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::text)",
@@ -305,7 +304,10 @@ def periods(conn: psycopg.Connection, board_id: str | None = None) -> list[Perio
 
 ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
                 "rank_change": pl.Int64}  # fmt: skip
-_PERIOD = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
+
+
+def _period(alias: str = "") -> str:
+    return f"{alias}board_id = %(b)s AND {alias}period_type = %(t)s AND {alias}period_key = %(k)s"
 
 
 def snapshot_sql(rows_where: str) -> str:
@@ -318,8 +320,8 @@ def snapshot_sql(rows_where: str) -> str:
         "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
         "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
         "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-        f"WHERE {_PERIOD} AND {rows_where.format(period=_PERIOD)}) r ON true "
-        f"WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
+        f"WHERE {_period()} AND {rows_where.format(period=_period())}) r ON true "
+        f"WHERE {_period('p.')} ORDER BY r.rank"
     )
 
 

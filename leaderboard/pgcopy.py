@@ -53,16 +53,17 @@ def _shape_key(frame: pl.DataFrame, types: dict[str, str]) -> pl.Expr:
     """A row's shape (each text's byte length, which values are NULL) as one integer: the
     lengths and NULL flags packed into bit fields as wide as the frame needs. Hashing an
     integer is much cheaper than hashing a struct of them."""
-    parts, shift = [], 0
+    fields, parts, shift = [], [], 0
     for name, pg_type in types.items():
         if pg_type == "text":
             field, bits = pl.col(name).str.len_bytes(), int(frame[name].str.len_bytes().max() or 0).bit_length()
         else:
             field, bits = pl.col(name).is_null(), 1
+        fields.append(field)
         parts.append(field.cast(pl.Int64) * (1 << shift))
         shift += bits
     if shift > KEY_BITS:  # lengths too long to pack: the struct of them is the key
-        return pl.struct(pl.col(n).str.len_bytes() if t == "text" else pl.col(n).is_null() for n, t in types.items())
+        return pl.struct(fields)
     return pl.sum_horizontal(parts) if parts else pl.lit(0, pl.Int64)
 
 

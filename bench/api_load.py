@@ -90,10 +90,10 @@ def main() -> None:
             targets = {"standings": standings, "trivial": f"{base}/health", "boards": f"{base}/leaderboard/boards"}
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
             for i in range(args.rounds):  # interleaved rounds: machine noise hits every route alike
-                for name in list(targets)[i % 3 :] + list(targets)[: i % 3]:
-                    runs[name].append(_wrk(targets[name], args.connections, args.duration))
+                for route in list(targets)[i % 3 :] + list(targets)[: i % 3]:
+                    runs[route].append(_wrk(targets[route], args.connections, args.duration))
             hot, trivial, boards = (
-                {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]} for name in targets
+                {k: statistics.median(r[k] for r in runs[route]) for k in runs[route][0]} for route in targets
             )
         finally:
             if server:

@@ -322,6 +322,19 @@ def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
         assert conn.execute(
             "SELECT entries FROM leaderboard_periods WHERE board_id = 'points' AND period_key = %s", (period.key,)
         ).fetchone() == (5001,)
+        # The period's constant columns, added after the load, read back on every row as the registry has them...
+        assert conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE (r.period_start, r.period_end, r.published_at, r.run_id) "
+            "= (p.period_start, p.period_end, p.published_at, p.run_id)) FROM leaderboard_rankings r "
+            "JOIN leaderboard_periods p USING (board_id, period_type, period_key) "
+            "WHERE period_type = 'daily' AND period_key = %s", (period.key,)
+        ).fetchone() == (table.height, table.height)  # fmt: skip
+        # ...and the leaf keeps each once (a "missing value"), not in every row
+        assert conn.execute(
+            "SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute WHERE atthasmissing AND attrelid = "
+            "(SELECT oid FROM pg_class WHERE relname LIKE %s AND relkind = 'r' AND relispartition)",
+            ("lr\\_daily\\_" + period.key.replace("-", "\\_") + "\\_%",),
+        ).fetchone() == (sorted(pg.PERIOD_COLUMNS),)
 
 
 def test_unreachable_servers_fail_clearly_and_publish_nothing(settings, migrated_url, redis_prefix, tmp_path):

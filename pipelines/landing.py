@@ -157,7 +157,8 @@ def _exact_sql() -> str:
         SELECT file_idx, line, raw,
                CASE WHEN problem IS NOT NULL THEN problem WHEN doc IS NULL THEN 'bad JSON'
                     WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem,
-               {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))}
+               {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))},
+               NULL::TIMESTAMP AS native_at
         FROM (SELECT *, json_extract(doc, {[f"$.{name}" for name in FIELDS]}) AS f
               FROM (SELECT *, try_cast(raw AS JSON) AS doc FROM exact_lines))"""
 
@@ -168,23 +169,29 @@ def _native_json_sql(idx: int, f: LandedFile) -> str:
     compression = "gzip" if f.path.name.endswith(".gz") else "none"
     return f"""
         SELECT {idx} AS file_idx, NULL::BIGINT AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS doc_problem,
-               {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))}
+               {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))},
+               NULL::TIMESTAMP AS native_at
         FROM read_json({_sql_str(str(f.path))}, format='newline_delimited', ignore_errors=true,
                        columns={columns}, compression='{compression}', maximum_object_size={MAX_RECORD_BYTES})"""
 
 
 def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str:
-    """One Parquet file in the same shape as JSON lines, so one set of rules checks both."""
+    """One Parquet file in the same shape as JSON lines, so one set of rules checks both.
+
+    A time with a time zone comes as `native_at` (naive UTC) and not as text: formatting it
+    only to parse it again was a fifth of reading a Parquet day (bench/ingest_rank.py).
+    """
     src = f"read_parquet({_sql_str(str(f.path))}, file_row_number=true)"
     types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})").fetchall())
-    parts = []
+    parts, native_at = [], "NULL::TIMESTAMP"
     for name in FIELDS:
         col = f'"{name}"'
         kind = types.get(name)
         if kind is None:
             parts.append("NULL::JSON")
         elif name == "occurred_at" and (kind.startswith("TIMESTAMPTZ") or "WITH TIME ZONE" in kind):
-            parts.append(f"to_json(strftime({col}::TIMESTAMPTZ, '%Y-%m-%dT%H:%M:%S.%fZ'))")
+            parts.append("NULL::JSON")
+            native_at = f"make_timestamp(epoch_us({col}::TIMESTAMPTZ))"
         elif name == "occurred_at" and kind.startswith("TIMESTAMP"):
             parts.append(f"to_json(strftime({col}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%f'))")  # no offset
         else:
@@ -192,7 +199,7 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, idx: int, f: LandedFile) -> str
     fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
     return f"""
         SELECT {idx} AS file_idx, file_row_number + 1 AS line, NULL::VARCHAR AS raw, NULL::VARCHAR AS doc_problem,
-               {fields}
+               {fields}, {native_at} AS native_at
         FROM {src}"""
 
 
@@ -230,9 +237,9 @@ def _reason() -> str:
             WHEN t_user = 'NULL' THEN 'missing user_id'
             WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
             WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
-            WHEN t_at = 'NULL' THEN 'missing occurred_at'
+            WHEN t_at = 'NULL' AND native_at IS NULL THEN 'missing occurred_at'
             WHEN t_at = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
-            WHEN t_at <> 'VARCHAR' AND t_at <> 'BIGINT'
+            WHEN t_at <> 'VARCHAR' AND t_at <> 'BIGINT' AND native_at IS NULL
                 THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at, 40)
             WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
                 THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
@@ -251,13 +258,18 @@ def _reason() -> str:
 
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
-    """The event contract as SQL over fields given as JSON text (DESIGN §4).
+    """The event contract as SQL over fields given as JSON text, or a Parquet file's zoned time
+    as `native_at` (DESIGN §4).
 
     `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
     broken rule, and the type names it needs, run only for the records that fail it.
     """
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
-    struct = ", ".join(f'"{n}" := {c}::JSON' for n, c in zip(FIELDS, COLUMNS, strict=True))
+    native_text = "to_json(strftime(native_at, '%Y-%m-%dT%H:%M:%S.%fZ'))"
+    struct = ", ".join(
+        f'"{n}" := ' + (f"coalesce({c}::JSON, {native_text})" if n == "occurred_at" else f"{c}::JSON")
+        for n, c in zip(FIELDS, COLUMNS, strict=True)
+    )
     no_value = "(j_value IS NULL OR j_value = 'null')"
     return f"""
     WITH src AS ({sources}),
@@ -277,6 +289,7 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     z AS (
         SELECT *,
             CASE
+                WHEN native_at IS NOT NULL THEN native_at
                 WHEN at_ms BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms(at_ms)
                 -- to UTC wall time by its microseconds: cheaper than a time zone cast
                 WHEN regexp_full_match(at_text, '{RFC3339}') THEN make_timestamp(epoch_us(coalesce(

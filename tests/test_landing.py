@@ -379,6 +379,31 @@ def test_parquet_nanosecond_utc_times_and_codec_in_the_file_name(tmp_path):
     assert r.events["event_id"].to_list() == ["n1"] and r.quarantine.is_empty()
 
 
+def test_parquet_zoned_times_in_refused_records(tmp_path):
+    """A Parquet time with a zone is checked as a time, not as text: a missing one is named,
+    one outside its hour folder is refused, and a record refused for another field shows its
+    time in `raw` as RFC 3339 text."""
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    at = dt.datetime(2026, 11, 26, 10, 5, 0, 250000, tzinfo=UTC)
+    pl.DataFrame(
+        {
+            "event_id": ["ok", "none", "late", "nan"],
+            "event_type": ["s"] * 4,
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "occurred_at": [at, None, at + dt.timedelta(hours=1), at],
+            "value": [1.0, 1.0, 1.0, float("nan")],
+        }
+    ).write_parquet(folder / "game+0+0.parquet")
+    r = _read(tmp_path)
+    assert r.events["event_id"].to_list() == ["ok"] and r.events["occurred_at"].to_list() == [at]
+    by_line = {row["line"]: row for row in r.quarantine.iter_rows(named=True)}
+    assert by_line[2]["reason"] == "missing occurred_at"
+    assert "outside its hour folder" in by_line[3]["reason"]
+    assert by_line[4]["reason"].startswith("value is not finite")
+    assert '"occurred_at":"2026-11-26T10:05:00.250000Z"' in by_line[4]["raw"]
+
+
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
     from pipelines.landing import LandingError
 

@@ -328,7 +328,7 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
     L._catalog(con, files)
     lo, hi = H10, H10 + dt.timedelta(hours=1)
     cols = ["event_id", "event_type", "user_id", "occurred_at", "value", "attributes", "content_hash"]
-    fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql(0, files[0]), lo, hi)).to_arrow_table())
+    fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), lo, hi)).to_arrow_table())
     con.register("exact_lines", L._exact_lines([(0, files[0])]))
     exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), lo, hi)).to_arrow_table())
     assert fast["reason"].null_count() == exact["reason"].null_count() == 6

@@ -395,13 +395,28 @@ def test_parquet_zoned_times_in_refused_records(tmp_path):
             "value": [1.0, 1.0, 1.0, float("nan")],
         }
     ).write_parquet(folder / "game+0+0.parquet")
+    # files of one schema are read together: each row keeps its own file and line
+    pl.DataFrame(
+        {"event_id": ["ok2", "bad2", "dup"], "event_type": ["s", "", "s"], "user_id": ["u5", "u6", "u8"],
+         "occurred_at": [at, at, at], "value": [2.0, 2.0, 7.0]}
+    ).write_parquet(folder / "game+1+0.parquet")  # fmt: skip
+    # JSON files between and after them in Kafka order: a file's place in its reader's list is
+    # not its number, and the number decides which delivery of "dup" is first
+    land(tmp_path, "game", H10, "game+0+5.json", [event("j1", "u7", "2026-11-26T10:06:00Z"), "{bad"])
+    land(tmp_path, "game", H10, "game+2+0.json", [event("dup", "u8", "2026-11-26T10:05:00.25Z", 9.0)])
     r = _read(tmp_path)
-    assert r.events["event_id"].to_list() == ["ok"] and r.events["occurred_at"].to_list() == [at]
-    by_line = {row["line"]: row for row in r.quarantine.iter_rows(named=True)}
-    assert by_line[2]["reason"] == "missing occurred_at"
-    assert "outside its hour folder" in by_line[3]["reason"]
-    assert by_line[4]["reason"].startswith("value is not finite")
-    assert '"occurred_at":"2026-11-26T10:05:00.250000Z"' in by_line[4]["raw"]
+    kept = dedupe(r.events.lazy())
+    assert kept.duplicates == 1 and kept.conflicts == 1
+    first = kept.events.collect().sort("event_id")
+    assert first["event_id"].to_list() == ["dup", "j1", "ok", "ok2"] and first["value"][0] == 7.0
+    found = {(Path(row["file"]).name, row["line"]): row for row in r.quarantine.iter_rows(named=True)}
+    assert sorted(found) == [("game+0+0.parquet", 2), ("game+0+0.parquet", 3), ("game+0+0.parquet", 4),
+                             ("game+0+5.json", 2), ("game+1+0.parquet", 2)]  # fmt: skip
+    assert found["game+0+0.parquet", 2]["reason"] == "missing occurred_at"
+    assert "outside its hour folder" in found["game+0+0.parquet", 3]["reason"]
+    assert found["game+0+0.parquet", 4]["reason"].startswith("value is not finite")
+    assert '"occurred_at":"2026-11-26T10:05:00.250000Z"' in found["game+0+0.parquet", 4]["raw"]
+    assert found["game+1+0.parquet", 2]["reason"] == "event_type is empty"
 
 
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):

@@ -174,8 +174,7 @@ def _file_list(files: list[tuple[int, LandedFile]]) -> tuple[str, str]:
 def _native_json_sql(files: list[tuple[int, LandedFile]]) -> str:
     """The JSON-lines files through DuckDB's NDJSON reader, all in one scan: fast, no line numbers.
 
-    One reader over the list, not one per file: it took 11% less time for a day of 216 files,
-    and reading one reader per file as a stream held every file's buffers at once.
+    One reader over the list, not one per file: checking a day of 216 files took 11% less time.
     """
     columns = "{" + ", ".join(f"{name}: 'JSON'" for name in FIELDS) + "}"
     paths, file_idx = _file_list(files)

@@ -37,6 +37,16 @@ RAW_KEEP_CHARS = 2000
 # Record fields in the order they are extracted; the event contract of DESIGN §4.
 FIELDS = ("event_id", "event_type", "user_id", "occurred_at", "value", "attributes")
 COLUMNS = ("j_id", "j_type", "j_user", "j_at", "j_value", "j_attr")  # each field as minified JSON text
+# Fields a Parquet file may hold in the contract's own type: such a value comes typed (its JSON
+# column NULL), so it is not turned into JSON text only to be parsed back. Column, SQL type,
+# its kind in the rules, and its JSON text for `raw`.
+NATIVE = {
+    "event_id": ("n_id", "VARCHAR", "VARCHAR", "to_json(n_id)"),
+    "event_type": ("n_type", "VARCHAR", "VARCHAR", "to_json(n_type)"),
+    "user_id": ("n_user", "VARCHAR", "VARCHAR", "to_json(n_user)"),
+    "occurred_at": ("n_at", "TIMESTAMP", "TIMESTAMP", "to_json(strftime(n_at, '%Y-%m-%dT%H:%M:%S.%fZ'))"),
+}
+NO_NATIVE = ", ".join(f"NULL::{sql_type} AS {col}" for col, sql_type, _, _ in NATIVE.values())
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
@@ -158,8 +168,7 @@ def _exact_sql() -> str:
         SELECT file_idx, line, raw,
                CASE WHEN problem IS NOT NULL THEN problem WHEN doc IS NULL THEN 'bad JSON'
                     WHEN json_type(doc) <> 'OBJECT' THEN 'not a JSON object' END AS doc_problem,
-               {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))},
-               NULL::TIMESTAMP AS native_at
+               {", ".join(f"f[{i + 1}]::VARCHAR AS {col}" for i, col in enumerate(COLUMNS))}, {NO_NATIVE}
         FROM (SELECT *, json_extract(doc, {[f"$.{name}" for name in FIELDS]}) AS f
               FROM (SELECT *, try_cast(raw AS JSON) AS doc FROM exact_lines))"""
 
@@ -182,7 +191,7 @@ def _native_json_sql(files: list[tuple[int, LandedFile]]) -> str:
         SELECT {file_idx} AS file_idx, NULL::BIGINT AS line, NULL::VARCHAR AS raw,
                NULL::VARCHAR AS doc_problem,
                {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))},
-               NULL::TIMESTAMP AS native_at
+               {NO_NATIVE}
         FROM read_json({paths}, format='newline_delimited', ignore_errors=true, compression='auto',
                        columns={columns}, maximum_object_size={MAX_RECORD_BYTES})"""
 
@@ -208,29 +217,33 @@ def _parquet_groups(files: list[tuple[int, LandedFile]]) -> list[list[tuple[int,
 def _parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFile]]) -> str:
     """Parquet files of one schema in the same shape as JSON lines, so one set of rules checks both.
 
-    A time with a time zone comes as `native_at` (naive UTC) and not as text: formatting it
-    only to parse it again was a fifth of reading a Parquet day (bench/ingest_rank.py).
+    Text columns and a time with a time zone come typed (NATIVE): formatting a time as JSON
+    text only to parse it again was a fifth of reading a Parquet day (bench/ingest_rank.py).
     """
     paths, file_idx = _file_list(files)
     src = f"read_parquet({paths}, file_row_number=true, hive_partitioning=false)"
     types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})").fetchall())
-    parts, native_at = [], "NULL::TIMESTAMP"
+    parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _, _) in NATIVE.items()}
     for name in FIELDS:
         col = f'"{name}"'
         kind = types.get(name)
         if kind is None:
             parts.append("NULL::JSON")
+        elif name in NATIVE and NATIVE[name][1] == kind == "VARCHAR":
+            parts.append("NULL::JSON")
+            native[name] = col
         elif name == "occurred_at" and (kind.startswith("TIMESTAMPTZ") or "WITH TIME ZONE" in kind):
             parts.append("NULL::JSON")
-            native_at = f"make_timestamp(epoch_us({col}::TIMESTAMPTZ))"
+            native[name] = f"make_timestamp(epoch_us({col}::TIMESTAMPTZ))"  # naive UTC
         elif name == "occurred_at" and kind.startswith("TIMESTAMP"):
             parts.append(f"to_json(strftime({col}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%f'))")  # no offset
         else:
             parts.append(f"to_json({col})")
     fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
+    fields += ", " + ", ".join(f"{native[name]} AS {col}" for name, (col, _, _, _) in NATIVE.items())
     return f"""
         SELECT {file_idx} AS file_idx, file_row_number + 1 AS line, NULL::VARCHAR AS raw,
-               NULL::VARCHAR AS doc_problem, {fields}, {native_at} AS native_at
+               NULL::VARCHAR AS doc_problem, {fields}
         FROM {src}"""
 
 
@@ -256,7 +269,9 @@ def _is_number(j: str) -> str:
 
 def _reason() -> str:
     """Why a record is refused: the first rule it breaks. Evaluated for refused rows only."""
-    kinds = {f"t_{n}": _kind(f"j_{n}") for n in ("id", "type", "user", "at", "value", "attr")}
+    kinds = {f"t_{col[2:]}": _kind(col) for col in COLUMNS}
+    for col, _, kind, _ in NATIVE.values():
+        kinds[f"t_{col[2:]}"] = f"CASE WHEN {col} IS NOT NULL THEN '{kind}' ELSE {kinds[f't_{col[2:]}']} END"
     text = f"""CASE
             WHEN doc_problem IS NOT NULL THEN doc_problem
             WHEN t_id = 'NULL' THEN 'missing event_id'
@@ -268,9 +283,9 @@ def _reason() -> str:
             WHEN t_user = 'NULL' THEN 'missing user_id'
             WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
             WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
-            WHEN t_at = 'NULL' AND native_at IS NULL THEN 'missing occurred_at'
+            WHEN t_at = 'NULL' THEN 'missing occurred_at'
             WHEN t_at = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
-            WHEN t_at <> 'VARCHAR' AND t_at <> 'BIGINT' AND native_at IS NULL
+            WHEN t_at NOT IN ('VARCHAR', 'BIGINT', 'TIMESTAMP')
                 THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at, 40)
             WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
                 THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
@@ -290,15 +305,14 @@ def _reason() -> str:
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     """The event contract as SQL over fields given as JSON text, or a Parquet file's zoned time
-    as `native_at` (DESIGN §4).
+    or typed (NATIVE) from Parquet (DESIGN §4).
 
     `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
     broken rule, and the type names it needs, run only for the records that fail it.
     """
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
-    native_text = "to_json(strftime(native_at, '%Y-%m-%dT%H:%M:%S.%fZ'))"
     struct = ", ".join(
-        f'"{n}" := ' + (f"coalesce({c}::JSON, {native_text})" if n == "occurred_at" else f"{c}::JSON")
+        f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][3]})" if n in NATIVE else f"{c}::JSON")
         for n, c in zip(FIELDS, COLUMNS, strict=True)
     )
     no_value = "(j_value IS NULL OR j_value = 'null')"
@@ -306,9 +320,9 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     WITH src AS ({sources}),
     y AS (
         SELECT src.*, files.file, files.hour,
-            {_text("j_id")} AS event_id,
-            {_text("j_type")} AS event_type,
-            {_text("j_user")} AS user_id,
+            coalesce(n_id, {_text("j_id")}) AS event_id,
+            coalesce(n_type, {_text("j_type")}) AS event_type,
+            coalesce(n_user, {_text("j_user")}) AS user_id,
             {_text("j_at")} AS at_text,
             CASE WHEN {_is_number("j_at")} AND NOT contains(j_at, '.') AND NOT contains(lower(j_at), 'e')
                  THEN try_cast(j_at AS BIGINT) END AS at_ms,
@@ -320,7 +334,7 @@ def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
     z AS (
         SELECT *,
             CASE
-                WHEN native_at IS NOT NULL THEN native_at
+                WHEN n_at IS NOT NULL THEN n_at
                 WHEN at_ms BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms(at_ms)
                 -- to UTC wall time by its microseconds: cheaper than a time zone cast
                 WHEN regexp_full_match(at_text, '{RFC3339}') THEN make_timestamp(epoch_us(coalesce(

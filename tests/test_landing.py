@@ -379,10 +379,10 @@ def test_parquet_nanosecond_utc_times_and_codec_in_the_file_name(tmp_path):
     assert r.events["event_id"].to_list() == ["n1"] and r.quarantine.is_empty()
 
 
-def test_parquet_zoned_times_in_refused_records(tmp_path):
-    """A Parquet time with a zone is checked as a time, not as text: a missing one is named,
-    one outside its hour folder is refused, and a record refused for another field shows its
-    time in `raw` as RFC 3339 text."""
+def test_parquet_typed_values_in_refused_records(tmp_path):
+    """Parquet text and zoned times are checked as they are typed, not as JSON text: a missing
+    one is named, a time outside its hour folder is refused, and a record refused for another
+    field shows them in `raw` as JSON text (a time as RFC 3339)."""
     folder = hour_folder(tmp_path, "game", H10)
     folder.mkdir(parents=True)
     at = dt.datetime(2026, 11, 26, 10, 5, 0, 250000, tzinfo=UTC)
@@ -397,8 +397,8 @@ def test_parquet_zoned_times_in_refused_records(tmp_path):
     ).write_parquet(folder / "game+0+0.parquet")
     # files of one schema are read together: each row keeps its own file and line
     pl.DataFrame(
-        {"event_id": ["ok2", "bad2", "dup"], "event_type": ["s", "", "s"], "user_id": ["u5", "u6", "u8"],
-         "occurred_at": [at, at, at], "value": [2.0, 2.0, 7.0]}
+        {"event_id": ["ok2", "bad2", "dup", "nouser"], "event_type": ["s", "", "s", "s"],
+         "user_id": ["u5", "u6", "u8", None], "occurred_at": [at] * 4, "value": [2.0, 2.0, 7.0, 1.0]}
     ).write_parquet(folder / "game+1+0.parquet")  # fmt: skip
     # JSON files between and after them in Kafka order: a file's place in its reader's list is
     # not its number, and the number decides which delivery of "dup" is first
@@ -411,12 +411,14 @@ def test_parquet_zoned_times_in_refused_records(tmp_path):
     assert first["event_id"].to_list() == ["dup", "j1", "ok", "ok2"] and first["value"][0] == 7.0
     found = {(Path(row["file"]).name, row["line"]): row for row in r.quarantine.iter_rows(named=True)}
     assert sorted(found) == [("game+0+0.parquet", 2), ("game+0+0.parquet", 3), ("game+0+0.parquet", 4),
-                             ("game+0+5.json", 2), ("game+1+0.parquet", 2)]  # fmt: skip
+                             ("game+0+5.json", 2), ("game+1+0.parquet", 2), ("game+1+0.parquet", 4)]  # fmt: skip
     assert found["game+0+0.parquet", 2]["reason"] == "missing occurred_at"
     assert "outside its hour folder" in found["game+0+0.parquet", 3]["reason"]
     assert found["game+0+0.parquet", 4]["reason"].startswith("value is not finite")
     assert '"occurred_at":"2026-11-26T10:05:00.250000Z"' in found["game+0+0.parquet", 4]["raw"]
     assert found["game+1+0.parquet", 2]["reason"] == "event_type is empty"
+    assert found["game+1+0.parquet", 4]["reason"] == "missing user_id"
+    assert '"event_id":"nouser","event_type":"s","user_id":null' in found["game+1+0.parquet", 4]["raw"]
 
 
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):

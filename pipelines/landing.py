@@ -422,7 +422,7 @@ def read_day(
             finally:
                 con.unregister("exact_lines")
             exact = pl.from_arrow(table)  # type: ignore[assignment]
-    except duckdb.Error as exc:
+    except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
     finally:
         con.unregister("files")

@@ -421,6 +421,15 @@ def test_parquet_typed_values_in_refused_records(tmp_path):
     assert '"event_id":"nouser","event_type":"s","user_id":null' in found["game+1+0.parquet", 4]["raw"]
 
 
+def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_path):
+    from pipelines.landing import LandingError
+
+    land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z")])
+    land(tmp_path, "game", H10, "game+1+0.parquet", ["not parquet"])
+    with pytest.raises(LandingError, match=r"cannot read landing files for 2026-11-26 .*game\+1\+0\.parquet: not a readable"):
+        _read(tmp_path)
+
+
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
     from pipelines.landing import LandingError
 

@@ -4,8 +4,9 @@ Every record of one local day is checked against the event contract in SQL (Duck
 either kept (typed) or sent to quarantine with its file, line and reason.
 
 Two ways in, one set of rules (`_checked_sql`):
-- fast: DuckDB's own NDJSON and Parquet readers, in parallel, streamed to a staging Parquet
-  file. The NDJSON reader gives no line numbers and turns a broken line into an empty row.
+- fast: DuckDB's own readers (one NDJSON reader over the day's JSON-lines files, one Parquet
+  reader per schema), in parallel, streamed to a staging Parquet file. The NDJSON reader gives
+  no line numbers and turns a broken line into an empty row.
 - exact: a JSON-lines file is split into numbered lines in Python, so bad JSON (or bad
   UTF-8) stays a row with a line number. Only files the fast pass found a problem in (a
   broken record, or an event_id twice in one file, where line order decides) take this way.
@@ -38,15 +39,15 @@ RAW_KEEP_CHARS = 2000
 FIELDS = ("event_id", "event_type", "user_id", "occurred_at", "value", "attributes")
 COLUMNS = ("j_id", "j_type", "j_user", "j_at", "j_value", "j_attr")  # each field as minified JSON text
 # Fields a Parquet file may hold in the contract's own type: such a value comes typed (its JSON
-# column NULL), so it is not turned into JSON text only to be parsed back. Column, SQL type,
-# its kind in the rules, and its JSON text for `raw`.
+# column NULL), so it is not turned into JSON text only to be parsed back. Column, type (also
+# its kind in the rules), and its JSON text for `raw`.
 NATIVE = {
-    "event_id": ("n_id", "VARCHAR", "VARCHAR", "to_json(n_id)"),
-    "event_type": ("n_type", "VARCHAR", "VARCHAR", "to_json(n_type)"),
-    "user_id": ("n_user", "VARCHAR", "VARCHAR", "to_json(n_user)"),
-    "occurred_at": ("n_at", "TIMESTAMP", "TIMESTAMP", "to_json(strftime(n_at, '%Y-%m-%dT%H:%M:%S.%fZ'))"),
+    "event_id": ("n_id", "VARCHAR", "to_json(n_id)"),
+    "event_type": ("n_type", "VARCHAR", "to_json(n_type)"),
+    "user_id": ("n_user", "VARCHAR", "to_json(n_user)"),
+    "occurred_at": ("n_at", "TIMESTAMP", "to_json(strftime(n_at, '%Y-%m-%dT%H:%M:%S.%fZ'))"),  # naive UTC
 }
-NO_NATIVE = ", ".join(f"NULL::{sql_type} AS {col}" for col, sql_type, _, _ in NATIVE.values())
+NO_NATIVE = ", ".join(f"NULL::{sql_type} AS {col}" for col, sql_type, _ in NATIVE.values())
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
@@ -223,7 +224,7 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFi
     paths, file_idx = _file_list(files)
     src = f"read_parquet({paths}, file_row_number=true, hive_partitioning=false)"
     types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})").fetchall())
-    parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _, _) in NATIVE.items()}
+    parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _) in NATIVE.items()}
     for name in FIELDS:
         col = f'"{name}"'
         kind = types.get(name)
@@ -240,7 +241,7 @@ def _parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFi
         else:
             parts.append(f"to_json({col})")
     fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
-    fields += ", " + ", ".join(f"{native[name]} AS {col}" for name, (col, _, _, _) in NATIVE.items())
+    fields += ", " + ", ".join(f"{native[name]} AS {col}" for name, (col, _, _) in NATIVE.items())
     return f"""
         SELECT {file_idx} AS file_idx, file_row_number + 1 AS line, NULL::VARCHAR AS raw,
                NULL::VARCHAR AS doc_problem, {fields}
@@ -269,9 +270,10 @@ def _is_number(j: str) -> str:
 
 def _reason() -> str:
     """Why a record is refused: the first rule it breaks. Evaluated for refused rows only."""
-    kinds = {f"t_{col[2:]}": _kind(col) for col in COLUMNS}
-    for col, _, kind, _ in NATIVE.values():
-        kinds[f"t_{col[2:]}"] = f"CASE WHEN {col} IS NOT NULL THEN '{kind}' ELSE {kinds[f't_{col[2:]}']} END"
+    kinds = {f"t_{col[2:]}": _kind(col) for col in COLUMNS}  # t_id for j_id, ...
+    for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
+        key = f"t_{col[2:]}"
+        kinds[key] = f"CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END"
     text = f"""CASE
             WHEN doc_problem IS NOT NULL THEN doc_problem
             WHEN t_id = 'NULL' THEN 'missing event_id'
@@ -304,15 +306,15 @@ def _reason() -> str:
 
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
-    """The event contract as SQL over fields given as JSON text, or a Parquet file's zoned time
-    or typed (NATIVE) from Parquet (DESIGN §4).
+    """The event contract as SQL over fields given as JSON text, or typed where a Parquet file
+    holds them in the contract's type (NATIVE) (DESIGN §4).
 
     `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
     broken rule, and the type names it needs, run only for the records that fail it.
     """
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
     struct = ", ".join(
-        f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][3]})" if n in NATIVE else f"{c}::JSON")
+        f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][2]})" if n in NATIVE else f"{c}::JSON")
         for n, c in zip(FIELDS, COLUMNS, strict=True)
     )
     no_value = "(j_value IS NULL OR j_value = 'null')"

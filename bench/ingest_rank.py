@@ -102,10 +102,10 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")  # as our ingest sets it
     glob = f"{landing}/topics/*/*/*/*/*/*.{fmt}"
-    source = (
+    source = (  # the event record's columns only, not the hour folders' key=value parts
         f"read_json('{glob}', format='newline_delimited', columns={TYPED})"
         if fmt == "json"
-        else f"read_parquet('{glob}')"
+        else f"read_parquet('{glob}', hive_partitioning=false)"
     )
     t0 = time.perf_counter()
     rows = con.execute(f"COPY (SELECT * FROM {source}) TO '{out}' (FORMAT parquet)").fetchone()[0]  # type: ignore[index]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,7 +132,8 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-_BLANK = b" \t\r\n\v\f"  # what DuckDB's NDJSON reader skips as an empty line
+_BLANK = " \t\r\n\v\f"  # what DuckDB's NDJSON reader skips as an empty line
+EXACT_SCHEMA = {"file_idx": pl.Int32, "line": pl.Int64, "raw": pl.String, "problem": pl.String}
 
 
 def _exact_lines(files: list[tuple[int, LandedFile]]) -> pa.Table:
@@ -140,7 +142,7 @@ def _exact_lines(files: list[tuple[int, LandedFile]]) -> pa.Table:
     Read in Python, not by DuckDB, so nothing can stop a file part-way: a line that is not
     UTF-8 is kept (with replacement characters) and marked.
     """
-    cols: dict[str, list] = {"file_idx": [], "line": [], "raw": [], "problem": []}
+    frames = [pl.DataFrame(schema=EXACT_SCHEMA)]
     for idx, f in files:
         try:
             data = f.path.read_bytes()
@@ -148,19 +150,49 @@ def _exact_lines(files: list[tuple[int, LandedFile]]) -> pa.Table:
                 data = gzip.decompress(data)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise LandingError(f"{f.path}: cannot read: {exc}") from exc
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            if not line.strip(_BLANK):
-                continue
-            try:
-                text, problem = line.rstrip(b"\r").decode("utf-8"), None
-            except UnicodeDecodeError:
-                text, problem = line.rstrip(b"\r").decode("utf-8", "replace"), "invalid UTF-8"
-            cols["file_idx"].append(idx)
-            cols["line"].append(number)
-            cols["raw"].append(text)
-            cols["problem"].append(problem)
-    return pa.table(cols, schema=pa.schema([("file_idx", pa.int32()), ("line", pa.int64()),
-                                            ("raw", pa.string()), ("problem", pa.string())]))  # fmt: skip
+        frames.append(_numbered_lines(idx, data))
+    return pl.concat(frames).to_arrow()
+
+
+def _numbered_lines(idx: int, data: bytes) -> pl.DataFrame:
+    """A file's lines, numbered as `data.split(b"\n")` numbers them, each without its line end
+    and trailing carriage returns; blank lines dropped.
+
+    Cut at the newlines' offsets without a Python loop (3 s for 1.4M lines with one). A file
+    holding a line that is not UTF-8 is cut line by line instead, to mark that line.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    offsets = np.concatenate(([0], np.flatnonzero(buf == ord("\n")) + 1, [len(buf)])).astype(np.int64)
+    pieces = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    try:
+        lines = pl.Series("raw", pieces).cast(pl.String)
+    except pl.exceptions.PolarsError:  # not UTF-8 somewhere
+        return _numbered_lines_lossy(idx, data)
+    return (
+        pl.DataFrame({"raw": lines})
+        .with_row_index("line", offset=1)
+        .filter(pl.col("raw").str.strip_chars(_BLANK) != "")
+        .select(
+            file_idx=pl.lit(idx, pl.Int32),
+            line=pl.col("line").cast(pl.Int64),
+            raw=pl.col("raw").str.strip_chars_end("\r\n"),
+            problem=pl.lit(None, pl.String),
+        )
+    )
+
+
+def _numbered_lines_lossy(idx: int, data: bytes) -> pl.DataFrame:
+    rows = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip(_BLANK.encode()):
+            continue
+        try:
+            rows.append((idx, number, line.rstrip(b"\r").decode("utf-8"), None))
+        except UnicodeDecodeError:
+            rows.append((idx, number, line.rstrip(b"\r").decode("utf-8", "replace"), "invalid UTF-8"))
+    return pl.DataFrame(rows, schema=EXACT_SCHEMA, orient="row")
 
 
 def _exact_sql() -> str:

@@ -430,6 +430,24 @@ def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_pa
         _read(tmp_path)
 
 
+def test_lines_cut_at_offsets_match_the_line_by_line_split():
+    """The exact path's fast cut numbers, strips and drops lines as splitting the file line by
+    line in Python does (the reference, also used for files that are not UTF-8)."""
+    import random
+
+    from pipelines.landing import _numbered_lines, _numbered_lines_lossy
+
+    parts = ["\n", "\r", "\r\n", " ", "\t", "\v", "\f", "\x00", '{"a":1}', "é", "👍🏽", "x", "\u2028", "\x85"]
+    cases = [b"", b"\n", b"\n\n", b"a", b"a\n", b"a\r\r\n\r\n", b" \t\v\f\r\n", b"\r", "é\n".encode()]
+    rng = random.Random(7)
+    cases += ["".join(rng.choices(parts, k=rng.randint(1, 40))).encode() for _ in range(300)]
+    for data in cases:
+        fast, slow = _numbered_lines(3, data), _numbered_lines_lossy(3, data)
+        assert fast.equals(slow), data
+    bad = b'{"a":1}\n\xff\n'
+    assert _numbered_lines(3, bad)["problem"].to_list() == [None, "invalid UTF-8"]
+
+
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
     from pipelines.landing import LandingError
 

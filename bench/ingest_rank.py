@@ -10,6 +10,7 @@ then, per format and alternating order, runs in fresh subprocesses:
 and prints medians, the ratio ours/duckdb (and copy/duckdb), and each side's peak RSS.
 
     .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
+    .venv/bin/python bench/ingest_rank.py --events 10000000 --bad-rate 0.001 --dup-rate 0.01 --formats json
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ DAY = dt.date(2026, 11, 20)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _landing(workdir: Path, fmt: str, events: int, users: int) -> Path:
-    landing = workdir / f"landing-{fmt}-{events}-{users}"
+def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, dup_rate: float) -> Path:
+    suffix = f"-bad{bad_rate}-dup{dup_rate}" if bad_rate or dup_rate else ""
+    landing = workdir / f"landing-{fmt}-{events}-{users}{suffix}"
     marker = landing / ".complete"
     if not marker.exists():
         # In a subprocess: ru_maxrss is inherited across fork, so the parent must stay small.
@@ -40,7 +42,7 @@ def _landing(workdir: Path, fmt: str, events: int, users: int) -> Path:
             "import sys, datetime as dt; from pathlib import Path;"
             "from pipelines.generate import GenerateSpec, generate;"
             f"generate(GenerateSpec(Path(sys.argv[1]), dt.date.fromisoformat('{DAY}'), 1, {users}, {events},"
-            f" seed=1, formats=('{fmt}',)))"
+            f" seed=1, bad_rate={bad_rate}, dup_rate={dup_rate}, formats=('{fmt}',)))"
         )
         subprocess.run([sys.executable, "-c", code, str(landing)], check=True, cwd=ROOT)
         marker.write_text("ok")
@@ -71,6 +73,8 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
         "score": t2 - t1,
         "rank_publish": t3 - t2,
         "read": stats.read,
+        "quarantined": stats.quarantined,
+        "duplicates": stats.duplicates,
         "ranked": table.height,
     }
 
@@ -115,6 +119,7 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
 
 
 def _child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, args.code)  # the checkout whose pipeline "ours" runs
     landing = Path(args.landing)
     workdir = Path(args.workdir)
     if args.child == "ours":
@@ -132,7 +137,10 @@ def main() -> None:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--bad-rate", type=float, default=0.0, help="share of broken records, as `leaderboard generate`")
+    p.add_argument("--dup-rate", type=float, default=0.0, help="share of redelivered records")
     p.add_argument("--formats", default="json,parquet")
+    p.add_argument("--code", default=str(ROOT), help="checkout whose pipeline runs as ours (e.g. a git worktree)")
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--child", choices=["ours", "duckdb", "copy"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
@@ -144,7 +152,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for fmt in args.formats.split(","):
-        landing = _landing(workdir, fmt, args.events, args.users)
+        landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
         runs: dict[str, list[dict]] = {"ours": [], "duckdb": [], "copy": []}
         for i in range(args.repeat):
             order = ("ours", "duckdb", "copy") if i % 2 == 0 else ("copy", "duckdb", "ours")
@@ -160,6 +168,8 @@ def main() -> None:
                     fmt,
                     "--workdir",
                     str(workdir),
+                    "--code",
+                    args.code,
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 runs[who].append(json.loads(out.strip().splitlines()[-1]))
@@ -168,7 +178,8 @@ def main() -> None:
         parts = {k: statistics.median(r[k] for r in runs["ours"]) for k in ("ingest", "score", "rank_publish")}
         print(
             f"{fmt:8} {args.events:,} events, {runs['ours'][0]['ranked']:,} ranked rows (4 boards), "
-            f"{runs['duckdb'][0]['ranked']:,} users\n"
+            f"{runs['duckdb'][0]['ranked']:,} users; ours quarantined {runs['ours'][0]['quarantined']:,}, "
+            f"duplicates {runs['ours'][0]['duplicates']:,}; code {args.code}\n"
             f"  ours   median {med['ours']:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
             f"rank+publish {parts['rank_publish']:.2f}s), peak RSS {rss['ours']:.0f} MB\n"
             f"  duckdb median {med['duckdb']:.2f}s, peak RSS {rss['duckdb']:.0f} MB\n"

@@ -134,6 +134,22 @@ def _sql_str(value: str) -> str:
 
 _BLANK = " \t\r\n\v\f"  # what DuckDB's NDJSON reader skips as an empty line
 EXACT_SCHEMA = {"file_idx": pl.Int32, "line": pl.Int64, "raw": pl.String, "problem": pl.String}
+EXACT_CHUNK_BYTES = 64 * 1024 * 1024  # of landed text (a gzip file counted at GZIP_RATIO times its size)
+GZIP_RATIO = 8
+
+
+def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple[int, LandedFile]]]:
+    """Consecutive runs of files of about `budget` bytes of text each (a larger file alone)."""
+    chunks: list[list[tuple[int, LandedFile]]] = []
+    size = budget  # the first file opens a chunk
+    for idx, f in files:
+        grows = f.path.stat().st_size * (GZIP_RATIO if f.path.name.endswith(".gz") else 1)
+        if size + grows > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((idx, f))
+        size += grows
+    return chunks
 
 
 def _exact_lines(files: list[tuple[int, LandedFile]]) -> pa.Table:
@@ -448,29 +464,32 @@ def read_day(
         con.execute(f"COPY ({_checked_sql(fast, lo, hi)}) TO {_sql_str(str(stage))} (FORMAT parquet)")
         staged = pl.scan_parquet(stage)
         exact_idx = sorted(set(_needs_line_numbers(staged, [i for i, _ in json_files])))
-        exact = pl.DataFrame(schema={**CLEAN_SCHEMA, "reason": pl.String, "file": pl.String, "raw": pl.String})
-        if exact_idx:
-            con.register("exact_lines", _exact_lines([(i, files[i]) for i in exact_idx]))
+        parts, checked_exact = [], _checked_sql(_exact_sql(), lo, hi)
+        for n, chunk in enumerate(_chunks([(i, files[i]) for i in exact_idx], EXACT_CHUNK_BYTES)):
+            # A chunk of files at a time, each to a Parquet part: the lines of a whole day at
+            # once took 4.4 GB for 10M events (bench/ingest_rank.py --bad-rate).
+            con.register("exact_lines", _exact_lines(chunk))
             try:
-                table = con.sql(_checked_sql(_exact_sql(), lo, hi)).to_arrow_table()
+                parts.append(workdir / f"exact-{n}.parquet")
+                con.execute(f"COPY ({checked_exact}) TO {_sql_str(str(parts[-1]))} (FORMAT parquet)")
             finally:
                 con.unregister("exact_lines")
-            exact = pl.from_arrow(table)  # type: ignore[assignment]
     except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
     finally:
         con.unregister("files")
+    exact = pl.scan_parquet(parts) if parts else staged.clear()
     in_fast = ~pl.col("file_idx").is_in(exact_idx)
     events = pl.concat(
         [
             _typed(staged.filter(pl.col("reason").is_null() & in_fast)),
-            _typed(exact.lazy().filter(pl.col("reason").is_null())),
+            _typed(exact.filter(pl.col("reason").is_null())),
         ]
     ).cast(CLEAN_SCHEMA)  # type: ignore[arg-type]
     quarantine = pl.concat(
         [
             staged.filter(pl.col("reason").is_not_null() & in_fast).select(list(QUARANTINE_SCHEMA)).collect(),
-            exact.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA)),
+            exact.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA)).collect(),
         ]
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))

@@ -448,6 +448,23 @@ def test_lines_cut_at_offsets_match_the_line_by_line_split():
     assert _numbered_lines(3, bad)["problem"].to_list() == [None, "invalid UTF-8"]
 
 
+def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypatch):
+    """The exact path reads its files a chunk at a time (bounded memory); one file per chunk
+    gives the same events and quarantine as all files in one."""
+    import pipelines.landing as L
+
+    for p in range(3):
+        land(tmp_path, "game", H10, f"game+{p}+0.json",
+             [event(f"e{p}", "u1", "2026-11-26T10:00:00Z", p), "{bad", event(f"e{p}", "u2", "2026-11-26T10:00:01Z")])  # fmt: skip
+    whole = _read(tmp_path)
+    monkeypatch.setattr(L, "EXACT_CHUNK_BYTES", 1)
+    assert len(L._chunks([(i, f) for i, f in enumerate(whole.files)], 1)) == 3
+    chunked = _read(tmp_path)
+    assert chunked.events.sort("file_idx", "line").equals(whole.events.sort("file_idx", "line"))
+    assert chunked.quarantine.equals(whole.quarantine) and whole.quarantine.height == 3
+    assert whole.events.height == 6 and set(whole.events["line"]) == {1, 3}
+
+
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
     from pipelines.landing import LandingError
 

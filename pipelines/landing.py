@@ -7,9 +7,10 @@ Two ways in, one set of rules (`_checked_sql`):
 - fast: DuckDB's own readers (one NDJSON reader over the day's JSON-lines files, one Parquet
   reader per schema), in parallel, streamed to a staging Parquet file. The NDJSON reader gives
   no line numbers and turns a broken line into an empty row.
-- exact: a JSON-lines file is split into numbered lines in Python, so bad JSON (or bad
+- exact: a JSON-lines file is split into numbered lines outside DuckDB, so bad JSON (or bad
   UTF-8) stays a row with a line number. Only files the fast pass found a problem in (a
-  broken record, or an event_id twice in one file, where line order decides) take this way.
+  broken record, or an event_id twice in one file, where line order decides) take this way,
+  a chunk of files at a time.
 """
 
 from __future__ import annotations

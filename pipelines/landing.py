@@ -76,6 +76,7 @@ class LandedFile:
     offset: int
     fmt: str  # "json" (also gzip-compressed) or "parquet"
     hour: dt.datetime  # UTC start of the hour folder it sits in
+    size: int  # bytes on disk when listed
 
     @property
     def order(self) -> tuple[str, int, int]:
@@ -121,10 +122,11 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
                 if not m:
                     skipped.append(f"{path}: not <topic>+<partition>+<offset>.json|json.gz|parquet")
                     continue
-                if path.stat().st_size == 0:
+                size = path.stat().st_size
+                if size == 0:
                     continue  # an empty file holds no record (and is no valid gzip or Parquet file)
                 fmt = "parquet" if m["ext"].endswith("parquet") else "json"
-                files.append(LandedFile(path, topic_dir.name, int(m["partition"]), int(m["offset"]), fmt, hour))
+                files.append(LandedFile(path, topic_dir.name, int(m["partition"]), int(m["offset"]), fmt, hour, size))
     files.sort(key=lambda f: (f.order, f.path.name))
     return files, skipped
 
@@ -144,7 +146,7 @@ def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple
     chunks: list[list[tuple[int, LandedFile]]] = []
     size = budget  # the first file opens a chunk
     for idx, f in files:
-        grows = f.path.stat().st_size * (GZIP_RATIO if f.path.name.endswith(".gz") else 1)
+        grows = f.size * (GZIP_RATIO if f.path.name.endswith(".gz") else 1)
         if size + grows > budget:
             chunks.append([])
             size = 0

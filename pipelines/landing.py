@@ -203,6 +203,8 @@ def _numbered_lines(idx: int, data: bytes) -> pl.DataFrame:
 
 
 def _numbered_lines_lossy(idx: int, data: bytes) -> pl.DataFrame:
+    """The same, line by line in Python: a line that is not UTF-8 is kept with replacement
+    characters and marked."""
     rows = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip(_BLANK.encode()):

@@ -426,7 +426,9 @@ def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_pa
 
     land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z")])
     land(tmp_path, "game", H10, "game+1+0.parquet", ["not parquet"])
-    with pytest.raises(LandingError, match=r"cannot read landing files for 2026-11-26 .*game\+1\+0\.parquet: not a readable"):
+    with pytest.raises(
+        LandingError, match=r"cannot read landing files for 2026-11-26 .*game\+1\+0\.parquet: not a readable"
+    ):
         _read(tmp_path)
 
 
@@ -463,6 +465,45 @@ def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypat
     assert chunked.events.sort("file_idx", "line").equals(whole.events.sort("file_idx", "line"))
     assert chunked.quarantine.equals(whole.quarantine) and whole.quarantine.height == 3
     assert whole.events.height == 6 and set(whole.events["line"]) == {1, 3}
+
+
+def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
+    """A Parquet column of its own named `file_index` (an unknown field: allowed) and a landing
+    path with a `key=value` folder leave every row with its own file and line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    landing = tmp_path / "file_index=0" / "landing"
+    folder = hour_folder(landing, "game", H10)
+    folder.mkdir(parents=True)
+    at = pa.array([dt.datetime(2026, 11, 26, 10, 1, tzinfo=UTC)] * 2, pa.timestamp("us", "UTC"))
+    for p, ids in ((0, ["a", "b"]), (1, ["c", "d"])):
+        pq.write_table(pa.table({"event_id": ids, "event_type": ["s", "s"], "user_id": ["u", "v"], "occurred_at": at,
+                                 "file_index": [0, 7]}), folder / f"game+{p}+0.parquet")  # fmt: skip
+    for p in (2, 3):
+        land(landing, "game", H10, f"game+{p}+0.json", [event(f"j{p}", "u", "2026-11-26T10:02:00Z"), "{bad"])
+    r = _read(landing)
+    placed = {
+        (row["event_id"], Path(r.files[row["file_idx"]].path).name, row["line"])
+        for row in r.events.iter_rows(named=True)
+    }
+    assert placed == {("a", "game+0+0.parquet", 1), ("b", "game+0+0.parquet", 2), ("c", "game+1+0.parquet", 1),
+                      ("d", "game+1+0.parquet", 2), ("j2", "game+2+0.json", 1), ("j3", "game+3+0.json", 1)}  # fmt: skip
+    assert sorted(Path(f).name for f in r.quarantine["file"]) == ["game+2+0.json", "game+3+0.json"]
+
+
+def test_an_infinite_parquet_time_is_refused_as_such(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"event_id": ["x"], "event_type": ["s"], "user_id": ["u"],
+                             "occurred_at": pa.array([2**63 - 1], pa.timestamp("us", "UTC"))}), folder / "game+0+0.parquet")  # fmt: skip
+    r = _read(tmp_path)
+    assert r.events.is_empty()
+    assert r.quarantine["reason"].to_list() == ["occurred_at is not an RFC 3339 timestamp: infinity"]
+    assert '"occurred_at":"infinity"' in r.quarantine["raw"][0]
 
 
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):

@@ -145,10 +145,10 @@ GZIP_RATIO = 8
 def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple[int, LandedFile]]]:
     """Consecutive runs of files of about `budget` bytes of text each (a larger file alone)."""
     chunks: list[list[tuple[int, LandedFile]]] = []
-    size = budget  # the first file opens a chunk
+    size = 0
     for idx, f in files:
         grows = f.size * (GZIP_RATIO if f.path.name.endswith(".gz") else 1)
-        if size + grows > budget:
+        if not chunks or size + grows > budget:
             chunks.append([])
             size = 0
         chunks[-1].append((idx, f))

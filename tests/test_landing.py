@@ -506,6 +506,20 @@ def test_an_infinite_parquet_time_is_refused_as_such(tmp_path):
     assert '"occurred_at":"infinity"' in r.quarantine["raw"][0]
 
 
+def test_a_parquet_time_of_day_with_a_zone_is_refused_not_fatal(tmp_path):
+    import duckdb
+
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    duckdb.sql(
+        "COPY (SELECT 'x' AS event_id, 's' AS event_type, 'u' AS user_id, '10:00:00+00'::TIMETZ AS occurred_at) "
+        f"TO '{folder / 'game+0+0.parquet'}' (FORMAT parquet)"
+    )
+    r = _read(tmp_path)
+    assert r.events.is_empty()
+    assert r.quarantine["reason"][0].startswith("occurred_at is not an RFC 3339 timestamp")
+
+
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
     from pipelines.landing import LandingError
 

@@ -333,41 +333,44 @@ def _is_number(j: str) -> str:
     return f"(left({j}, 1) BETWEEN '0' AND '9' OR left({j}, 1) IN ('-', 'N', 'I'))"
 
 
-def _reason() -> str:
-    """Why a record is refused: the first rule it breaks. Evaluated for refused rows only."""
-    kinds = {f"t_{col[2:]}": _kind(col) for col in COLUMNS}  # t_id for j_id, ...
-    for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
-        key = f"t_{col[2:]}"
-        kinds[key] = f"CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END"
-    text = f"""CASE
+# Why a record is refused: the first rule it breaks. {t_id} ... {t_attr} are the fields' kinds
+# (JSON type names, or the SQL type of a typed value), filled in by _reason.
+_REASONS = """CASE
             WHEN doc_problem IS NOT NULL THEN doc_problem
-            WHEN t_id = 'NULL' THEN 'missing event_id'
-            WHEN t_id <> 'VARCHAR' THEN 'event_id is not a string: ' || left(j_id, 80)
+            WHEN {t_id} = 'NULL' THEN 'missing event_id'
+            WHEN {t_id} <> 'VARCHAR' THEN 'event_id is not a string: ' || left(j_id, 80)
             WHEN length(event_id) NOT BETWEEN 1 AND 128 THEN 'event_id must be 1-128 characters'
-            WHEN t_type = 'NULL' THEN 'missing event_type'
-            WHEN t_type <> 'VARCHAR' THEN 'event_type is not a string: ' || left(j_type, 80)
+            WHEN {t_type} = 'NULL' THEN 'missing event_type'
+            WHEN {t_type} <> 'VARCHAR' THEN 'event_type is not a string: ' || left(j_type, 80)
             WHEN length(event_type) = 0 THEN 'event_type is empty'
-            WHEN t_user = 'NULL' THEN 'missing user_id'
-            WHEN t_user <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
+            WHEN {t_user} = 'NULL' THEN 'missing user_id'
+            WHEN {t_user} <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
             WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
-            WHEN t_at = 'NULL' THEN 'missing occurred_at'
-            WHEN t_at = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
-            WHEN t_at NOT IN ('VARCHAR', 'BIGINT', 'TIMESTAMP')
+            WHEN {t_at} = 'NULL' THEN 'missing occurred_at'
+            WHEN {t_at} = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
+            WHEN {t_at} NOT IN ('VARCHAR', 'BIGINT', 'TIMESTAMP')
                 THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at, 40)
-            WHEN ts IS NULL AND regexp_full_match(at_text, '{NAIVE_TS}')
+            WHEN ts IS NULL AND regexp_full_match(at_text, '{naive_ts}')
                 THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
             WHEN ts IS NULL THEN 'occurred_at is not an RFC 3339 timestamp: ' || left(at_text, 40)
-            WHEN t_value NOT IN ('NULL', 'BIGINT', 'DOUBLE') THEN 'value is not a number: ' || left(j_value, 40)
+            WHEN {t_value} NOT IN ('NULL', 'BIGINT', 'DOUBLE') THEN 'value is not a number: ' || left(j_value, 40)
             WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value, 40)
-            WHEN t_attr NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
+            WHEN {t_attr} NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
             WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
-                THEN 'occurred_at ' || strftime(ts, {UTC_TEXT})
+                THEN 'occurred_at ' || strftime(ts, {utc_text})
                      || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
             ELSE 'refused'
         END"""
-    for name, expr in kinds.items():
-        text = re.sub(rf"\b{name}\b", lambda _, e=expr: f"({e})", text)
-    return text
+
+
+def _reason() -> str:
+    """The CASE naming the broken rule. Evaluated for refused rows only, so the kinds are
+    expressions inside it, not columns computed for every row."""
+    kinds = {f"t_{col[2:]}": f"({_kind(col)})" for col in COLUMNS}  # t_id for j_id, ...
+    for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
+        key = f"t_{col[2:]}"
+        kinds[key] = f"(CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END)"
+    return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT)
 
 
 def _checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:

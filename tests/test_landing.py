@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
+import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+import pipelines.landing as L
 from leaderboard.lake import Lake
 from leaderboard.periods import period_of
 from pipelines.dedupe import dedupe
-from pipelines.landing import hour_folder, read_day
+from pipelines.landing import LandingError, _numbered_lines, _numbered_lines_lossy, hour_folder, read_day
 from pipelines.steps import ingest_day
 from tests.conftest import event, land
 
@@ -300,7 +306,6 @@ def test_windows_line_endings_and_missing_final_newline(tmp_path, name):
         b'{"event_id":"w1","event_type":"s","user_id":"u","occurred_at":"2026-11-26T10:00:00Z"}\r\n'
         b'{"event_id":"w2","event_type":"s","user_id":"u","occurred_at":"2026-11-26T10:00:01Z"}'
     )
-    import gzip
 
     (folder / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
     r = _read(tmp_path)
@@ -309,8 +314,6 @@ def test_windows_line_endings_and_missing_final_newline(tmp_path, name):
 
 def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
     """The fast NDJSON reader and the line-by-line reader feed the same rules: same rows out."""
-    from pipelines import landing as L
-
     records = [
         event("e1", 'caf\u00e9 "quoted" \\ back', "2026-11-26T10:00:00Z", 1),
         event("e2", "plain", "2026-11-26T10:00:00.5+00:00", 2.75, attributes={"k": ["v", 1]}),
@@ -361,9 +364,6 @@ def test_odd_lines_are_quarantined_or_skipped_the_same_way_by_both_readers(tmp_p
 
 
 def test_parquet_nanosecond_utc_times_and_codec_in_the_file_name(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder = hour_folder(tmp_path, "game", H10)
     folder.mkdir(parents=True)
     table = pa.table(
@@ -422,8 +422,6 @@ def test_parquet_typed_values_in_refused_records(tmp_path):
 
 
 def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_path):
-    from pipelines.landing import LandingError
-
     land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z")])
     land(tmp_path, "game", H10, "game+1+0.parquet", ["not parquet"])
     with pytest.raises(
@@ -435,9 +433,6 @@ def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_pa
 def test_lines_cut_at_offsets_match_the_line_by_line_split():
     """The exact path's fast cut numbers, strips and drops lines as splitting the file line by
     line in Python does (the reference, also used for files that are not UTF-8)."""
-    import random
-
-    from pipelines.landing import _numbered_lines, _numbered_lines_lossy
 
     parts = ["\n", "\r", "\r\n", " ", "\t", "\v", "\f", "\x00", '{"a":1}', "é", "👍🏽", "x", "\u2028", "\x85"]
     cases = [b"", b"\n", b"\n\n", b"a", b"a\n", b"a\r\r\n\r\n", b" \t\v\f\r\n", b"\r", "é\n".encode()]
@@ -453,7 +448,6 @@ def test_lines_cut_at_offsets_match_the_line_by_line_split():
 def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypatch):
     """The exact path reads its files a chunk at a time (bounded memory); one file per chunk
     gives the same events and quarantine as all files in one."""
-    import pipelines.landing as L
 
     for p in range(3):
         land(tmp_path, "game", H10, f"game+{p}+0.json",
@@ -470,8 +464,6 @@ def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypat
 def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
     """A Parquet column of its own named `file_index` (an unknown field: allowed) and a landing
     path with a `key=value` folder leave every row with its own file and line."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     landing = tmp_path / "file_index=0" / "landing"
     folder = hour_folder(landing, "game", H10)
@@ -493,9 +485,6 @@ def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
 
 
 def test_an_infinite_parquet_time_is_refused_as_such(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     folder = hour_folder(tmp_path, "game", H10)
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"event_id": ["x"], "event_type": ["s"], "user_id": ["u"],
@@ -507,8 +496,6 @@ def test_an_infinite_parquet_time_is_refused_as_such(tmp_path):
 
 
 def test_a_parquet_time_of_day_with_a_zone_is_refused_not_fatal(tmp_path):
-    import duckdb
-
     folder = hour_folder(tmp_path, "game", H10)
     folder.mkdir(parents=True)
     duckdb.sql(
@@ -521,8 +508,6 @@ def test_a_parquet_time_of_day_with_a_zone_is_refused_not_fatal(tmp_path):
 
 
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
-    from pipelines.landing import LandingError
-
     with pytest.raises(LandingError, match=r"LEADERBOARD_LANDING_DIR=.*no topics/ folder"):
         _read(tmp_path / "nowhere")
 

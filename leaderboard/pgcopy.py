@@ -94,7 +94,7 @@ def _rows(group: pl.DataFrame, types: dict[str, str]) -> memoryview:
     """Rows of one shape: the same field sizes in every row."""
     n = group.height
     template = bytearray(np.array([len(types)], ">i2").tobytes())
-    slots: list[tuple[int, str, np.ndarray]] = []  # (offset in the row, pg type, values)
+    slots: list[tuple[int, np.ndarray, np.dtype | None]] = []  # (offset in the row, values, number type)
     for name, pg_type in types.items():
         series = group[name]
         if pg_type == "text":
@@ -103,24 +103,24 @@ def _rows(group: pl.DataFrame, types: dict[str, str]) -> memoryview:
                 raise TypeError(f"column {name!r}: polars exported {data.type}, expected large_binary")
             width = len(data[0].as_py())
             start = int(np.frombuffer(data.buffers()[1], np.int64, 1, data.offset * 8)[0])
-            values = np.frombuffer(data.buffers()[2], np.uint8, n * width, start).reshape(n, width)
+            values, dtype = np.frombuffer(data.buffers()[2], np.uint8, n * width, start).reshape(n, width), None
         elif series.null_count():  # the whole group is NULL here
             template += np.array([-1], ">i4").tobytes()
             continue
         else:
-            width = np.dtype(_WIDTH[pg_type]).itemsize
+            dtype = np.dtype(_WIDTH[pg_type])
+            width = dtype.itemsize
             if pg_type == "timestamptz":
                 series = series.dt.epoch("us") - _PG_EPOCH_US
             values = series.to_numpy()
         template += np.array([width], ">i4").tobytes()
-        slots.append((len(template), pg_type, values))
+        slots.append((len(template), values, dtype))
         template += bytes(width)
     out = np.empty((n, len(template)), np.uint8)
     out[:] = np.frombuffer(template, np.uint8)
-    for at, pg_type, values in slots:
-        if pg_type == "text":
+    for at, values, dtype in slots:
+        if dtype is None:  # text: bytes as they are
             out[:, at : at + values.shape[1]] = values
         else:  # cast to big-endian while storing: no intermediate array
-            dtype = np.dtype(_WIDTH[pg_type])
             out[:, at : at + dtype.itemsize].view(dtype)[:, 0] = values
     return out.reshape(-1).data  # bytes, not rows: psycopg sizes its sends by len()

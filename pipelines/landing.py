@@ -506,12 +506,16 @@ def read_day(
             _typed(exact.filter(pl.col("reason").is_null())),
         ]
     ).cast(CLEAN_SCHEMA)  # type: ignore[arg-type]
-    quarantine = pl.concat(
-        [
-            staged.filter(pl.col("reason").is_not_null() & in_fast).select(list(QUARANTINE_SCHEMA)).collect(),
-            exact.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA)).collect(),
-        ]
-    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    quarantine = (
+        pl.concat(
+            [
+                staged.filter(pl.col("reason").is_not_null() & in_fast).select(list(QUARANTINE_SCHEMA)),
+                exact.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA)),
+            ]
+        )
+        .cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+        .collect()
+    )
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))
 
 

@@ -17,7 +17,8 @@ class Deduped:
 def dedupe(events: pl.LazyFrame) -> Deduped:
     """Keep the first delivery of each `event_id` in (topic, partition, offset, line) order.
 
-    `file_idx` numbers files in Kafka order, so (file_idx, line) is that order. Only the rows
+    `file_idx` numbers files in Kafka order, and within a file `line` (or, for a JSON row of the
+    fast pass, which has none, `seq`: its place in the scan) is that order. Only the rows
     of ids seen more than once are collected and sorted; the rest stream through untouched.
     """
     events = events.with_columns(pl.col("event_id").hash().alias("_h"))
@@ -28,7 +29,7 @@ def dedupe(events: pl.LazyFrame) -> Deduped:
         events.join(repeated.lazy(), on="_h", how="semi")
         .drop("_h")
         .collect()
-        .sort("file_idx", "line", nulls_last=True)
+        .sort("file_idx", "line", "seq", nulls_last=True)
         .with_columns(
             pl.col("event_id").is_first_distinct().alias("_first"),
             (pl.col("content_hash") != pl.col("content_hash").first().over("event_id")).alias("_conflict"),

@@ -71,7 +71,7 @@ def ingest_day(
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events)
         staged_clean = workdir / "clean.parquet"
-        kept.events.drop("content_hash").sink_parquet(staged_clean)
+        kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
         stats = IngestStats(
             day=day.isoformat(),

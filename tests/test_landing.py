@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -211,6 +212,30 @@ def test_duplicates_first_in_kafka_order_wins_and_conflicts_are_counted(tmp_path
     assert (d.duplicates, d.conflicts) == (4, 2)  # e1 (conflict), e2, e3 x2 (one conflict)
 
 
+def test_dedupe_orders_a_file_by_line_or_by_its_place_in_the_scan():
+    """Within a file the first delivery is the earliest line, or for JSON rows of the fast pass
+    (no line number) the earliest place in the scan (`seq`), whatever order the rows come in."""
+    at = dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
+    rows = [  # (event_id, user_id, file_idx, line, seq)
+        ("j", "third", 0, None, 9), ("j", "first", 0, None, 2), ("j", "second", 0, None, 5),
+        ("p", "later", 1, 7, 40), ("p", "earlier", 1, 3, 41), ("x", "file 2", 2, None, 0), ("x", "file 1", 1, 9, 99),
+    ]  # fmt: skip
+    events = pl.DataFrame(
+        [(e, "s", u, at, 1.0, None, f, line, i, seq) for i, (e, u, f, line, seq) in enumerate(rows)],
+        schema=L.CLEAN_SCHEMA,
+        orient="row",
+    )
+    for order in (events, events.reverse(), events.sample(fraction=1.0, shuffle=True, seed=3)):
+        d = dedupe(order.lazy())
+        firsts = d.events.collect()
+        assert dict(zip(firsts["event_id"], firsts["user_id"], strict=True)) == {
+            "j": "first",
+            "p": "earlier",
+            "x": "file 1",
+        }
+        assert (d.duplicates, d.conflicts) == (4, 4)
+
+
 def test_a_record_belongs_to_exactly_one_day_when_hours_straddle_days(tmp_path):
     # In Asia/Kolkata (UTC+5:30) the UTC hour 18:00-19:00 is split by local midnight at 18:30.
     hour = dt.datetime(2026, 11, 26, 18, tzinfo=UTC)
@@ -328,12 +353,11 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
          [json.dumps(r, ensure_ascii=False) if r["event_id"] in raw else r for r in records])  # fmt: skip
     files, _ = L.list_files(tmp_path, H10, H10 + dt.timedelta(hours=1))
     con = L.connect()
-    L._catalog(con, files)
     lo, hi = H10, H10 + dt.timedelta(hours=1)
     cols = ["event_id", "event_type", "user_id", "occurred_at", "value", "attributes", "content_hash"]
-    fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), lo, hi)).to_arrow_table())
+    fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), files, lo, hi)).to_arrow_table())
     con.register("exact_lines", L._exact_lines([(0, files[0])]))
-    exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), lo, hi)).to_arrow_table())
+    exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), files, lo, hi)).to_arrow_table())
     assert fast["reason"].null_count() == exact["reason"].null_count() == 6
     assert fast.select(cols).sort("event_id").equals(exact.select(cols).sort("event_id"))
     assert fast.sort("event_id")["user_id"].to_list() == [r["user_id"] for r in records]
@@ -445,6 +469,11 @@ def test_lines_cut_at_offsets_match_the_line_by_line_split():
     assert _numbered_lines(3, bad)["problem"].to_list() == [None, "invalid UTF-8"]
 
 
+def _no_lines(data: bytes) -> tuple:
+    """A `_line_spans` under which no file's rows line up with its lines: all go the exact way."""
+    return np.array([], np.int64), np.array([], np.int64), np.array([], np.int64)
+
+
 def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypatch):
     """The exact path reads its files a chunk at a time (bounded memory); one file per chunk
     gives the same events and quarantine as all files in one."""
@@ -452,6 +481,7 @@ def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypat
     for p in range(3):
         land(tmp_path, "game", H10, f"game+{p}+0.json",
              [event(f"e{p}", "u1", "2026-11-26T10:00:00Z", p), "{bad", event(f"e{p}", "u2", "2026-11-26T10:00:01Z")])  # fmt: skip
+    monkeypatch.setattr(L, "_line_spans", _no_lines)
     whole = _read(tmp_path)
     monkeypatch.setattr(L, "EXACT_CHUNK_BYTES", 1)
     assert len(L._chunks([(i, f) for i, f in enumerate(whole.files)], 1)) == 3
@@ -461,9 +491,77 @@ def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypat
     assert whole.events.height == 6 and set(whole.events["line"]) == {1, 3}
 
 
+def _spy_whole_files(monkeypatch) -> list[str]:
+    """Names of the files read whole line by line (the exact path), as they are read."""
+    names: list[str] = []
+    read_whole = L._exact_lines
+
+    def spy(files):
+        names.extend(f.path.name for _, f in files)
+        return read_whole(files)
+
+    monkeypatch.setattr(L, "_exact_lines", spy)
+    return names
+
+
+def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_path, monkeypatch):
+    """The fast reader gives one row per non-blank line, so a refused row's place in its file
+    gives its line: only the refused lines are checked again. The day comes out as when every
+    such file is read whole line by line (the reference): same quarantine, same duplicates and
+    first deliveries (line order within a file)."""
+    bad = [line for line, _ in BAD if not line.startswith("[")]  # a non-object line: see below
+    at = "2026-11-26T10:00:0{}Z".format
+    land(tmp_path, "game", H10, "game+0+0.json",
+         [event("d", "u1", at(1), 1), "", *bad[:8], "  \t", event("d", "u2", at(2), 2), event("k", "u3", at(3))])  # fmt: skip
+    crlf = [
+        json.dumps(event("d", "u4", at(4), 4)),
+        *bad[8:],
+        '{"event_id": "\xff"}',
+        json.dumps(event("e", "u5", at(5))),
+    ]
+    gz = ("\r\n".join(crlf) + "\r\n").encode().replace(b"\xc3\xbf", b"\xff")  # a line that is not UTF-8
+    (hour_folder(tmp_path, "game", H10) / "game+0+1.json.gz").write_bytes(gzip.compress(gz))
+    land(tmp_path, "game", H10, "game+1+0.json", [event("e", "u6", at(6), 6), event("f", "u7", at(7))])
+    whole = _spy_whole_files(monkeypatch)
+    placed = _read(tmp_path)
+    assert whole == []
+    monkeypatch.setattr(L, "_line_spans", _no_lines)
+    reference = _read(tmp_path)
+    assert sorted(whole) == ["game+0+0.json", "game+0+1.json.gz"]
+    assert placed.quarantine.equals(reference.quarantine) and placed.quarantine.height == len(bad) + 1
+    assert "invalid UTF-8" in placed.quarantine["reason"].to_list()
+    kept, expected = dedupe(placed.events.lazy()), dedupe(reference.events.lazy())
+    assert (kept.duplicates, kept.conflicts) == (expected.duplicates, expected.conflicts) == (3, 3)
+    firsts = kept.events.drop("line", "seq").collect().sort("event_id")
+    assert firsts.equals(expected.events.drop("line", "seq").collect().sort("event_id"))
+    assert dict(zip(firsts["event_id"], firsts["user_id"], strict=True)) == {"d": "u1", "e": "u5", "f": "u7", "k": "u3"}
+
+
+def test_a_file_whose_rows_do_not_line_up_is_read_whole(tmp_path, monkeypatch):
+    """If a refused row's line turns out valid when checked alone, the rows of its file did not
+    line up with its lines (no input is known to do this: a safeguard), so the file is read
+    whole line by line instead, and nothing of the misplaced check is kept."""
+    land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z"), "{bad"])
+    land(tmp_path, "game", H10, "game+1+0.json", [event("b", "u2", "2026-11-26T10:00:00Z"), "{bad"])
+    spans = L._line_spans
+    # the lines of the first file in reverse: its refused 2nd row is taken for its valid 1st line
+    monkeypatch.setattr(
+        L, "_line_spans", lambda data: tuple(a[::-1] for a in spans(data)) if b'"a"' in data else spans(data)
+    )
+    whole = _spy_whole_files(monkeypatch)
+    r = _read(tmp_path)
+    assert whole == ["game+0+0.json"]
+    assert r.events.sort("event_id").select("event_id", "line").rows() == [("a", 1), ("b", None)]
+    assert r.quarantine.select(pl.col("file").str.extract(r"(game\+\d)"), "line", "reason").rows() == [
+        ("game+0", 2, "bad JSON"),
+        ("game+1", 2, "bad JSON"),
+    ]
+
+
 def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
     """A Parquet column of its own named `file_index` (an unknown field: allowed) and a landing
-    path with a `key=value` folder leave every row with its own file and line."""
+    path with a `key=value` folder leave every row with its own file and line (a valid JSON
+    record has none: the fast reader gives no line numbers)."""
 
     landing = tmp_path / "file_index=0" / "landing"
     folder = hour_folder(landing, "game", H10)
@@ -480,7 +578,7 @@ def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
         for row in r.events.iter_rows(named=True)
     }
     assert placed == {("a", "game+0+0.parquet", 1), ("b", "game+0+0.parquet", 2), ("c", "game+1+0.parquet", 1),
-                      ("d", "game+1+0.parquet", 2), ("j2", "game+2+0.json", 1), ("j3", "game+3+0.json", 1)}  # fmt: skip
+                      ("d", "game+1+0.parquet", 2), ("j2", "game+2+0.json", None), ("j3", "game+3+0.json", None)}  # fmt: skip
     assert sorted(Path(f).name for f in r.quarantine["file"]) == ["game+2+0.json", "game+3+0.json"]
 
 

@@ -506,21 +506,24 @@ def read_day(
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
     con = con or connect()
     lo, hi = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
-    stage = workdir / "stage.parquet"
     workdir.mkdir(parents=True, exist_ok=True)
-    json_idx = [i for i, f in enumerate(files) if f.fmt == "json"]
+    json_files = [(i, f) for i, f in enumerate(files) if f.fmt == "json"]
+    parquet_files = [(i, f) for i, f in enumerate(files) if f.fmt == "parquet"]
+    stages: list[pl.LazyFrame] = []  # the fast pass's rows, each with `seq`
+    lines, redo = pl.DataFrame(schema=EXACT_SCHEMA).to_arrow(), []
     try:
-        parquet_files = [(i, f) for i, f in enumerate(files) if f.fmt == "parquet"]
-        sources = [_parquet_sql(con, group) for group in _parquet_groups(parquet_files)]
-        fast = " UNION ALL ".join(
-            [_native_json_sql([(i, files[i]) for i in json_idx]), *sources] if json_idx else sources
-        )
-        # In scan order, so a JSON row's place in its file is known (it has no line number) and
-        # gives Kafka order within the file: no slower than unordered (bench/ingest_rank.py).
-        con.execute("SET preserve_insertion_order = true")
-        con.execute(f"COPY ({_checked_sql(fast, files, lo, hi)}) TO {_sql_str(str(stage))} (FORMAT parquet)")
-        staged = pl.scan_parquet(stage).with_row_index("seq")
-        lines, redo = _refused_lines(files, _refused_rows(staged, json_idx))
+        if json_files:
+            # In scan order, so a row's place in its file is known: that costs nothing here, but
+            # a fifth of checking a Parquet day (whose rows carry their line), hence two stages.
+            sql = _checked_sql(_native_json_sql(json_files), files, lo, hi)
+            json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=True).with_row_index("seq")
+            lines, redo = _refused_lines(files, _refused_rows(json_rows))
+            # its refused rows are all checked again, below
+            stages.append(json_rows.filter(pl.col("reason").is_null()))
+        if parquet_files:
+            sources = [_parquet_sql(con, group) for group in _parquet_groups(parquet_files)]
+            sql = _checked_sql(" UNION ALL ".join(sources), files, lo, hi)
+            stages.append(_copy(con, sql, workdir / "stage-parquet.parquet").with_columns(seq=pl.lit(None, pl.Int64)))
         checked_exact = _checked_sql(_exact_sql(), files, lo, hi)
         rechecked = _copy_exact(con, checked_exact, lines, workdir / "rechecked.parquet")
         # A line valid on its own is not what the fast pass refused: that file's rows did not line up.
@@ -532,31 +535,21 @@ def read_day(
         ]
     except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
-    exact = pl.concat([rechecked.clear(), *parts]).with_columns(seq=pl.lit(None, pl.Int64)).filter(pl.col("in_day"))
-    fast_rows = staged.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo))
-    refused, valid = pl.col("reason").is_not_null(), pl.col("reason").is_null()
-    events = pl.concat([_typed(fast_rows.filter(valid)), _typed(exact.filter(valid))])
-    quarantine = (
-        pl.concat(
-            [  # a refused JSON row of the fast pass is there again, with its line, from the exact check
-                fast_rows.filter(refused & ~pl.col("file_idx").is_in(json_idx)).select(list(QUARANTINE_SCHEMA)),
-                rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)).select(list(QUARANTINE_SCHEMA)),
-                exact.filter(refused).select(list(QUARANTINE_SCHEMA)),
-            ]
-        )
-        .cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
-        .collect()
-    )
+    rows = [r.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)) for r in stages]
+    rows += [p.with_columns(seq=pl.lit(None, pl.Int64)).filter(pl.col("in_day")) for p in parts]  # the files redone
+    events = pl.concat([_typed(r.filter(pl.col("reason").is_null())) for r in rows])
+    refused = [r.filter(pl.col("reason").is_not_null()) for r in rows]
+    refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
+    quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))
 
 
-def _refused_rows(staged: pl.LazyFrame, json_idx: list[int]) -> pl.DataFrame:
+def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:
     """The JSON rows the fast pass refused, each with its place among its file's rows (k, from
     1), the file's count of rows (n), and whether they were staged together (lined_up)."""
-    refused = staged.filter(pl.col("reason").is_not_null() & pl.col("file_idx").is_in(json_idx))
-    refused = refused.select("file_idx", "seq").collect()
+    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx", "seq").collect()
     spans = (
-        staged.filter(pl.col("file_idx").is_in(refused["file_idx"].unique().implode()))
+        json_rows.filter(pl.col("file_idx").is_in(refused["file_idx"].unique().implode()))
         .group_by("file_idx")
         .agg(first=pl.col("seq").min(), last=pl.col("seq").max(), n=pl.len())
         .collect()
@@ -569,14 +562,20 @@ def _refused_rows(staged: pl.LazyFrame, json_idx: list[int]) -> pl.DataFrame:
     )
 
 
+def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = False) -> pl.LazyFrame:
+    """A query's rows to a Parquet file; `ordered` keeps them in scan order (else DuckDB may not)."""
+    con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
+    con.execute(f"COPY ({sql}) TO {_sql_str(str(path))} (FORMAT parquet)")
+    return pl.scan_parquet(path)
+
+
 def _copy_exact(con: duckdb.DuckDBPyConnection, checked_exact: str, lines: pa.Table, path: Path) -> pl.LazyFrame:
     """Numbered lines (EXACT_SCHEMA) through the rules, to a Parquet file."""
     con.register("exact_lines", lines)
     try:
-        con.execute(f"COPY ({checked_exact}) TO {_sql_str(str(path))} (FORMAT parquet)")
+        return _copy(con, checked_exact, path)
     finally:
         con.unregister("exact_lines")
-    return pl.scan_parquet(path)
 
 
 class LandingError(RuntimeError):

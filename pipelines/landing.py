@@ -5,13 +5,14 @@ either kept (typed) or sent to quarantine with its file, line and reason.
 
 Two ways in, one set of rules (`_checked_sql`):
 - fast: DuckDB's own readers (one NDJSON reader over the day's JSON-lines files, one Parquet
-  reader per schema), in parallel, staged to a Parquet file in scan order. The NDJSON reader
-  gives no line numbers and turns a broken line into an empty row, but it gives one row per
-  non-blank line: a row's place in its file is its line's place among them.
+  reader per schema), in parallel, staged to Parquet files. The NDJSON reader gives no line
+  numbers and turns a broken line into an empty row, but it gives one row per non-blank line:
+  staged in scan order, a row's place in its file is its line's place among them.
 - exact: lines cut from a JSON-lines file outside DuckDB, so bad JSON (or bad UTF-8) stays a
-  row with a line number. The lines behind the rows the fast pass refused are checked again
-  this way, for their number, text and reason. A file whose rows do not line up with its
-  lines (rare: see `_refused_lines`) is read this way whole, a chunk of files at a time.
+  row with a line number. In scan order, the lines behind the rows the fast pass refused are
+  checked again this way, for their number, text and reason. Out of it (many small files,
+  where order costs more than it saves), or where rows do not line up with lines (see
+  `_refused_lines`), a file with a problem is read this way whole, a chunk of files at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from leaderboard.periods import utc_hours
+from pipelines.dedupe import repeated_hashes
 
 # <topic>+<partition>+<offset>.<ext>; the S3 sink may put the codec before .parquet (.snappy.parquet)
 FILE_NAME = re.compile(
@@ -139,6 +141,8 @@ def _sql_str(value: str) -> str:
 
 _BLANK = " \t\r\n\v\f"  # what DuckDB's NDJSON reader skips as an empty line
 EXACT_SCHEMA = {"file_idx": pl.Int32, "line": pl.Int64, "raw": pl.String, "problem": pl.String}
+# Mean JSON file size from which the fast pass keeps scan order (see read_day)
+ORDERED_MIN_FILE_BYTES = 64 * 1024
 EXACT_CHUNK_BYTES = 64 * 1024 * 1024  # of landed text (a gzip file counted at GZIP_RATIO times its size)
 GZIP_RATIO = 8
 
@@ -416,18 +420,24 @@ def _reason() -> str:
     return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT)
 
 
-def _checked_sql(sources: str, files: list[LandedFile], start: dt.datetime, end: dt.datetime) -> str:
+def _checked_sql(
+    sources: str, files: list[LandedFile], start: dt.datetime, end: dt.datetime, ordered: bool = False
+) -> str:
     """The event contract as SQL over fields given as JSON text, or typed where a Parquet file
     holds them in the contract's type (NATIVE) (DESIGN §4).
 
     `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
     broken rule, and the type names it needs, run only for the records that fail it. Every row
-    is kept, `in_day` telling whether it belongs to the day, and a file's path and hour come
-    from lists, not a join: nothing may reorder the rows (see `read_day`).
+    is kept, `in_day` telling whether it belongs to the day. A row's file and hour come from
+    the `files` table, or if `ordered` from lists: a join may reorder rows (DuckDB's order
+    preservation rules), but the lists cost more per file (5,000 small files: 3.6 s, 1.6 s).
     """
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
-    paths = "[" + ", ".join(_sql_str(str(f.path)) for f in files) + "]"
-    hours = "[" + ", ".join(f"TIMESTAMP '{f.hour:%Y-%m-%d %H:%M:%S}'" for f in files) + "]"
+    file_and_hour, source = "files.file, files.hour", "src JOIN files USING (file_idx)"
+    if ordered:
+        paths = "[" + ", ".join(_sql_str(str(f.path)) for f in files) + "]"
+        hours = "[" + ", ".join(f"TIMESTAMP '{f.hour:%Y-%m-%d %H:%M:%S}'" for f in files) + "]"
+        file_and_hour, source = f"{paths}[file_idx + 1] AS file, {hours}[file_idx + 1] AS hour", "src"
     struct = ", ".join(
         f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][2]})" if n in NATIVE else f"{c}::JSON")
         for n, c in zip(FIELDS, COLUMNS, strict=True)
@@ -436,7 +446,7 @@ def _checked_sql(sources: str, files: list[LandedFile], start: dt.datetime, end:
     return f"""
     WITH src AS ({sources}),
     y AS (
-        SELECT src.*, {paths}[file_idx + 1] AS file, {hours}[file_idx + 1] AS hour,
+        SELECT src.*, {file_and_hour},
             coalesce(n_id, {_text("j_id")}) AS event_id,
             coalesce(n_type, {_text("j_type")}) AS event_type,
             coalesce(n_user, {_text("j_user")}) AS user_id,
@@ -446,7 +456,7 @@ def _checked_sql(sources: str, files: list[LandedFile], start: dt.datetime, end:
             -- a number literal DOUBLE cannot hold (1e999) is out of range: not finite
             CASE WHEN {_is_number("j_value")} THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END AS num,
             CASE WHEN starts_with(j_attr, '{{') THEN j_attr END AS attributes
-        FROM src
+        FROM {source}
     ),
     z AS (
         SELECT *,
@@ -487,6 +497,18 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _catalog(con: duckdb.DuckDBPyConnection, files: list[LandedFile]) -> None:
+    catalog = pl.DataFrame(
+        {
+            "file_idx": list(range(len(files))),
+            "file": [str(f.path) for f in files],
+            "hour": [f.hour.replace(tzinfo=None) for f in files],
+        },
+        schema={"file_idx": pl.Int32, "file": pl.String, "hour": pl.Datetime("us")},
+    )
+    con.register("files", catalog.to_arrow())
+
+
 def _typed(frame: pl.LazyFrame) -> pl.LazyFrame:
     frame = frame.select(list(CLEAN_SCHEMA)).with_columns(pl.col("occurred_at").dt.replace_time_zone("UTC"))
     return frame.cast(CLEAN_SCHEMA)  # type: ignore[arg-type]
@@ -511,13 +533,23 @@ def read_day(
     parquet_files = [(i, f) for i, f in enumerate(files) if f.fmt == "parquet"]
     stages: list[pl.LazyFrame] = []  # the fast pass's rows, each with `seq`
     lines, redo = pl.DataFrame(schema=EXACT_SCHEMA).to_arrow(), []
+    _catalog(con, files)
     try:
         if json_files:
-            # In scan order, so a row's place in its file is known: that costs nothing here, but
-            # a fifth of checking a Parquet day (whose rows carry their line), hence two stages.
-            sql = _checked_sql(_native_json_sql(json_files), files, lo, hi)
-            json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=True).with_row_index("seq")
-            lines, redo = _refused_lines(files, _refused_rows(json_rows))
+            # Kept in scan order, a refused row's place in its file gives its line, so only the
+            # refused lines are checked again, not their files whole (a day at 0.1% broken
+            # records: 69 s against 33 s). Order costs about 0.5 ms a file, so for small files,
+            # reading the few with a problem whole is cheaper (bench/small_files.py); and a fifth
+            # of checking a Parquet day, whose rows carry their line: hence JSON staged apart.
+            ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
+            sql = _checked_sql(_native_json_sql(json_files), files, lo, hi, ordered)
+            json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=ordered)
+            if ordered:
+                json_rows = json_rows.with_row_index("seq")
+                lines, redo = _refused_lines(files, _refused_rows(json_rows))
+            else:
+                json_rows = json_rows.with_columns(seq=pl.lit(None, pl.Int64))
+                redo = _unplaced(json_rows)
             # its refused rows are all checked again, below
             stages.append(json_rows.filter(pl.col("reason").is_null()))
         if parquet_files:
@@ -535,6 +567,8 @@ def read_day(
         ]
     except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
+    finally:
+        con.unregister("files")
     rows = [r.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)) for r in stages]
     rows += [p.with_columns(seq=pl.lit(None, pl.Int64)).filter(pl.col("in_day")) for p in parts]  # the files redone
     events = pl.concat([_typed(r.filter(pl.col("reason").is_null())) for r in rows])
@@ -560,6 +594,21 @@ def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:
         n="n",
         lined_up=pl.col("last") - pl.col("first") + 1 == pl.col("n"),
     )
+
+
+def _unplaced(json_rows: pl.LazyFrame) -> list[int]:
+    """Out of scan order, the JSON files to read whole line by line: those with a refused row
+    (its line is reported) and those holding one event_id twice (line order picks the first)."""
+    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx")
+    valid = json_rows.filter(pl.col("reason").is_null()).select("file_idx", "event_id", _h=pl.col("event_id").hash())
+    repeated = (
+        valid.join(repeated_hashes(valid.select("_h")).lazy(), on="_h", how="semi")
+        .group_by("file_idx", "event_id")
+        .len()
+        .filter(pl.col("len") > 1)
+        .select("file_idx")
+    )
+    return pl.concat([refused, repeated]).unique().collect()["file_idx"].to_list()
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = False) -> pl.LazyFrame:

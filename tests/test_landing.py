@@ -30,6 +30,14 @@ H10 = dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
 DAY = dt.date(2026, 11, 26)
 
 
+@pytest.fixture(autouse=True, params=["ordered", "unordered"])
+def ordered(request, monkeypatch) -> bool:
+    """Each test runs with the fast pass's JSON rows in scan order and out of it (read_day
+    chooses by file size): the day must come out the same."""
+    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 0 if request.param == "ordered" else 2**62)
+    return request.param == "ordered"
+
+
 def _read(landing: Path, day: dt.date = DAY, tz: str = "UTC") -> SimpleNamespace:
     start, end = period_of("daily", day).bounds(ZoneInfo(tz))
     r = read_day(landing, start, end, landing / ".work")
@@ -337,7 +345,7 @@ def test_windows_line_endings_and_missing_final_newline(tmp_path, name):
     assert sorted(r.events["event_id"]) == ["w1", "w2"] and r.quarantine.is_empty()
 
 
-def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
+def test_fast_and_exact_readers_agree_on_valid_records(tmp_path, ordered):
     """The fast NDJSON reader and the line-by-line reader feed the same rules: same rows out."""
     records = [
         event("e1", 'caf\u00e9 "quoted" \\ back', "2026-11-26T10:00:00Z", 1),
@@ -353,9 +361,12 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path):
          [json.dumps(r, ensure_ascii=False) if r["event_id"] in raw else r for r in records])  # fmt: skip
     files, _ = L.list_files(tmp_path, H10, H10 + dt.timedelta(hours=1))
     con = L.connect()
+    L._catalog(con, files)
     lo, hi = H10, H10 + dt.timedelta(hours=1)
     cols = ["event_id", "event_type", "user_id", "occurred_at", "value", "attributes", "content_hash"]
-    fast = pl.from_arrow(con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), files, lo, hi)).to_arrow_table())
+    fast = pl.from_arrow(
+        con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), files, lo, hi, ordered)).to_arrow_table()
+    )
     con.register("exact_lines", L._exact_lines([(0, files[0])]))
     exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), files, lo, hi)).to_arrow_table())
     assert fast["reason"].null_count() == exact["reason"].null_count() == 6
@@ -504,11 +515,12 @@ def _spy_whole_files(monkeypatch) -> list[str]:
     return names
 
 
-def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_path, monkeypatch):
-    """The fast reader gives one row per non-blank line, so a refused row's place in its file
-    gives its line: only the refused lines are checked again. The day comes out as when every
-    such file is read whole line by line (the reference): same quarantine, same duplicates and
-    first deliveries (line order within a file)."""
+def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_path, monkeypatch, ordered):
+    """The fast reader gives one row per non-blank line, so in scan order a refused row's place
+    in its file gives its line: only the refused lines are checked again. Out of scan order,
+    the files with a refused row or an event_id twice are read whole line by line. Either way
+    the day comes out as when every file is read whole (the reference): same quarantine, same
+    duplicates and first deliveries (line order within a file)."""
     bad = [line for line, _ in BAD if not line.startswith("[")]  # a non-object line: see below
     at = "2026-11-26T10:00:0{}Z".format
     land(tmp_path, "game", H10, "game+0+0.json",
@@ -522,25 +534,31 @@ def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_pa
     gz = ("\r\n".join(crlf) + "\r\n").encode().replace(b"\xc3\xbf", b"\xff")  # a line that is not UTF-8
     (hour_folder(tmp_path, "game", H10) / "game+0+1.json.gz").write_bytes(gzip.compress(gz))
     land(tmp_path, "game", H10, "game+1+0.json", [event("e", "u6", at(6), 6), event("f", "u7", at(7))])
+    land(tmp_path, "game", H10, "game+1+1.json", [event("g", "u8", at(8), 8), event("g", "u9", at(9), 9)])
     whole = _spy_whole_files(monkeypatch)
     placed = _read(tmp_path)
-    assert whole == []
-    monkeypatch.setattr(L, "_line_spans", _no_lines)
+    assert sorted(whole) == ([] if ordered else ["game+0+0.json", "game+0+1.json.gz", "game+1+1.json"])
+    whole.clear()
+    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 2**62)
+    monkeypatch.setattr(L, "_unplaced", lambda rows: rows.select("file_idx").unique().collect()["file_idx"].to_list())
     reference = _read(tmp_path)
-    assert sorted(whole) == ["game+0+0.json", "game+0+1.json.gz"]
+    assert len(whole) == 4
     assert placed.quarantine.equals(reference.quarantine) and placed.quarantine.height == len(bad) + 1
     assert "invalid UTF-8" in placed.quarantine["reason"].to_list()
     kept, expected = dedupe(placed.events.lazy()), dedupe(reference.events.lazy())
-    assert (kept.duplicates, kept.conflicts) == (expected.duplicates, expected.conflicts) == (3, 3)
+    assert (kept.duplicates, kept.conflicts) == (expected.duplicates, expected.conflicts) == (4, 4)
     firsts = kept.events.drop("line", "seq").collect().sort("event_id")
     assert firsts.equals(expected.events.drop("line", "seq").collect().sort("event_id"))
-    assert dict(zip(firsts["event_id"], firsts["user_id"], strict=True)) == {"d": "u1", "e": "u5", "f": "u7", "k": "u3"}
+    assert dict(zip(firsts["event_id"], firsts["user_id"], strict=True)) == {
+        "d": "u1", "e": "u5", "f": "u7", "g": "u8", "k": "u3"
+    }  # fmt: skip
 
 
 def test_a_file_whose_rows_do_not_line_up_is_read_whole(tmp_path, monkeypatch):
     """If a refused row's line turns out valid when checked alone, the rows of its file did not
     line up with its lines (no input is known to do this: a safeguard), so the file is read
     whole line by line instead, and nothing of the misplaced check is kept."""
+    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 0)
     land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z"), "{bad"])
     land(tmp_path, "game", H10, "game+1+0.json", [event("b", "u2", "2026-11-26T10:00:00Z"), "{bad"])
     spans = L._line_spans
@@ -558,10 +576,10 @@ def test_a_file_whose_rows_do_not_line_up_is_read_whole(tmp_path, monkeypatch):
     ]
 
 
-def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
+def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path, ordered):
     """A Parquet column of its own named `file_index` (an unknown field: allowed) and a landing
-    path with a `key=value` folder leave every row with its own file and line (a valid JSON
-    record has none: the fast reader gives no line numbers)."""
+    path with a `key=value` folder leave every row with its own file and line (none for a
+    valid JSON record read in scan order: the fast reader gives no line numbers)."""
 
     landing = tmp_path / "file_index=0" / "landing"
     folder = hour_folder(landing, "game", H10)
@@ -573,12 +591,13 @@ def test_reader_columns_of_the_files_own_do_not_misplace_rows(tmp_path):
     for p in (2, 3):
         land(landing, "game", H10, f"game+{p}+0.json", [event(f"j{p}", "u", "2026-11-26T10:02:00Z"), "{bad"])
     r = _read(landing)
+    line = None if ordered else 1  # out of scan order, a JSON file with a refused row is read whole
     placed = {
         (row["event_id"], Path(r.files[row["file_idx"]].path).name, row["line"])
         for row in r.events.iter_rows(named=True)
     }
     assert placed == {("a", "game+0+0.parquet", 1), ("b", "game+0+0.parquet", 2), ("c", "game+1+0.parquet", 1),
-                      ("d", "game+1+0.parquet", 2), ("j2", "game+2+0.json", None), ("j3", "game+3+0.json", None)}  # fmt: skip
+                      ("d", "game+1+0.parquet", 2), ("j2", "game+2+0.json", line), ("j3", "game+3+0.json", line)}  # fmt: skip
     assert sorted(Path(f).name for f in r.quarantine["file"]) == ["game+2+0.json", "game+3+0.json"]
 
 

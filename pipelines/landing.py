@@ -538,7 +538,7 @@ def read_day(
         if json_files:
             # Kept in scan order, a refused row's place in its file gives its line, so only the
             # refused lines are checked again, not their files whole (a day at 0.1% broken
-            # records: 69 s against 33 s). Order costs about 0.5 ms a file, so for small files,
+            # records: 75 s against 36 s). Order costs about 0.5 ms a file, so for small files,
             # reading the few with a problem whole is cheaper (bench/small_files.py); and a fifth
             # of checking a Parquet day, whose rows carry their line: hence JSON staged apart.
             ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)

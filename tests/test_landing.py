@@ -520,11 +520,14 @@ def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_pa
     in its file gives its line: only the refused lines are checked again. Out of scan order,
     the files with a refused row or an event_id twice are read whole line by line. Either way
     the day comes out as when every file is read whole (the reference): same quarantine, same
-    duplicates and first deliveries (line order within a file)."""
-    bad = [line for line, _ in BAD if not line.startswith("[")]  # a non-object line: see below
+    duplicates and first deliveries (line order within a file). A byte order mark opening a
+    file, and a vertical tab or form feed around a record, are taken as DuckDB's reader takes
+    them, so the two ways agree on them."""
+    bad = [line for line, _ in BAD]
     at = "2026-11-26T10:00:0{}Z".format
     land(tmp_path, "game", H10, "game+0+0.json",
-         [event("d", "u1", at(1), 1), "", *bad[:8], "  \t", event("d", "u2", at(2), 2), event("k", "u3", at(3))])  # fmt: skip
+         ["\ufeff" + json.dumps(event("d", "u1", at(1), 1)), "", *bad[:8], "  \t", event("d", "u2", at(2), 2),
+          "\v" + json.dumps(event("k", "u3", at(3))) + "\f"])  # fmt: skip
     crlf = [
         json.dumps(event("d", "u4", at(4), 4)),
         *bad[8:],

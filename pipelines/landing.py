@@ -603,7 +603,9 @@ def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:
 
 def _unplaced(json_rows: pl.LazyFrame) -> list[int]:
     """Out of scan order, the JSON files to read whole line by line: those with a refused row
-    (its line is reported) and those holding one event_id twice (line order picks the first)."""
+    (its line is reported) and those holding one event_id twice (line order picks the first).
+    Rows of the neighbouring day (at a boundary hour) do not count."""
+    json_rows = json_rows.filter(pl.col("in_day"))
     refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx")
     valid = json_rows.filter(pl.col("reason").is_null()).select("file_idx", "event_id", _h=pl.col("event_id").hash())
     repeated = (

@@ -254,7 +254,8 @@ def test_a_record_belongs_to_exactly_one_day_when_hours_straddle_days(tmp_path):
         "game+0+0.json",
         [
             event("before", "u", "2026-11-26T18:10:00Z"),
-            event("after", "u", "2026-11-26T18:40:00Z"),
+            # a vertical tab around it, which DuckDB's reader allows: once counted on both days
+            "\v" + json.dumps(event("after", "u", "2026-11-26T18:40:00Z")),
             '{"broken": ',
         ],
     )

@@ -216,11 +216,7 @@ def _refused_lines(files: list[LandedFile], refused: pl.DataFrame) -> tuple[pa.T
             continue
         k = group["k"].to_numpy() - 1
         for number, start, end in zip(numbers[k], starts[k], ends[k], strict=True):
-            line = data[start:end].rstrip(b"\r")
-            try:
-                rows.append((idx, int(number), line.decode("utf-8"), None))  # type: ignore[arg-type]
-            except UnicodeDecodeError:
-                rows.append((idx, int(number), line.decode("utf-8", "replace"), "invalid UTF-8"))  # type: ignore[arg-type]
+            rows.append((idx, int(number), *_decoded(data[start:end])))  # type: ignore[arg-type]
     return pl.DataFrame(rows, schema=EXACT_SCHEMA, orient="row").to_arrow(), misfits
 
 
@@ -256,15 +252,22 @@ def _numbered_lines(idx: int, data: bytes) -> pl.DataFrame:
 def _numbered_lines_lossy(idx: int, data: bytes) -> pl.DataFrame:
     """The same, line by line in Python: a line that is not UTF-8 is kept with replacement
     characters and marked."""
-    rows = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip(_BLANK.encode()):
-            continue
-        try:
-            rows.append((idx, number, line.rstrip(b"\r").decode("utf-8"), None))
-        except UnicodeDecodeError:
-            rows.append((idx, number, line.rstrip(b"\r").decode("utf-8", "replace"), "invalid UTF-8"))
+    rows = [
+        (idx, number, *_decoded(line))
+        for number, line in enumerate(data.split(b"\n"), start=1)
+        if line.strip(_BLANK.encode())
+    ]
     return pl.DataFrame(rows, schema=EXACT_SCHEMA, orient="row")
+
+
+def _decoded(line: bytes) -> tuple[str, str | None]:
+    """A line's text without trailing carriage returns, and its problem: one that is not UTF-8
+    is kept with replacement characters and marked."""
+    line = line.rstrip(b"\r")
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return line.decode("utf-8", "replace"), "invalid UTF-8"
 
 
 def _exact_sql() -> str:

@@ -11,8 +11,8 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller, authenticate
-from leaderboard import cache, overrides
-from leaderboard.stores import Stores
+from leaderboard.stores import Override, Stores
+from leaderboard.stores.redis import rebuild as rebuild_cache
 
 
 class BoardConfig(msgspec.Struct):
@@ -75,13 +75,13 @@ class AdminController(Controller):
                 raise ProblemDetailsException(
                     status_code=400, detail=f"{board_id}: display_limit must be 1-1000, got {patch.display_limit}"
                 )
-            old = reader.overrides.get(board_id, overrides.Override())
-            changes[board_id] = overrides.Override(
+            old = reader.overrides.get(board_id, Override())
+            changes[board_id] = Override(
                 patch.display_limit if patch.display_limit is not None else old.display_limit,
                 patch.enabled if patch.enabled is not None else old.enabled,
             )
-        settings = request.app.state.settings
-        await anyio.to_thread.run_sync(overrides.save, reader.lake, settings.DATABASE_URL, changes, caller.sub)
+        stores: Stores = request.app.state.stores
+        await anyio.to_thread.run_sync(stores.board_config().save, changes, caller.sub)
         await reader.reload_overrides()
         return _current(request)
 
@@ -91,17 +91,16 @@ class AdminController(Controller):
         recompute the current periods (a refresh request it picks up)."""
         caller = _admin(request)
         reader = request.app.state.reader
-        settings = request.app.state.settings
+        stores: Stores = request.app.state.stores
         await reader.reload_overrides()
-        stores = Stores.from_settings(settings)
         rebuilt = None
-        if stores.database_url and stores.redis_url:
+        if stores.record is not None and stores.redis_url:
 
             def rebuild() -> int:
-                with stores.postgres() as conn, stores.redis() as client:
-                    assert conn is not None and client is not None
-                    return cache.rebuild(conn, client, stores.keys, reader.boards)
+                with stores.redis() as client:
+                    assert stores.record is not None and client is not None
+                    return rebuild_cache(stores.record, client, stores.keys, reader.boards)
 
             rebuilt = await anyio.to_thread.run_sync(rebuild)
-        rid = await anyio.to_thread.run_sync(overrides.request_refresh, reader.lake, settings.DATABASE_URL, caller.sub)
+        rid = await anyio.to_thread.run_sync(stores.refresh_requests().request, caller.sub)
         return Response(RefreshAccepted(rid, "pending", rebuilt), status_code=202)

@@ -24,10 +24,12 @@ from api.reader import Reader
 from api.standings import StandingsController
 from api.users import UsersController
 from leaderboard.boards import current_boards
-from leaderboard.cache import CacheKeys
-from leaderboard.lake import Lake
 from leaderboard.settings import Settings, get_settings
 from leaderboard.standings import StandingsError
+from leaderboard.stores import Stores
+from leaderboard.stores.lake_async import AsyncLake
+from leaderboard.stores.postgres import AsyncPostgres
+from leaderboard.stores.redis import AsyncBodies
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +95,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 socket_connect_timeout=2,
             )  # fmt: skip
             client = aioredis.Redis(connection_pool=pool_)
+        stores = Stores.from_settings(settings)
         app.state.settings = settings
+        app.state.stores = stores
         app.state.reader = Reader(
             boards=current_boards(),
-            lake=Lake(settings.LEADERBOARD_LAKE_DIR),
-            keys=CacheKeys(settings.REDIS_KEY_PREFIX),
-            pool=pool,
-            redis=client,
+            primary=AsyncPostgres(pool) if pool is not None else AsyncLake(stores.lake),
+            cache=AsyncBodies(client, stores.keys) if client is not None else None,
             cache_ttl=settings.CACHE_TTL_SECONDS,
-            database_url=settings.DATABASE_URL,
         )
         await app.state.reader.fresh_overrides()
         try:

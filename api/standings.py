@@ -69,10 +69,10 @@ class StandingsController(Controller):
     ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
         # The hot route reads the reader off the app state: no dependency to resolve per request.
-        body = await state.reader.standings(board, period, local_date(at), limit, offset)
-        if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
-            return _published_response(body)
-        return Response(Standings(**body))
+        page = await state.reader.standings(board, period, local_date(at), limit, offset)
+        if page.raw is not None:  # the cached body as published: sent without re-encoding
+            return _published_response(page.raw)
+        return Response(Standings(**page.body))
 
     @get("/{board:str}/{period:str}/periods")
     async def periods(self, reader: Reader, board: str, period: str) -> Periods:

@@ -20,8 +20,8 @@ import psycopg
 import redis
 
 from leaderboard import cache, pg
-from leaderboard.lake import Snapshot
-from leaderboard.migrations import deploy
+from leaderboard.stores.lake import Snapshot
+from leaderboard.stores.migrations import deploy
 
 START, END = dt.datetime(2026, 11, 26, tzinfo=dt.UTC), dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 

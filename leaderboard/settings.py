@@ -1,6 +1,7 @@
 """Process settings from the environment (and an optional `.env`), validated once at start.
 
-Names are the seed service's (DESIGN §8) so existing deployments keep their variables.
+Names are those of the service this replaces, so existing deployments keep their variables
+(docs/contracts.md#settings).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def duration_seconds(text: str) -> int:
     return int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
 
 
-class SettingsError(SystemExit):
-    """Raised for a bad setting; a SystemExit so the CLI prints it without a traceback."""
+class SettingsError(ValueError):
+    """A bad setting; the message names each variable, its value and what is wrong."""
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,6 @@ from collections import defaultdict
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from leaderboard import overrides
 from leaderboard.boards import BoardSet
 from leaderboard.settings import Settings
 from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan
@@ -165,10 +164,10 @@ def build_automation(
         description="Turn POST /leaderboard/config/refresh requests into a run of the current day (and periods).",
     )
     def refresh_requests(
-        context: dg.SensorEvaluationContext, lake: LakeResource, stores: StoresResource
+        context: dg.SensorEvaluationContext, stores: StoresResource
     ) -> dg.RunRequest | dg.SkipReason:
         batch = f"refresh:{uuid.uuid4().hex[:16]}"
-        ids = overrides.take_refresh_requests(lake.lake, stores.database_url, batch)
+        ids = stores.stores.refresh_requests().take(batch)
         if not ids:
             return dg.SkipReason("no pending refresh requests")
         context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()} ({batch})")
@@ -185,12 +184,12 @@ def build_automation(
             monitored_jobs=[daily_job],
             default_status=dg.DefaultSensorStatus.RUNNING,
         )
-        def _sensor(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
+        def _sensor(context: dg.RunStatusSensorContext, stores: StoresResource) -> None:
             batch = context.dagster_run.tags.get(REFRESH_TAG)
             if batch:
                 ok = status == dg.DagsterRunStatus.SUCCESS
                 run_id = context.dagster_run.run_id
-                n = overrides.finish_refresh_requests(lake.lake, stores.database_url, batch, run_id, ok)
+                n = stores.stores.refresh_requests().finish(batch, run_id, ok)
                 context.log.info(f"{batch}: {n} refresh requests {'done' if ok else 'failed'}")
 
         return _sensor

@@ -60,6 +60,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
             ),
             "stores": StoresResource(
+                lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
                 database_url=settings.DATABASE_URL,
                 redis_url=settings.redis_url,
                 key_prefix=settings.REDIS_KEY_PREFIX,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from leaderboard.lake import Lake
 from leaderboard.stores import Stores
+from leaderboard.stores.lake import Lake
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -28,6 +28,7 @@ class LakeResource(dg.ConfigurableResource):
 class StoresResource(dg.ConfigurableResource):
     """Postgres and Redis to publish to; both unset is the embedded default (lake only)."""
 
+    lake_dir: str
     database_url: str | None = None
     redis_url: str | None = None
     key_prefix: str = "leaderboard"
@@ -35,4 +36,6 @@ class StoresResource(dg.ConfigurableResource):
 
     @property
     def stores(self) -> Stores:
-        return Stores(self.database_url, self.redis_url, self.key_prefix, self.redis_max_connections)
+        return Stores(
+            Lake(Path(self.lake_dir)), self.database_url, self.redis_url, self.key_prefix, self.redis_max_connections
+        )

@@ -16,8 +16,9 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from leaderboard.boards import BoardSet
-from leaderboard.lake import Lake
 from leaderboard.periods import Period, period_of, periods_touching
+from leaderboard.run_errors import step_failure_message
+from leaderboard.stores.lake import Lake
 from pipelines.definitions import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, WEEKLY_JOB
 from pipelines.partitions import partition_key
 
@@ -81,16 +82,6 @@ def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date, l
 
 def _published(lake: Lake, boards: BoardSet, period: Period) -> bool:
     return any(lake.snapshot(b.id, period.type, period.key).exists() for b in boards.with_period(period.type))
-
-
-def step_failure_message(event: dg.DagsterEvent | None) -> str | None:
-    """What failed in a step, unwrapped from Dagster's own wrapper errors; None if not a failure."""
-    if event is None or not event.is_step_failure or not event.step_failure_data or not event.step_failure_data.error:
-        return None
-    err = event.step_failure_data.error
-    while err.cause is not None and err.message.startswith("dagster._core.errors"):
-        err = err.cause
-    return f"step {event.step_key}: {err.message.strip()}"
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:

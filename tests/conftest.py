@@ -77,7 +77,7 @@ def scratch_database(migrated: bool = False) -> Iterator[str]:
     try:
         url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         if migrated:
-            from leaderboard.migrations import deploy
+            from leaderboard.stores.migrations import deploy
 
             deploy(url)
         yield url
@@ -111,7 +111,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    from leaderboard.migrations import deploy
+    from leaderboard.stores.migrations import deploy
 
     deploy(database_url)
     return database_url

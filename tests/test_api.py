@@ -28,12 +28,13 @@ from litestar.testing import TestClient
 import api.reader
 from api.app import create_app
 from api.reader import Reader
+from cli.main import main
 from leaderboard.boards import current_boards
-from leaderboard.cache import CacheKeys
-from leaderboard.cli import main
-from leaderboard.lake import Lake
 from leaderboard.settings import get_settings, load_settings
 from leaderboard.standings import StandingsError
+from leaderboard.stores.lake import Lake
+from leaderboard.stores.lake_async import AsyncLake
+from leaderboard.stores.redis import AsyncBodies, CacheKeys
 from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
 
 FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
@@ -432,7 +433,7 @@ async def redis_reader(tmp_path, day: dt.date) -> AsyncIterator[tuple[Reader, ai
         keys = CacheKeys(prefix)
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            yield (Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client), client,
+            yield (Reader(current_boards(), AsyncLake(Lake(tmp_path / "lake")), AsyncBodies(client, keys)), client,
                    redis.Redis.from_url(REDIS_URL), keys.rankings("points", "daily", day.isoformat()))  # fmt: skip
         finally:
             await client.aclose()
@@ -458,14 +459,15 @@ def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_
 
             client.get = counted_get  # type: ignore[method-assign]
             sync.set(name, b'{"status":"final","v":1}')
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":1}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":1}'
             sync.set(name, b'{"status":"final","v":2}')
             await asyncio.sleep(0.25)
             reads = 0
-            pages = await asyncio.gather(*(reader.standings("points", "daily", day, None, 0) for _ in range(20)))
+            pages = [p.raw for p in await asyncio.gather(*(reader.standings("points", "daily", day, None, 0)
+                                                            for _ in range(20)))]  # fmt: skip
             assert reads == 1
             assert pages[0] == b'{"status":"final","v":2}' and set(pages[1:]) == {b'{"status":"final","v":1}'}
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":2}'
             sync.delete(name)
             await asyncio.sleep(0.25)
             for _ in range(2):  # nothing published in the lake either: 404, not the page remembered
@@ -485,9 +487,9 @@ def test_a_remembered_live_page_ends_with_its_period(tmp_path, monkeypatch):
     async def scenario() -> None:
         async with redis_reader(tmp_path, day) as (reader, _, sync, name):
             sync.set(name, b'{"status":"live","v":1}')
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"live","v":1}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"live","v":1}'
             sync.set(name, b'{"status":"final","v":2}')  # the closing publish
             await asyncio.sleep(0.4)  # past the end, well inside LOCAL_CACHE_SECONDS
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":2}'
 
     asyncio.run(scenario())

@@ -12,10 +12,10 @@ import pytest
 import redis
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from leaderboard import cache
 from leaderboard.boards import Board
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.settings import load_settings
+from leaderboard.stores import redis as cache
+from leaderboard.stores.lake import Lake, read_snapshot
 from pipelines import assets, checks
 from pipelines.definitions import build_defs
 from tests.conftest import REDIS_URL, event, land

@@ -26,10 +26,10 @@ import streamlit as st
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
+from cli.main import main
 from dashboard import views
-from leaderboard.cli import main
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.settings import get_settings
+from leaderboard.stores.lake import Lake, read_snapshot
 from tests.conftest import REDIS_URL, event, land, scratch_database, scratch_redis_prefix
 
 ROOT = Path(__file__).resolve().parents[1]

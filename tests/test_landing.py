@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines.landing as L
-from leaderboard.lake import Lake
 from leaderboard.periods import period_of
+from leaderboard.stores.lake import Lake
 from pipelines.dedupe import dedupe
 from pipelines.landing import LandingError, _numbered_lines, _numbered_lines_lossy, hour_folder, read_day
 from pipelines.steps import ingest_day

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main
 from leaderboard.boards import current_boards
-from leaderboard.cli import main
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.periods import period_of, periods_touching
 from leaderboard.settings import get_settings
+from leaderboard.stores.lake import Lake, read_snapshot
 from tests.conftest import event, land
 from tests.reference import Reference
 

@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,13 @@ def event(
         rec["value"] = value
     rec.update(extra)
     return rec
+
+
+def free_port() -> int:
+    """A port no one listens on now, so a server started by a test never meets a shared one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

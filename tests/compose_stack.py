@@ -38,21 +38,15 @@ IGNORED = {"image", "build", "logging", "deploy", "ports"}  # what only a Docker
 SECRET = re.compile(r"\$\{(\w+):\?[^}]*\}")  # ${VAR:?message}, the one form our services use
 
 
-class ComposeError(AssertionError):
-    """The stack did not come up, or compose.yaml has a form this runner would get wrong."""
-
-
-def seconds(name: str, text: str) -> float:
-    if not re.fullmatch(r"\d+s", text):
-        raise ComposeError(f"{name}: duration {text!r} (only '<n>s' is handled)")
-    return float(text[:-1])
+def seconds(text: str) -> float:
+    return float(text.removesuffix("s"))  # Compose's "<n>s"; another form ("1m30s") fails here
 
 
 def interpolate(name: str, spec: dict, secrets: dict[str, str]) -> dict:
     """${VAR:?message} from `secrets` (hex, so JSON-safe); any other `$` fails rather than being read wrong."""
     text = SECRET.sub(lambda m: secrets.get(m[1], m[0]), json.dumps(spec))
     if bad := re.search(r'"[^"]*\$[^"]*"', text):
-        raise ComposeError(f"{name}: {bad[0]} (only ${{VAR:?message}} of {sorted(secrets)} is handled)")
+        raise AssertionError(f"{name}: {bad[0]} (only ${{VAR:?message}} of {sorted(secrets)} is handled)")
     return json.loads(text)
 
 
@@ -62,34 +56,25 @@ class Service:
     spec: dict
     argv: list[str]
     env: dict[str, str]
-    probe: list[str] | None
-    port: int | None
+    probe: list[str] | None  # the healthcheck's command
+    one_shot: bool
     log: Path
     proc: subprocess.Popen | None = None
-    started: float = 0.0  # monotonic times, for the test's order checks
+    started: float = 0.0  # monotonic; the test checks the order with these
     up_at: float = 0.0
     up: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def one_shot(self) -> bool:
-        return self.spec.get("restart") == "no"
-
-    def fail(self, why: str) -> ComposeError:
-        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-        return ComposeError(f"{self.name}: {why}\n{tail}")
 
 
 def service(name: str, spec: dict, image_env: dict[str, str], local: dict[str, str], ports: dict[str, int],
             work: Path) -> Service:  # fmt: skip
-    """The service's argv, environment and healthcheck, with a container's names mapped here;
-    `local` holds the variables that point at the local servers instead of `postgres` and `redis`."""
+    """Its argv, environment and healthcheck, a container's names mapped here (`local`: the local servers')."""
     if unknown := set(spec) - READ - IGNORED:
-        raise ComposeError(f"{name}: keys {sorted(unknown)} are not handled here")
+        raise AssertionError(f"{name}: keys {sorted(unknown)} are not handled here")
     mounts = {}
     for volume in spec.get("volumes", []):
         source, target = volume.split(":")[:2]
         if not re.fullmatch(r"\w+", source):
-            raise ComposeError(f"{name}: volume {volume!r} (only named volumes are handled)")
+            raise AssertionError(f"{name}: volume {volume!r} (only named volumes are handled)")
         mounts[target] = str(work / "volumes" / source)
     env = {**image_env, **{k: str(v) for k, v in (spec.get("environment") or {}).items()}, **local}
     env.pop("REDIS_PASSWORD")  # the local Redis has none, and refuses AUTH
@@ -101,7 +86,7 @@ def service(name: str, spec: dict, image_env: dict[str, str], local: dict[str, s
         for other, inside in PORTS.items():
             value = re.sub(rf"//(?:{other}|localhost):{inside}\b", f"//127.0.0.1:{ports[other]}", value)
         if re.search(r"//(?!127\.0\.0\.1:)[\w.-]+:\d", value) and key not in local:
-            raise ComposeError(f"{name}: {key}={value!r} names a host not mapped here")
+            raise AssertionError(f"{name}: {key}={value!r} names a host not mapped here")
         env[key] = value
         if value.startswith(str(work)):
             Path(value).mkdir(parents=True, exist_ok=True)
@@ -122,77 +107,71 @@ def service(name: str, spec: dict, image_env: dict[str, str], local: dict[str, s
     probe = None
     if test := (spec.get("healthcheck") or {}).get("test"):
         if test[0] != "CMD":
-            raise ComposeError(f"{name}: healthcheck {test} (only CMD is handled)")
+            raise AssertionError(f"{name}: healthcheck {test} (only CMD is handled)")
         probe = list(test[1:])
-        for other, inside in PORTS.items():
-            probe = [str(ports[other]) if a == str(inside) else re.sub(rf"(?<=:){inside}\b", str(ports[other]), a)
-                     for a in probe]  # fmt: skip
-    return Service(name, spec, [str(ENTRYPOINT), *command], env, probe, ports.get(name), work / f"{name}.log")
+        if name in PORTS:  # a check asks its own container's port
+            inside, port = str(PORTS[name]), str(ports[name])
+            probe = [port if a == inside else re.sub(rf"(?<=:){inside}\b", port, a) for a in probe]
+    argv = [str(ENTRYPOINT), *command]
+    return Service(name, spec, argv, env, probe, spec.get("restart") == "no", work / f"{name}.log")
 
 
 class Stack:
     """The running services: the test reads their ports and start/up times."""
 
     def __init__(self, services: dict[str, Service], ports: dict[str, int], timeout: float) -> None:
-        self.services, self.ports = services, ports
-        self.deadline = time.monotonic() + timeout
-        self.errors: list[str] = []
+        self.services, self.ports, self.errors = services, ports, list[str]()
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + timeout
 
     def stopping(self) -> bool:
         return bool(self.errors) or time.monotonic() > self.deadline
 
     def run(self, s: Service) -> None:
-        """Start `s` once its depends_on conditions hold; then wait for its exit 0 or its healthcheck."""
+        """Start `s` once its depends_on conditions hold; up when it exits 0 (a one-shot) or its
+        healthcheck passes before Compose would call it unhealthy (start_period + interval x retries)."""
         try:
-            self.bring_up(s)
-        except BaseException as exc:
-            self.errors.append(str(exc))
+            for dep, rule in (s.spec.get("depends_on") or {}).items():
+                other = self.services.get(dep)
+                wanted = "service_completed_successfully" if other and other.one_shot else "service_healthy"
+                if dep not in STAND_INS and (
+                    other is None or (rule or {}).get("condition") != wanted or not (other.one_shot or other.probe)
+                ):
+                    raise AssertionError(f"depends_on {dep}: {rule} (handled: {wanted} on a service run here)")
+                while other and not other.up.wait(0.2):
+                    if self.stopping():
+                        return
+            with s.log.open("w") as out:
+                s.proc = subprocess.Popen(s.argv, cwd=ROOT, env=s.env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)  # fmt: skip
+            s.started = time.monotonic()
+            hc = s.spec.get("healthcheck") or {"interval": "0s", "retries": 0}
+            limit = s.started + seconds(hc.get("start_period", "0s")) + seconds(hc["interval"]) * hc["retries"]
+            pause = 0.3
+            while (code := s.proc.poll()) != 0 or not s.one_shot:
+                if code is not None:
+                    raise AssertionError(f"exited with {code}")
+                if self.stopping() or (s.probe and time.monotonic() > limit):
+                    raise AssertionError(f"not up in time (healthcheck {s.probe})")
+                if not s.one_shot and (not s.probe or self.healthy(s, hc)):
+                    break
+                time.sleep(pause)
+                pause = min(pause * 1.5, 3.0)
+            s.up_at = time.monotonic()
+            s.up.set()
+        except Exception as exc:
+            tail = s.log.read_text(errors="replace")[-3000:] if s.log.exists() else ""
+            self.errors.append(f"{s.name}: {exc}\n{tail}")
 
-    def bring_up(self, s: Service) -> None:
-        for dep, rule in (s.spec.get("depends_on") or {}).items():
-            other = self.services.get(dep)
-            if dep in STAND_INS:
-                continue
-            wanted = "service_completed_successfully" if other and other.one_shot else "service_healthy"
-            if other is None or (rule or {}).get("condition") != wanted or not (other.one_shot or other.probe):
-                raise s.fail(f"depends_on {dep}: {rule} (this runner handles {wanted} on a service it runs)")
-            while not other.up.wait(0.2):
-                if self.stopping():
-                    return
-        with s.log.open("w") as out:
-            s.proc = subprocess.Popen(s.argv, cwd=ROOT, env=s.env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)  # fmt: skip
-        s.started = time.monotonic()
-        if s.one_shot:
-            while s.proc.poll() is None and not self.stopping():
-                time.sleep(0.3)
-            if s.proc.returncode != 0:
-                raise s.fail(f"exited with {s.proc.returncode}" if s.proc.returncode is not None else "still running")
-        elif s.probe:
-            self.wait_healthy(s, s.spec["healthcheck"], s.probe)
-        s.up_at = time.monotonic()
-        s.up.set()
-
-    def wait_healthy(self, s: Service, hc: dict, probe: list[str]) -> None:
-        """Until Compose would call `s` unhealthy: start_period, then `retries` failures `interval` apart."""
-        limit = s.started + seconds(s.name, hc.get("start_period", "0s"))
-        limit += seconds(s.name, hc["interval"]) * hc["retries"]
-        pause = 0.3
-        while True:
-            if s.proc is None or s.proc.poll() is not None:
-                raise s.fail(f"exited with {s.proc and s.proc.returncode}")
-            if self.stopping() or time.monotonic() > limit:
-                raise s.fail(f"healthcheck {probe} not passing in time")
-            try:  # the checks start Python and Dagster: first wait, cheaply, for the port
-                if s.port is not None:
-                    socket.create_connection(("127.0.0.1", s.port), timeout=0.5).close()
-                timeout = seconds(s.name, hc["timeout"])
-                if subprocess.run(probe, cwd=ROOT, env=s.env, capture_output=True, timeout=timeout).returncode == 0:
-                    return
-                pause = min(pause * 2, 3.0)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            time.sleep(pause)
+    def healthy(self, s: Service, hc: dict) -> bool:
+        """The healthcheck, once the port accepts: the checks start Python and Dagster, which is slow."""
+        try:
+            if s.name in self.ports:
+                socket.create_connection(("127.0.0.1", self.ports[s.name]), timeout=0.5).close()
+            return subprocess.run(s.probe or [], cwd=ROOT, env=s.env, capture_output=True,
+                                  timeout=seconds(hc["timeout"])).returncode == 0  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
     def stop(self) -> None:
         procs = [s.proc for s in reversed(self.services.values()) if s.proc is not None and s.proc.poll() is None]
@@ -221,9 +200,9 @@ def compose_up(compose: dict, image_env: dict[str, str], secrets: dict[str, str]
             if spec.get("profiles") or name in STAND_INS:
                 continue
             if (spec.get("build") or {}).get("context") != "../..":
-                raise ComposeError(f"{name}: neither our image nor a local stand-in")
-            read = interpolate(name, {k: v for k, v in spec.items() if k in READ}, secrets)
-            services[name] = service(name, {**spec, **read}, image_env, local, ports, work)  # `image` is never read
+                raise AssertionError(f"{name}: neither our image nor a local stand-in")
+            read = interpolate(name, {k: v for k, v in spec.items() if k in READ}, secrets)  # `image` is never read
+            services[name] = service(name, {**spec, **read}, image_env, local, ports, work)
         stack = Stack(services, ports, timeout)
         threads = [threading.Thread(target=stack.run, args=(s,), daemon=True) for s in services.values()]
         try:
@@ -233,7 +212,7 @@ def compose_up(compose: dict, image_env: dict[str, str], secrets: dict[str, str]
                 t.join(timeout=max(stack.deadline - time.monotonic(), 0) + 30)
             if stack.errors or not all(s.up.is_set() for s in services.values()):
                 down = [n for n, s in services.items() if not s.up.is_set()]
-                raise ComposeError("\n".join(stack.errors) or f"not up within {timeout:.0f} s: {down}")
+                raise AssertionError("\n".join(stack.errors) or f"not up within {timeout:.0f} s: {down}")
             yield stack
         finally:
             stack.stop()

@@ -738,6 +738,23 @@ def test_runbook_names_every_setting_and_is_linked():
 # ---------------------------------------------------------------- the stack, run here ------------
 
 
+def test_compose_stack_refuses_what_it_does_not_handle(tmp_path: Path):
+    """The runner maps only the forms compose.yaml uses; another fails, naming the service and the text."""
+    from tests.compose_stack import PORTS, interpolate, service
+
+    secrets = {"JWT_SECRET": "ab12"}
+    spec = {"environment": {"JWT_SECRET": "${JWT_SECRET:?set it}"}}
+    assert interpolate("api", spec, secrets) == {"environment": {"JWT_SECRET": "ab12"}}
+    for text in ("${LOG_LEVEL:-INFO}", "$$HOME", "$JWT_SECRET", "${OTHER:?set it}"):
+        with pytest.raises(AssertionError, match="^api: " + re.escape(json.dumps(text))):
+            interpolate("api", {"command": ["api", text]}, secrets)
+    api, ports = our_services()["api"], dict.fromkeys(PORTS, 1)
+    for bad, what in (({"env_file": ".env"}, "keys"), ({"volumes": ["./data:/data/lake"]}, "volume"),
+                      ({"healthcheck": {"test": ["CMD-SHELL", "true"]}}, "healthcheck")):  # fmt: skip
+        with pytest.raises(AssertionError, match=f"^api: {what} "):
+            service("api", {**api, **bad}, image_env(), {}, ports, tmp_path)
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.load(resp)

@@ -10,14 +10,18 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response
+from litestar.datastructures import State
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
 
 from api.admin import AdminController
+from api.deps import dependencies
+from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.reader import Reader
@@ -93,7 +97,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 socket_connect_timeout=2,
             )  # fmt: skip
             client = aioredis.Redis(connection_pool=pool_)
-        app.state.settings = settings
         app.state.reader = Reader(
             boards=current_boards(),
             lake=Lake(settings.LEADERBOARD_LAKE_DIR),
@@ -125,11 +128,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
+        state=State({"settings": settings}),  # the reader is added by the lifespan, which opens its pools
+        dependencies=dependencies(),
         middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],
         stores={"rate_limit": store},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True))],
         exception_handlers={StandingsError: _standings_error, Exception: _internal_error},
         logging_config=None,  # configure_logging above owns the handlers (JSON or text)
-        openapi_config=OpenAPIConfig(title="Leaderboard API", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Leaderboard API",
+            version="0.1.0",
+            path="/schema",
+            components=Components(security_schemes={SCHEME_NAME: BEARER_SCHEME}),
+        ),
     )

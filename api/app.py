@@ -20,7 +20,7 @@ from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
 
 from api.admin import AdminController
-from api.deps import dependencies
+from api.deps import Services, dependencies
 from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
@@ -74,6 +74,7 @@ class FailOpenRedisStore(RedisStore):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
+    services = Services(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 socket_connect_timeout=2,
             )  # fmt: skip
             client = aioredis.Redis(connection_pool=pool_)
-        app.state.reader = Reader(
+        reader = Reader(
             boards=current_boards(),
             lake=Lake(settings.LEADERBOARD_LAKE_DIR),
             keys=CacheKeys(settings.REDIS_KEY_PREFIX),
@@ -106,10 +107,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             cache_ttl=settings.CACHE_TTL_SECONDS,
             database_url=settings.DATABASE_URL,
         )
-        await app.state.reader.fresh_overrides()
+        services.attach(reader)
+        await reader.fresh_overrides()
         try:
             yield
         finally:
+            services.attach(None)
             if pool is not None:
                 await pool.close()
             if client is not None:
@@ -128,8 +131,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
-        state=State({"settings": settings}),  # the reader is added by the lifespan, which opens its pools
-        dependencies=dependencies(),
+        state=State({"settings": settings}),  # for the guards, which get no dependencies
+        dependencies=dependencies(services),
         middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],
         stores={"rate_limit": store},
         lifespan=[lifespan],

@@ -1,7 +1,9 @@
 """Dependency providers: the one way handlers reach the reader, the settings and the caller.
 
-`create_app` declares them once, app-wide (`dependencies()`); a handler names what it needs.
-All are sync and cheap, so none is sent to a worker thread (`sync_to_thread=False`).
+`create_app` declares them once, app-wide (`dependencies(services)`); a handler names what it
+needs. The reader and settings providers take no parameters: Litestar then calls them without
+validating a signature, so the hot standings route pays a call for its reader, not a parse.
+None is sent to a worker thread (`sync_to_thread=False`): each only returns what it holds.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.datastructures import State
 from litestar.di import Provide
 
 from api.auth import Caller
@@ -18,13 +19,24 @@ from api.reader import Reader
 from leaderboard.settings import Settings
 
 
-def provide_reader(state: State) -> Reader:
-    """The reader the lifespan built: its pools exist only while the app runs."""
-    return state.reader
+class Services:
+    """What one app hands its handlers: its settings, and the reader its lifespan opens."""
 
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._reader: Reader | None = None
 
-def provide_settings(state: State) -> Settings:
-    return state.settings
+    def attach(self, reader: Reader | None) -> None:
+        """The lifespan's reader while the app runs; None once its pools are closed."""
+        self._reader = reader
+
+    def settings(self) -> Settings:
+        return self._settings
+
+    def reader(self) -> Reader:
+        if self._reader is None:
+            raise RuntimeError("the reader exists only while the app runs (its lifespan opens it)")
+        return self._reader
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
@@ -32,10 +44,10 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return verified_caller(request)
 
 
-def dependencies() -> dict[str, Provide]:
+def dependencies(services: Services) -> dict[str, Provide]:
     """Fresh providers for each app: a `Provide` keeps what its first registration resolved."""
     return {
-        "reader": Provide(provide_reader, sync_to_thread=False),
-        "settings": Provide(provide_settings, sync_to_thread=False),
+        "reader": Provide(services.reader, sync_to_thread=False),
+        "settings": Provide(services.settings, sync_to_thread=False),
         "caller": Provide(provide_caller, sync_to_thread=False),
     }

@@ -3,7 +3,7 @@
 `create_app` declares them once, app-wide (`dependencies(services)`); a handler names what it
 needs. The reader and settings providers take no parameters: Litestar then calls them without
 validating a signature, so the hot standings route pays a call for its reader, not a parse.
-None is sent to a worker thread (`sync_to_thread=False`): each only returns what it holds.
+None is sent to a worker thread (`sync_to_thread=False`): each is a lookup, at most one JWT decode.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ class AdminController(Controller):
     @put("/")
     async def put_config(self, reader: Reader, settings: Settings, caller: Caller, data: ConfigUpdate) -> ConfigBody:
         """Change boards' display limit (1-1000) or enabled flag; applied without restart."""
-        changes = {}
+        changes: dict[str, overrides.Override] = {}
         for board_id, patch in data.boards.items():
             if reader.boards.get(board_id) is None:
                 raise ProblemDetailsException(status_code=400, detail=f"unknown board {board_id!r}")

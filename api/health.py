@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 
 from api.reader import Reader
 from api.schemas import Health
@@ -21,9 +20,8 @@ class HealthController(Controller):
         return Health("ok")
 
     @get("/ready")
-    async def ready(self, state: State) -> Response[Health]:
+    async def ready(self, reader: Reader) -> Response[Health]:
         """Readiness: 200 when some store can serve standings ('degraded' without Redis), else 503."""
-        reader: Reader = state.reader
         details: dict[str, str] = {}
         primary_name = "postgres" if isinstance(reader.primary, AsyncPostgres) else "lake"
         try:

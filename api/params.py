@@ -1,20 +1,14 @@
-"""Request parameters and dependencies shared by the controllers."""
+"""Request parameters shared by the controllers."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from litestar.datastructures import State
 from litestar.plugins.problem_details import ProblemDetailsException
-
-from api.reader import Reader
-
-
-def reader_of(state: State) -> Reader:
-    return state.reader
 
 
 def local_date(value: str | None) -> dt.date | None:
+    """`?at=` as a date, or 400 saying what a date looks like."""
     if value is None:
         return None
     try:

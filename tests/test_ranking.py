@@ -1,4 +1,4 @@
-"""Ranking semantics of DESIGN §5, on the pure Polars functions and on rolled-up periods."""
+"""Ranking rules (docs/contracts.md#ranking-rules), on the pure Polars functions and on rolled-up periods."""
 
 from __future__ import annotations
 

@@ -39,17 +39,15 @@ def _build(settings: Settings) -> dg.Definitions:
         dg.define_asset_job(
             DAILY_JOB,
             selection=["clean_events", "daily_scores", "daily_rankings"],
-            partitions_def=parts.daily,
             description="Ingest, score and rank a range of local days.",
         ),
         dg.define_asset_job(
             DAILY_RANKINGS_JOB,
             selection=["daily_rankings"],
-            partitions_def=parts.daily,
             description="Re-rank days without re-reading their events (e.g. after the day before changed).",
         ),
-        dg.define_asset_job(WEEKLY_JOB, selection=["weekly_rankings"], partitions_def=parts.weekly),
-        dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"], partitions_def=parts.monthly),
+        dg.define_asset_job(WEEKLY_JOB, selection=["weekly_rankings"]),
+        dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"]),
         dg.define_asset_job(ALL_TIME_JOB, selection=["all_time_rankings"]),
     ]
     retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)

@@ -164,9 +164,7 @@ def build_automation(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Turn POST /leaderboard/config/refresh requests into a run of the current day (and periods).",
     )
-    def refresh_requests(
-        context: dg.SensorEvaluationContext, stores: StoresResource
-    ) -> dg.RunRequest | dg.SkipReason:
+    def refresh_requests(context: dg.SensorEvaluationContext, stores: StoresResource) -> dg.RunRequest | dg.SkipReason:
         batch = f"refresh:{uuid.uuid4().hex[:16]}"
         ids = stores.stores.refresh_requests().take(batch)
         if not ids:

@@ -58,7 +58,7 @@ def _build(settings: Settings) -> dg.Definitions:
         schedules=[*schedules, retention_schedule],
         sensors=sensors,
         # Steps of a run depend on each other in a line, so a process per step would only add
-        # seconds of start-up each (and memory); parallelism comes from runs and partitions.
+        # its start-up (and memory); parallelism comes from runs and partitions.
         executor=dg.in_process_executor,
         resources={"lake": LakeResource.from_settings(settings), "stores": StoresResource.from_settings(settings)},
     )

@@ -1,6 +1,6 @@
 """Materialize a range of local days, and every period they touch, through Dagster.
 
-A run costs about a second of Dagster overhead, so the range goes in as few runs as the
+Every run pays Dagster's start-up overhead, so the range goes in as few runs as the
 partitions allow: one ranged run for the days, one for the weeks, one for the months, one
 for all-time. The runs are recorded in the instance under DAGSTER_HOME, so they show in the UI.
 """

@@ -225,7 +225,8 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
     with dg.instance_for_test() as instance:
 
         def request_and_run(fail: bool) -> tuple[str, dg.ExecuteInProcessResult]:
-            rid = Stores(lake, database_url).refresh_requests().request("admin")  # what POST /leaderboard/config/refresh calls
+            # what POST /leaderboard/config/refresh calls
+            rid = Stores(lake, database_url).refresh_requests().request("admin")
             with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
                 run_request = repo.get_sensor_def("refresh_requests")(context)
             assert isinstance(run_request, dg.RunRequest)

@@ -219,7 +219,7 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
     repo = defs.get_repository_def()
     resources = {
         "lake": LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(lake.root)),
-        "stores": StoresResource(database_url=database_url),
+        "stores": StoresResource(lake_dir=str(lake.root), database_url=database_url),
     }
     (settings.LEADERBOARD_LANDING_DIR / "topics").mkdir(parents=True)
     with dg.instance_for_test() as instance:

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._utils.schedules import cron_string_iterator
 
 from leaderboard.settings import SettingsError, load_settings
@@ -21,6 +20,7 @@ from leaderboard.stores.lake import Lake
 from pipelines import landing_watch
 from pipelines.automation import refresh_cron
 from pipelines.definitions import build_defs
+from pipelines.jobs import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from pipelines.landing_watch import WatchCursor, local_days
 from pipelines.resources import LakeResource, StoresResource
 from tests.conftest import event, land
@@ -112,7 +112,9 @@ def _sense(defs: dg.Definitions, settings, cursor: str | None) -> dg.SensorResul
     lake = LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
     with (
         dg.DagsterInstance.ephemeral() as instance,
-        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}, definitions=defs) as context,
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"lake": lake}, definitions=defs
+        ) as context,
     ):
         return sensor(context)
 
@@ -217,13 +219,14 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
     repo = defs.get_repository_def()
     resources = {
         "lake": LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(lake.root)),
-        "stores": StoresResource(database_url=database_url),
+        "stores": StoresResource(lake_dir=str(lake.root), database_url=database_url),
     }
     (settings.LEADERBOARD_LANDING_DIR / "topics").mkdir(parents=True)
     with dg.instance_for_test() as instance:
 
         def request_and_run(fail: bool) -> tuple[str, dg.ExecuteInProcessResult]:
-            rid = Stores(lake, database_url).refresh_requests().request("admin")  # what POST /leaderboard/config/refresh calls
+            # what POST /leaderboard/config/refresh calls
+            rid = Stores(lake, database_url).refresh_requests().request("admin")
             with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
                 run_request = repo.get_sensor_def("refresh_requests")(context)
             assert isinstance(run_request, dg.RunRequest)
@@ -233,7 +236,9 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
                 assert isinstance(repo.get_sensor_def("refresh_requests")(context), dg.SkipReason)  # taken once
             job = defs.resolve_job_def("daily_job")
             if fail:  # a landing zone that is not there fails the run
-                job = build_defs(settings.model_copy(update={"LEADERBOARD_LANDING_DIR": lake.root / "nowhere"})).resolve_job_def("daily_job")
+                job = build_defs(
+                    settings.model_copy(update={"LEADERBOARD_LANDING_DIR": lake.root / "nowhere"})
+                ).resolve_job_def("daily_job")
             result = job.execute_in_process(
                 instance=instance, tags=run_request.tags, partition_key=run_request.partition_key, raise_on_error=False
             )
@@ -254,7 +259,7 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
 
 
 def _run_range(defs, instance, job: str, first: str | None = None, last: str | None = None) -> None:
-    tags = {} if first is None else {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    tags = {} if first is None else {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
     assert defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
 
 
@@ -291,7 +296,13 @@ def test_periods_follow_their_days_by_declarative_automation(settings):
         assert settled.total_requested == 0
 
         # a late file for the closed Sunday: its week, the week after, the month, all-time, and Monday's ranks
-        land(landing, "events", dt.datetime(2026, 3, 1, 12, tzinfo=UTC), "events+0+9.json", [event("late", "u2", "2026-03-01T12:30:00Z", 9)])
+        land(
+            landing,
+            "events",
+            dt.datetime(2026, 3, 1, 12, tzinfo=UTC),
+            "events+0+9.json",
+            [event("late", "u2", "2026-03-01T12:30:00Z", 9)],
+        )
         _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
         late = dg.evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
         assert _requested_by_automation(late) == {
@@ -356,7 +367,9 @@ def test_a_day_still_running_does_not_hold_its_week_back(settings):
         _run_range(defs, instance, "daily_job", "2026-03-02", "2026-03-02")
         # the next refresh of the same day is already queued when automation looks
         instance.create_run_for_job(
-            defs.resolve_job_def("daily_job"), tags={"dagster/partition": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+            defs.resolve_job_def("daily_job"),
+            tags={"dagster/partition": "2026-03-02"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
         )
         result = dg.evaluate_automation_conditions(defs, instance, cursor=start.cursor)
         assert result.get_requested_partitions(dg.AssetKey("weekly_rankings")) == {"2026-03-02", "2026-03-09"}
@@ -371,7 +384,9 @@ def test_no_new_run_for_a_day_whose_run_waits_in_the_queue(settings):
     lake = LakeResource(landing_dir=str(landing), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
     with dg.DagsterInstance.ephemeral() as instance:
         run = instance.create_run_for_job(
-            defs.resolve_job_def("daily_job"), tags={"leaderboard/day": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+            defs.resolve_job_def("daily_job"),
+            tags={"leaderboard/day": "2026-03-02"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
         )
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs) as context:
             assert _requested(sensor(context)) == []  # the queued run will read the new file

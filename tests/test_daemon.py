@@ -121,7 +121,10 @@ def test_daemon_publishes_a_landed_file_and_serves_refresh_requests(daemon):
         assert instance.get_backfill("ui0backfill").status == BulkActionStatus.COMPLETED_SUCCESS
         runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": "ui0backfill"}))
         ranges = sorted(
-            (r.dagster_run.tags["dagster/asset_partition_range_start"], r.dagster_run.tags["dagster/asset_partition_range_end"])
+            (
+                r.dagster_run.tags["dagster/asset_partition_range_start"],
+                r.dagster_run.tags["dagster/asset_partition_range_end"],
+            )
             for r in runs
         )
         # daily_rankings also covers the day after the range: its previous_rank reads the last day

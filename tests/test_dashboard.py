@@ -274,7 +274,10 @@ def test_postgres_down_falls_back_to_the_lake_and_says_so(env: Env, monkeypatch:
     assert "showing the lake's copy instead" in texts(at.warning)
     history = frame_with(at, "period_key")
     snap = read_snapshot(Lake(env.root / "lake"), "points", "daily", str(env.last))
-    assert snap is not None and history["rank"].tolist()[-1] == dict(snap.frame.select("user_id", "rank").iter_rows())[leader]
+    assert (
+        snap is not None
+        and history["rank"].tolist()[-1] == dict(snap.frame.select("user_id", "rank").iter_rows())[leader]
+    )
     assert history["total"].tolist()[-1] == snap.frame.height
 
 

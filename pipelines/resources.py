@@ -14,11 +14,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import dagster as dg
 
-from leaderboard.settings import Settings
+from leaderboard.settings import Settings, redis_url_of
 from leaderboard.stores import Stores
 from leaderboard.stores.lake import Lake
 
@@ -88,12 +87,7 @@ class StoresResource(dg.ConfigurableResource):
     @property
     def redis_connection_url(self) -> str | None:
         """The URL Redis is reached at, built as `Settings.redis_url` builds it."""
-        if self.redis_url:
-            return self.redis_url
-        if self.redis_host:
-            auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
-            return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
-        return None
+        return redis_url_of(self.redis_url, self.redis_host, self.redis_port, self.redis_password)
 
     @property
     def stores(self) -> Stores:

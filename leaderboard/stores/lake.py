@@ -168,14 +168,6 @@ class LakeStandings:
         r = int(rank[0])
         return Snapshot(found.header, found.frame.filter(pl.col("rank").is_between(r - k, r + k)))
 
-    def snapshots(self) -> list[tuple[str, str, str, Path]]:
-        """Every published snapshot as (board, period type, key, path)."""
-        folder = self.root / "standings"
-        if not folder.is_dir():
-            return []
-        found = sorted(p for p in folder.glob("*/*/*.parquet") if not p.name.startswith("."))
-        return [(p.parent.parent.name, p.parent.name, p.stem, p) for p in found]
-
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
         return self.lake.published_keys(board_id, period_type)
 

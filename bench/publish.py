@@ -19,8 +19,9 @@ import polars as pl
 import psycopg
 import redis
 
-from leaderboard import cache, pg
-from leaderboard.stores.lake import Snapshot
+from leaderboard.standings import Snapshot
+from leaderboard.stores import postgres_publish as pg
+from leaderboard.stores import redis as cache
 from leaderboard.stores.migrations import deploy
 
 START, END = dt.datetime(2026, 11, 26, tzinfo=dt.UTC), dt.datetime(2026, 11, 27, tzinfo=dt.UTC)

@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to import")
     args = p.parse_args()
     sys.path.insert(0, str(args.code))
-    from pipelines.landing import hour_folder, read_day
+    from leaderboard.landing import hour_folder, read_day
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -18,12 +18,11 @@ from leaderboard import cache, pg
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.cache import hot_keys
 from leaderboard.lake import Lake, Snapshot, snapshot_header, write_atomic
+from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of
 from leaderboard.stores import Stores
 from pipelines import checks
 from pipelines.checks import Verdict
-from pipelines.dedupe import dedupe
-from pipelines.landing import read_day
 from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
 
 

@@ -1,4 +1,8 @@
-"""Duplicate removal for one local day (DESIGN §4), as a pure Polars function."""
+"""Duplicate removal for one local day, as a pure Polars function.
+
+Kafka delivers at least once, so a record may land twice; which delivery counts is part of
+the landing contract (the first in Kafka order), hence here beside the reader.
+"""
 
 from __future__ import annotations
 

@@ -70,7 +70,8 @@ def cut_lines(file_idx: int, data: bytes, spans: LineSpans) -> pl.DataFrame:
     that is not UTF-8 (kept with replacement characters, so it is quarantined, not fatal).
 
     Cut without a Python loop over the lines: one Arrow array over `data` whose pieces are
-    line, gap, line, ..., so every second piece is a line.
+    line, gap, line, ..., so every second piece is a line. Arrow's `take` copies the lines
+    out, so the result does not keep the whole of `data` alive for a few picked lines.
     """
     n = len(spans.number)
     if n == 0:
@@ -80,7 +81,7 @@ def cut_lines(file_idx: int, data: bytes, spans: LineSpans) -> pl.DataFrame:
         pa.large_binary(), 2 * n - 1, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
     )
     try:
-        raw = pl.Series("raw", pieces).gather_every(2).cast(pl.String)
+        raw = pl.Series("raw", pieces.take(np.arange(0, 2 * n - 1, 2))).cast(pl.String)
         problem = pl.repeat(None, n, dtype=pl.String, eager=True).alias("problem")
     except pl.exceptions.PolarsError:  # not UTF-8 somewhere: line by line, to mark that line
         decoded = [_decoded(data[s:e]) for s, e in zip(spans.start, spans.end, strict=True)]

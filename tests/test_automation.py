@@ -112,7 +112,9 @@ def _sense(defs: dg.Definitions, settings, cursor: str | None) -> dg.SensorResul
     lake = LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
     with (
         dg.DagsterInstance.ephemeral() as instance,
-        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}, definitions=defs) as context,
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"lake": lake}, definitions=defs
+        ) as context,
     ):
         return sensor(context)
 
@@ -233,7 +235,9 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
                 assert isinstance(repo.get_sensor_def("refresh_requests")(context), dg.SkipReason)  # taken once
             job = defs.resolve_job_def("daily_job")
             if fail:  # a landing zone that is not there fails the run
-                job = build_defs(settings.model_copy(update={"LEADERBOARD_LANDING_DIR": lake.root / "nowhere"})).resolve_job_def("daily_job")
+                job = build_defs(
+                    settings.model_copy(update={"LEADERBOARD_LANDING_DIR": lake.root / "nowhere"})
+                ).resolve_job_def("daily_job")
             result = job.execute_in_process(
                 instance=instance, tags=run_request.tags, partition_key=run_request.partition_key, raise_on_error=False
             )
@@ -291,7 +295,13 @@ def test_periods_follow_their_days_by_declarative_automation(settings):
         assert settled.total_requested == 0
 
         # a late file for the closed Sunday: its week, the week after, the month, all-time, and Monday's ranks
-        land(landing, "events", dt.datetime(2026, 3, 1, 12, tzinfo=UTC), "events+0+9.json", [event("late", "u2", "2026-03-01T12:30:00Z", 9)])
+        land(
+            landing,
+            "events",
+            dt.datetime(2026, 3, 1, 12, tzinfo=UTC),
+            "events+0+9.json",
+            [event("late", "u2", "2026-03-01T12:30:00Z", 9)],
+        )
         _run_range(defs, instance, "daily_job", "2026-03-01", "2026-03-01")
         late = dg.evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
         assert _requested_by_automation(late) == {
@@ -356,7 +366,9 @@ def test_a_day_still_running_does_not_hold_its_week_back(settings):
         _run_range(defs, instance, "daily_job", "2026-03-02", "2026-03-02")
         # the next refresh of the same day is already queued when automation looks
         instance.create_run_for_job(
-            defs.resolve_job_def("daily_job"), tags={"dagster/partition": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+            defs.resolve_job_def("daily_job"),
+            tags={"dagster/partition": "2026-03-02"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
         )
         result = dg.evaluate_automation_conditions(defs, instance, cursor=start.cursor)
         assert result.get_requested_partitions(dg.AssetKey("weekly_rankings")) == {"2026-03-02", "2026-03-09"}
@@ -371,7 +383,9 @@ def test_no_new_run_for_a_day_whose_run_waits_in_the_queue(settings):
     lake = LakeResource(landing_dir=str(landing), lake_dir=str(settings.LEADERBOARD_LAKE_DIR))
     with dg.DagsterInstance.ephemeral() as instance:
         run = instance.create_run_for_job(
-            defs.resolve_job_def("daily_job"), tags={"leaderboard/day": "2026-03-02"}, status=dg.DagsterRunStatus.NOT_STARTED
+            defs.resolve_job_def("daily_job"),
+            tags={"leaderboard/day": "2026-03-02"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
         )
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs) as context:
             assert _requested(sensor(context)) == []  # the queued run will read the new file

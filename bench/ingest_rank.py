@@ -79,7 +79,8 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
     }
 
 
-# The event record's fields as DuckDB's reader would type them (it coerces what does not fit; see pipelines/landing.py)
+# The event record's fields as DuckDB's reader would type them (it coerces what does not fit;
+# see leaderboard/landing/contract.py)
 TYPED = (
     "{event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', occurred_at: 'VARCHAR', value: 'DOUBLE', "
     "attributes: 'JSON'}"

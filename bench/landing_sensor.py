@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.landing import hour_folder
+from leaderboard.landing import hour_folder
 from pipelines.landing_watch import WatchCursor, scan
 
 

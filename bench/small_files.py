@@ -48,7 +48,10 @@ def main() -> None:
     p.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to import")
     args = p.parse_args()
     sys.path.insert(0, str(args.code))
-    from pipelines.landing import hour_folder, read_day
+    try:
+        from leaderboard.landing import hour_folder, read_day
+    except ImportError:  # a checkout from before the landing package
+        from pipelines.landing import hour_folder, read_day  # type: ignore[no-redef]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -132,7 +132,7 @@ def _latest_materializations(
 def _landed_at(landing: Path, day: dt.date, tz: ZoneInfo) -> dt.datetime | None:
     """When a file last landed in the hour folders of a local day (a folder's mtime moves when
     the sink renames a file into it): later than the day's clean_events means late data."""
-    from pipelines.landing import hour_folder
+    from leaderboard.landing import hour_folder
 
     topics = landing / "topics"
     if not topics.is_dir():

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
+from leaderboard.landing import hour_folder
 from leaderboard.periods import local_midnight
-from pipelines.landing import hour_folder
 
 # event type -> (topic, share of events)
 EVENT_TYPES = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pipelines.landing import FILE_NAME
+from leaderboard.landing import FILE_NAME
 
 # Clock skew between the daemon and the file server, and attribute caching on NFS, can show a
 # change late; files seen within this window are remembered by version, so none is reported twice.

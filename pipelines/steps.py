@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from leaderboard.boards import BoardSet, display_limit
+from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
@@ -24,8 +25,6 @@ from leaderboard.stores.lake import Lake, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from pipelines import checks
 from pipelines.checks import Verdict
-from pipelines.dedupe import dedupe
-from pipelines.landing import read_day
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from leaderboard.boards import BoardSet, load_boards
+from leaderboard.landing import hour_folder
 from leaderboard.settings import Settings, get_settings
-from pipelines.landing import hour_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

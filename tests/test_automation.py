@@ -206,7 +206,7 @@ def test_a_folder_copied_in_with_its_old_times_is_still_seen(settings, tmp_path)
 
 
 def hour_folder_of(landing: Path, hour: dt.datetime) -> Path:
-    from pipelines.landing import hour_folder
+    from leaderboard.landing import hour_folder
 
     return hour_folder(landing, "events", hour)
 

@@ -671,8 +671,8 @@ def joda(pattern: str, at: dt.datetime) -> str:
 
 
 def test_kafka_connect_sink_writes_the_layout_the_reader_expects(tmp_path: Path):
+    from leaderboard.landing import list_files
     from pipelines.generate import EVENT_TYPES
-    from pipelines.landing import list_files
     from pipelines.landing_watch import WatchCursor, scan
     from tests.conftest import event
 

@@ -17,11 +17,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import pipelines.landing as L
+from leaderboard.landing import (
+    CLEAN_SCHEMA,
+    LandedFile,
+    LandingError,
+    contract,
+    dedupe,
+    hour_folder,
+    lines,
+    list_files,
+    read,
+    read_day,
+    sources,
+)
 from leaderboard.periods import period_of
 from leaderboard.stores.lake import Lake
-from pipelines.dedupe import dedupe
-from pipelines.landing import LandingError, _numbered_lines, _numbered_lines_lossy, hour_folder, read_day
 from pipelines.steps import ingest_day
 from tests.conftest import event, land
 
@@ -34,7 +44,7 @@ DAY = dt.date(2026, 11, 26)
 def ordered(request, monkeypatch) -> bool:
     """Each test runs with the fast pass's JSON rows in scan order and out of it (read_day
     chooses by file size): the day must come out the same."""
-    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 0 if request.param == "ordered" else 2**62)
+    monkeypatch.setattr(read, "ORDERED_MIN_FILE_BYTES", 0 if request.param == "ordered" else 2**62)
     return request.param == "ordered"
 
 
@@ -230,7 +240,7 @@ def test_dedupe_orders_a_file_by_line_or_by_its_place_in_the_scan():
     ]  # fmt: skip
     events = pl.DataFrame(
         [(e, "s", u, at, 1.0, None, f, line, i, seq) for i, (e, u, f, line, seq) in enumerate(rows)],
-        schema=L.CLEAN_SCHEMA,
+        schema=CLEAN_SCHEMA,
         orient="row",
     )
     for order in (events, events.reverse(), events.sample(fraction=1.0, shuffle=True, seed=3)):
@@ -360,16 +370,16 @@ def test_fast_and_exact_readers_agree_on_valid_records(tmp_path, ordered):
     raw = {"e5", "e6"}
     land(tmp_path, "game", H10, "game+0+0.json",
          [json.dumps(r, ensure_ascii=False) if r["event_id"] in raw else r for r in records])  # fmt: skip
-    files, _ = L.list_files(tmp_path, H10, H10 + dt.timedelta(hours=1))
-    con = L.connect()
-    L._catalog(con, files)
+    files, _ = list_files(tmp_path, H10, H10 + dt.timedelta(hours=1))
+    con = sources.connect()
+    sources.register_files(con, files)
     lo, hi = H10, H10 + dt.timedelta(hours=1)
     cols = ["event_id", "event_type", "user_id", "occurred_at", "value", "attributes", "content_hash"]
-    fast = pl.from_arrow(
-        con.sql(L._checked_sql(L._native_json_sql([(0, files[0])]), files, lo, hi, ordered)).to_arrow_table()
-    )
-    con.register("exact_lines", L._exact_lines([(0, files[0])]))
-    exact = pl.from_arrow(con.sql(L._checked_sql(L._exact_sql(), files, lo, hi)).to_arrow_table())
+    fast_sql = sources.with_file_and_hour(sources.json_sql([(0, files[0])]), files, ordered)
+    fast = pl.from_arrow(con.sql(contract.checked_sql(fast_sql, lo, hi)).to_arrow_table())
+    con.register(sources.CUT_LINES, read._whole_files([(0, files[0])]))
+    exact_sql = sources.with_file_and_hour(sources.lines_sql(), files)
+    exact = pl.from_arrow(con.sql(contract.checked_sql(exact_sql, lo, hi)).to_arrow_table())
     assert fast["reason"].null_count() == exact["reason"].null_count() == 6
     assert fast.select(cols).sort("event_id").equals(exact.select(cols).sort("event_id"))
     assert fast.sort("event_id")["user_id"].to_list() == [r["user_id"] for r in records]
@@ -466,37 +476,93 @@ def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_pa
         _read(tmp_path)
 
 
-def test_lines_cut_at_offsets_match_the_line_by_line_split():
-    """The exact path's fast cut numbers, strips and drops lines as splitting the file line by
-    line in Python does (the reference, also used for files that are not UTF-8)."""
+def _split_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """The reference: non-blank lines as a line-by-line split numbers them, without the
+    trailing carriage returns."""
+    return [(n, line.rstrip(b"\r")) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip(lines.BLANK)]
 
-    parts = ["\n", "\r", "\r\n", " ", "\t", "\v", "\f", "\x00", '{"a":1}', "é", "👍🏽", "x", "\u2028", "\x85"]
-    cases = [b"", b"\n", b"\n\n", b"a", b"a\n", b"a\r\r\n\r\n", b" \t\v\f\r\n", b"\r", "é\n".encode()]
+
+def test_one_line_numbering_agrees_with_a_line_by_line_split_and_with_duckdb(tmp_path):
+    """`line_spans`, which every reader of lines uses, numbers the non-blank lines as a
+    line-by-line split does, and finds exactly as many as DuckDB's NDJSON reader gives rows
+    (a byte order mark opening the file skipped), whatever the bytes: a row's place in its
+    file is its line's place among them. `cut_lines` gives their text, a line that is not
+    UTF-8 marked, for all lines or for some picked."""
+    parts = [
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        "\t",
+        "\v",
+        "\f",
+        "\x00",
+        '{"a":1}',
+        '{"a":',
+        "[1]",
+        "é",
+        "👍🏽",
+        "x",
+        "\u2028",
+        "\x85",
+        "\ufeff",
+    ]
+    cases = [
+        b"",
+        b"\n",
+        b"\n\n",
+        b"a",
+        b"a\n",
+        b"a\r\r\n\r\n",
+        b" \t\v\f\r\n",
+        b"\r",
+        "é\n".encode(),
+        b'{"a":1}\n\xff\n',
+    ]
     rng = random.Random(7)
-    cases += ["".join(rng.choices(parts, k=rng.randint(1, 40))).encode() for _ in range(300)]
-    for data in cases:
-        fast, slow = _numbered_lines(3, data), _numbered_lines_lossy(3, data)
-        assert fast.equals(slow), data
-    bad = b'{"a":1}\n\xff\n'
-    assert _numbered_lines(3, bad)["problem"].to_list() == [None, "invalid UTF-8"]
-
-
-def _no_lines(data: bytes) -> tuple:
-    """A `_line_spans` under which no file's rows line up with its lines: all go the exact way."""
-    return np.array([], np.int64), np.array([], np.int64), np.array([], np.int64)
+    for _ in range(300):
+        data = "".join(rng.choices(parts, k=rng.randint(1, 40))).encode()
+        cases.append(data.replace("é".encode(), b"\xff") if rng.random() < 0.2 else data)  # some not UTF-8
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    landed = []
+    for i, data in enumerate(cases):
+        path = folder / f"game+0+{i}.json"
+        path.write_bytes(b"\xef\xbb\xbf" + data if i % 3 == 0 else data)
+        landed.append(LandedFile(path, "game", 0, i, "json", H10, path.stat().st_size))
+        expected = _split_lines(data)
+        spans = lines.line_spans(data)
+        assert [(int(n), data[a:b]) for n, a, b in zip(*spans, strict=True)] == expected, data
+        cut = lines.cut_lines(3, data, spans)
+        assert cut["line"].to_list() == [n for n, _ in expected], data
+        assert cut["raw"].to_list() == [line.decode("utf-8", "replace") for _, line in expected], data
+        bad = [line.decode("utf-8", "replace") != line.decode("utf-8", "ignore") for _, line in expected]
+        assert cut["problem"].to_list() == ["invalid UTF-8" if b else None for b in bad], data
+        some = np.arange(0, len(expected), 2)
+        assert lines.cut_lines(3, data, spans.pick(some)).equals(cut[some]), data
+    paths = "[" + ", ".join(f"'{f.path}'" for f in landed) + "]"
+    rows = dict(
+        duckdb.sql(
+            f"SELECT file_index, count(*) FROM read_json({paths}, format='newline_delimited', ignore_errors=true, "
+            "columns={a: 'JSON'}) GROUP BY file_index"
+        ).fetchall()
+    )
+    assert [rows.get(i, 0) for i in range(len(landed))] == [
+        len(lines.line_spans(lines.landed_bytes(f)).number) for f in landed
+    ]
 
 
 def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypatch):
-    """The exact path reads its files a chunk at a time (bounded memory); one file per chunk
-    gives the same events and quarantine as all files in one."""
+    """Files read whole are cut a chunk at a time (bounded memory); one file per chunk gives
+    the same events and quarantine as all files in one."""
 
     for p in range(3):
         land(tmp_path, "game", H10, f"game+{p}+0.json",
              [event(f"e{p}", "u1", "2026-11-26T10:00:00Z", p), "{bad", event(f"e{p}", "u2", "2026-11-26T10:00:01Z")])  # fmt: skip
-    monkeypatch.setattr(L, "_line_spans", _no_lines)
+    monkeypatch.setattr(read, "ORDERED_MIN_FILE_BYTES", 2**62)  # each file with a problem read whole
     whole = _read(tmp_path)
-    monkeypatch.setattr(L, "EXACT_CHUNK_BYTES", 1)
-    assert len(L._chunks([(i, f) for i, f in enumerate(whole.files)], 1)) == 3
+    monkeypatch.setattr(read, "CUT_CHUNK_BYTES", 1)
+    assert len(read._chunks([(i, f) for i, f in enumerate(whole.files)], 1)) == 3
     chunked = _read(tmp_path)
     assert chunked.events.sort("file_idx", "line").equals(whole.events.sort("file_idx", "line"))
     assert chunked.quarantine.equals(whole.quarantine) and whole.quarantine.height == 3
@@ -504,15 +570,15 @@ def test_files_read_line_by_line_in_chunks_give_the_same_day(tmp_path, monkeypat
 
 
 def _spy_whole_files(monkeypatch) -> list[str]:
-    """Names of the files read whole line by line (the exact path), as they are read."""
+    """Names of the files read whole line by line, as they are read."""
     names: list[str] = []
-    read_whole = L._exact_lines
+    read_whole = read._whole_files
 
     def spy(files):
         names.extend(f.path.name for _, f in files)
         return read_whole(files)
 
-    monkeypatch.setattr(L, "_exact_lines", spy)
+    monkeypatch.setattr(read, "_whole_files", spy)
     return names
 
 
@@ -543,8 +609,10 @@ def test_refused_json_rows_are_placed_by_their_order_not_read_again_whole(tmp_pa
     placed = _read(tmp_path)
     assert sorted(whole) == ([] if ordered else ["game+0+0.json", "game+0+1.json.gz", "game+1+1.json"])
     whole.clear()
-    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 2**62)
-    monkeypatch.setattr(L, "_unplaced", lambda rows: rows.select("file_idx").unique().collect()["file_idx"].to_list())
+    monkeypatch.setattr(read, "ORDERED_MIN_FILE_BYTES", 2**62)
+    monkeypatch.setattr(
+        read, "_unplaced", lambda rows: rows.select("file_idx").unique().collect()["file_idx"].to_list()
+    )
     reference = _read(tmp_path)
     assert len(whole) == 4
     assert placed.quarantine.equals(reference.quarantine) and placed.quarantine.height == len(bad) + 1
@@ -562,13 +630,15 @@ def test_a_file_whose_rows_do_not_line_up_is_read_whole(tmp_path, monkeypatch):
     """If a refused row's line turns out valid when checked alone, the rows of its file did not
     line up with its lines (no input is known to do this: a safeguard), so the file is read
     whole line by line instead, and nothing of the misplaced check is kept."""
-    monkeypatch.setattr(L, "ORDERED_MIN_FILE_BYTES", 0)
+    monkeypatch.setattr(read, "ORDERED_MIN_FILE_BYTES", 0)
     land(tmp_path, "game", H10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:00Z"), "{bad"])
     land(tmp_path, "game", H10, "game+1+0.json", [event("b", "u2", "2026-11-26T10:00:00Z"), "{bad"])
-    spans = L._line_spans
-    # the lines of the first file in reverse: its refused 2nd row is taken for its valid 1st line
+    refused_rows = read._refused_rows
+    # the first file's refused 2nd row taken for its 1st line, which is valid
     monkeypatch.setattr(
-        L, "_line_spans", lambda data: tuple(a[::-1] for a in spans(data)) if b'"a"' in data else spans(data)
+        read,
+        "_refused_rows",
+        lambda rows: refused_rows(rows).with_columns(k=pl.when(pl.col("file_idx") == 0).then(1).otherwise("k")),
     )
     whole = _spy_whole_files(monkeypatch)
     r = _read(tmp_path)

@@ -1,4 +1,8 @@
-"""Duplicate removal for one local day (DESIGN §4), as a pure Polars function."""
+"""Duplicate removal for one local day, as a pure Polars function.
+
+Kafka delivers at least once, so a record may land twice; which delivery counts is part of
+the landing contract (the first in Kafka order), hence here beside the reader.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ class Deduped:
 def dedupe(events: pl.LazyFrame) -> Deduped:
     """Keep the first delivery of each `event_id` in (topic, partition, offset, line) order.
 
-    `file_idx` numbers files in Kafka order, and within a file `line` (or, for a JSON row of the
-    fast pass, which has none, `seq`: its place in the scan) is that order. Only the rows
-    of ids seen more than once are collected and sorted; the rest stream through untouched.
+    `file_idx` numbers files in Kafka order, and within a file `line` (or, for a JSON row of
+    DuckDB's reader, which has none, `seq`: its place in DuckDB's scan) is that order. Only the
+    rows of ids seen more than once are collected and sorted; the rest stream through untouched.
     """
     events = events.with_columns(pl.col("event_id").hash().alias("_h"))
     repeated = repeated_hashes(events.select("_h"))

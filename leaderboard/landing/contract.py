@@ -1,0 +1,174 @@
+"""The event contract: which landed record is an event, and why another is quarantined.
+
+It is SQL (DuckDB) over the fields of any source in one shape (each field as JSON text, or
+typed where a Parquet file holds it in the contract's own type), so JSON lines, cut lines
+and Parquet files are held to the same rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+RAW_KEEP_CHARS = 2000
+
+# Record fields in the order they are extracted.
+FIELDS = ("event_id", "event_type", "user_id", "occurred_at", "value", "attributes")
+COLUMNS = ("j_id", "j_type", "j_user", "j_at", "j_value", "j_attr")  # each field as minified JSON text
+UTC_TEXT = "'%Y-%m-%dT%H:%M:%S.%fZ'"  # strftime format of a UTC time as RFC 3339 text
+# Fields a Parquet file may hold in the contract's own type: such a value comes typed (its JSON
+# column NULL), so it is not turned into JSON text only to be parsed back. Column, type (also
+# its kind in the rules), and its JSON text for `raw`.
+NATIVE = {
+    "event_id": ("n_id", "VARCHAR", "to_json(n_id)"),
+    "event_type": ("n_type", "VARCHAR", "to_json(n_type)"),
+    "user_id": ("n_user", "VARCHAR", "to_json(n_user)"),
+    "occurred_at": ("n_at", "TIMESTAMP", f"to_json(strftime(n_at, {UTC_TEXT}))"),  # naive UTC
+}
+NO_NATIVE = ", ".join(f"NULL::{sql_type} AS {col}" for col, sql_type, _ in NATIVE.values())
+RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
+MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
+
+CLEAN_SCHEMA = {
+    "event_id": pl.String,
+    "event_type": pl.String,
+    "user_id": pl.String,
+    "occurred_at": pl.Datetime("us", "UTC"),
+    "value": pl.Float64,
+    "attributes": pl.String,
+    "file_idx": pl.Int32,
+    "line": pl.Int64,
+    "content_hash": pl.UInt64,
+    "seq": pl.Int64,  # place in DuckDB's scan: Kafka order within a file that has no line numbers
+}
+QUARANTINE_SCHEMA = {"file": pl.String, "line": pl.Int64, "reason": pl.String, "raw": pl.String}
+
+
+def _kind(j: str) -> str:
+    """JSON type from the first character of a minified JSON value (no parse)."""
+    return f"""CASE WHEN {j} IS NULL THEN 'NULL' ELSE CASE left({j}, 1)
+        WHEN '"' THEN 'VARCHAR' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY'
+        WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN 'NULL'
+        ELSE CASE WHEN contains({j}, '.') OR contains(lower({j}), 'e') OR contains({j}, 'N')
+                  OR contains({j}, 'I') THEN 'DOUBLE' ELSE 'BIGINT' END END END"""
+
+
+def _text(j: str) -> str:
+    """The value of a JSON string, NULL for other types; only escapes need the JSON parser."""
+    # substr by length (both count code points): much cheaper than slicing j[2:-2]
+    unescaped = f"CASE WHEN contains({j}, '\\') THEN {j}::JSON ->> '$' ELSE substr({j}, 2, length({j}) - 2) END"
+    return f"CASE WHEN starts_with({j}, '\"') THEN {unescaped} END"
+
+
+def _is_number(j: str) -> str:
+    return f"(left({j}, 1) BETWEEN '0' AND '9' OR left({j}, 1) IN ('-', 'N', 'I'))"
+
+
+# Why a record is refused: the first rule it breaks. {t_id} ... {t_attr} are the fields' kinds
+# (JSON type names, or the SQL type of a typed value), filled in by _reason.
+_REASONS = """CASE
+            WHEN doc_problem IS NOT NULL THEN doc_problem
+            WHEN {t_id} = 'NULL' THEN 'missing event_id'
+            WHEN {t_id} <> 'VARCHAR' THEN 'event_id is not a string: ' || left(j_id, 80)
+            WHEN length(event_id) NOT BETWEEN 1 AND 128 THEN 'event_id must be 1-128 characters'
+            WHEN {t_type} = 'NULL' THEN 'missing event_type'
+            WHEN {t_type} <> 'VARCHAR' THEN 'event_type is not a string: ' || left(j_type, 80)
+            WHEN length(event_type) = 0 THEN 'event_type is empty'
+            WHEN {t_user} = 'NULL' THEN 'missing user_id'
+            WHEN {t_user} <> 'VARCHAR' THEN 'user_id is not a string: ' || left(j_user, 80)
+            WHEN length(user_id) NOT BETWEEN 1 AND 64 THEN 'user_id must be 1-64 characters, got ' || length(user_id)
+            WHEN {t_at} = 'NULL' THEN 'missing occurred_at'
+            WHEN {t_at} = 'BIGINT' AND ts IS NULL THEN 'occurred_at epoch milliseconds out of range: ' || left(j_at, 40)
+            WHEN {t_at} NOT IN ('VARCHAR', 'BIGINT', 'TIMESTAMP')
+                THEN 'occurred_at must be an RFC 3339 string or integer epoch milliseconds: ' || left(j_at, 40)
+            WHEN ts IS NULL AND regexp_full_match(at_text, '{naive_ts}')
+                THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
+            WHEN ts IS NULL THEN 'occurred_at is not an RFC 3339 timestamp: ' || left(at_text, 40)
+            WHEN {t_value} NOT IN ('NULL', 'BIGINT', 'DOUBLE') THEN 'value is not a number: ' || left(j_value, 40)
+            WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value, 40)
+            WHEN {t_attr} NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
+            WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
+                THEN 'occurred_at ' || strftime(ts, {utc_text})
+                     || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
+            ELSE 'refused'
+        END"""
+
+
+def _reason() -> str:
+    """The CASE naming the broken rule. Evaluated for refused rows only, so the kinds are
+    expressions inside it, not columns computed for every row."""
+    kinds = {f"t_{col[2:]}": f"({_kind(col)})" for col in COLUMNS}  # t_id for j_id, ...
+    for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
+        key = f"t_{col[2:]}"
+        kinds[key] = f"(CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END)"
+    return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT)
+
+
+def checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
+    """The event contract as SQL over `sources`: rows of file_idx, file, hour, line, raw,
+    doc_problem, COLUMNS and the NATIVE columns (see `sources.py`).
+
+    `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
+    broken rule, and the type names it needs, run only for the records that fail it. Every row
+    is kept, `in_day` telling whether it belongs to the local day [start, end) (UTC instants).
+    """
+    lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
+    struct = ", ".join(
+        f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][2]})" if n in NATIVE else f"{c}::JSON")
+        for n, c in zip(FIELDS, COLUMNS, strict=True)
+    )
+    no_value = "(j_value IS NULL OR j_value = 'null')"
+    return f"""
+    WITH src AS ({sources}),
+    y AS (
+        SELECT src.*,
+            coalesce(n_id, {_text("j_id")}) AS event_id,
+            coalesce(n_type, {_text("j_type")}) AS event_type,
+            coalesce(n_user, {_text("j_user")}) AS user_id,
+            {_text("j_at")} AS at_text,
+            CASE WHEN {_is_number("j_at")} AND NOT contains(j_at, '.') AND NOT contains(lower(j_at), 'e')
+                 THEN try_cast(j_at AS BIGINT) END AS at_ms,
+            -- a number literal DOUBLE cannot hold (1e999) is out of range: not finite
+            CASE WHEN {_is_number("j_value")} THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END AS num,
+            CASE WHEN starts_with(j_attr, '{{') THEN j_attr END AS attributes
+        FROM src
+    ),
+    z AS (
+        SELECT *,
+            CASE
+                WHEN n_at IS NOT NULL THEN n_at
+                WHEN at_ms BETWEEN {MIN_EPOCH_MS} AND {MAX_EPOCH_MS} THEN epoch_ms(at_ms)
+                -- to UTC wall time by its microseconds: cheaper than a time zone cast
+                WHEN regexp_full_match(at_text, '{RFC3339}') THEN make_timestamp(epoch_us(coalesce(
+                    try_cast(at_text AS TIMESTAMPTZ),
+                    -- lower-case t/z or more than 6 fraction digits: normalize first (rare)
+                    try_cast(regexp_replace(upper(at_text), '(\\.\\d{{6}})\\d+', '\\1') AS TIMESTAMPTZ))))
+            END AS ts
+        FROM y
+    ),
+    c AS (
+        SELECT *, coalesce(
+            doc_problem IS NULL
+            AND length(event_id) BETWEEN 1 AND 128 AND length(event_type) >= 1 AND length(user_id) BETWEEN 1 AND 64
+            AND ts >= hour AND ts < hour + INTERVAL 1 HOUR
+            AND ({no_value} OR isfinite(num))
+            AND (j_attr IS NULL OR j_attr = 'null' OR attributes IS NOT NULL), false) AS ok
+        FROM z
+    )
+    SELECT file_idx::INTEGER AS file_idx, CASE WHEN NOT ok THEN file END AS file, line::BIGINT AS line,
+           CASE WHEN NOT ok THEN {_reason()} END AS reason,
+           CASE WHEN NOT ok THEN left(coalesce(raw, to_json(struct_pack({struct}))::VARCHAR), {RAW_KEEP_CHARS})
+           END AS raw,
+           event_id, event_type, user_id, ts AS occurred_at, coalesce(num, 1.0) AS value, attributes,
+           CASE WHEN ok THEN hash(event_type, user_id, ts, coalesce(num, 1.0), attributes) END AS content_hash,
+           CASE WHEN ok THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END AS in_day
+    FROM c
+    """
+
+
+def typed(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Checked rows as CLEAN_SCHEMA events (DuckDB's naive UTC times made UTC-aware)."""
+    frame = frame.select(list(CLEAN_SCHEMA)).with_columns(pl.col("occurred_at").dt.replace_time_zone("UTC"))
+    return frame.cast(CLEAN_SCHEMA)  # type: ignore[arg-type]

@@ -1,0 +1,199 @@
+"""Reading one local day of the landing zone: every record typed, or quarantined with its
+file, line and reason.
+
+Two passes over one set of rules (`contract.checked_sql`):
+- DuckDB's readers check every record, fast, in parallel, staged to Parquet. The NDJSON
+  reader gives no line numbers and turns a broken line into an empty row, but gives one row
+  per non-blank line: staged in scan order, a row's place in its file is its line's place
+  among them (`lines.line_spans`).
+- Lines cut in Python are checked again for the records DuckDB refused, for their number,
+  text and reason. In scan order only the refused lines are cut. Out of it (many small
+  files, where order costs more than it saves), or where rows do not line up with lines, a
+  file with a problem is cut and checked whole, a chunk of files at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from leaderboard.landing import lines, sources
+from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
+from leaderboard.landing.dedupe import repeated_hashes
+from leaderboard.landing.layout import LandedFile, LandingError, list_files
+
+# Mean JSON file size from which DuckDB's rows are staged in scan order (see read_day)
+ORDERED_MIN_FILE_BYTES = 64 * 1024
+CUT_CHUNK_BYTES = 64 * 1024 * 1024  # of landed text (a gzip file counted at GZIP_RATIO times its size)
+GZIP_RATIO = 8
+
+
+@dataclass(frozen=True)
+class DayRead:
+    """One local day of landed records, split into typed events and quarantined records."""
+
+    files: list[LandedFile]
+    skipped: list[str]  # files in the day's folders that are not landing files, with why
+    events: pl.LazyFrame  # CLEAN_SCHEMA, not yet deduplicated
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+
+
+def read_day(
+    landing: Path, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None = None
+) -> DayRead:
+    """Read every landed record of the local day [start, end) (UTC instants).
+
+    A valid record belongs to the day its `occurred_at` falls in; a broken one to the day its
+    hour folder starts in, so each record is counted by exactly one day. `workdir` holds the
+    staging files behind the returned lazy `events`; keep it until they are written.
+    """
+    files, skipped = list_files(landing, start, end)
+    if not files:
+        return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
+    con = con or sources.connect()
+    lo, hi = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    workdir.mkdir(parents=True, exist_ok=True)
+    json_files = [(i, f) for i, f in enumerate(files) if f.fmt == "json"]
+    parquet_files = [(i, f) for i, f in enumerate(files) if f.fmt == "parquet"]
+    stages: list[pl.LazyFrame] = []  # DuckDB's rows, each with `seq`
+    placed, redo = pl.DataFrame(schema=lines.LINES_SCHEMA).to_arrow(), []
+    sources.register_files(con, files)
+    try:
+        if json_files:
+            # Kept in scan order, a refused row's place in its file gives its line, so only the
+            # refused lines are checked again, not their files whole. Order costs per file, so
+            # for small files, reading the few with a problem whole is cheaper; and it slows the
+            # Parquet check, whose rows carry their line: hence JSON staged apart.
+            ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
+            sql = checked_sql(sources.with_file_and_hour(sources.json_sql(json_files), files, ordered), lo, hi)
+            json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=ordered)
+            if ordered:
+                json_rows = json_rows.with_row_index("seq")
+                placed, redo = _placed_lines(files, _refused_rows(json_rows))
+            else:
+                json_rows = json_rows.with_columns(seq=pl.lit(None, pl.Int64))
+                redo = _unplaced(json_rows)
+            # its refused rows are all checked again, below
+            stages.append(json_rows.filter(pl.col("reason").is_null()))
+        if parquet_files:
+            readers = [sources.parquet_sql(con, group) for group in sources.parquet_groups(parquet_files)]
+            sql = checked_sql(sources.with_file_and_hour(" UNION ALL ".join(readers), files), lo, hi)
+            stages.append(_copy(con, sql, workdir / "stage-parquet.parquet").with_columns(seq=pl.lit(None, pl.Int64)))
+        checked_lines = checked_sql(sources.with_file_and_hour(sources.lines_sql(), files), lo, hi)
+        rechecked = _copy_lines(con, checked_lines, placed, workdir / "rechecked.parquet")
+        # A line valid on its own is not what DuckDB refused: that file's rows did not line up.
+        redo += rechecked.filter(pl.col("reason").is_null()).select("file_idx").unique().collect()["file_idx"].to_list()
+        parts = [
+            _copy_lines(con, checked_lines, _whole_files(chunk), workdir / f"whole-{n}.parquet")
+            # A chunk of files at a time: the lines of a whole day at once take gigabytes.
+            for n, chunk in enumerate(_chunks([(i, files[i]) for i in sorted(set(redo))], CUT_CHUNK_BYTES))
+        ]
+    except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
+        raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
+    finally:
+        con.unregister("files")
+    rows = [r.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)) for r in stages]
+    rows += [p.with_columns(seq=pl.lit(None, pl.Int64)).filter(pl.col("in_day")) for p in parts]  # the files redone
+    events = pl.concat([typed(r.filter(pl.col("reason").is_null())) for r in rows])
+    refused = [r.filter(pl.col("reason").is_not_null()) for r in rows]
+    refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
+    quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
+    return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+
+
+def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:
+    """The JSON rows DuckDB refused, each with its place among its file's rows (k, from 1), the
+    file's count of rows (n), and whether they were staged together (lined_up)."""
+    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx", "seq").collect()
+    spans = (
+        json_rows.filter(pl.col("file_idx").is_in(refused["file_idx"].unique().implode()))
+        .group_by("file_idx")
+        .agg(first=pl.col("seq").min(), last=pl.col("seq").max(), n=pl.len())
+        .collect()
+    )
+    return refused.join(spans, on="file_idx").select(
+        "file_idx",
+        k=pl.col("seq").cast(pl.Int64) - pl.col("first") + 1,
+        n="n",
+        lined_up=pl.col("last") - pl.col("first") + 1 == pl.col("n"),
+    )
+
+
+def _placed_lines(files: list[LandedFile], refused: pl.DataFrame) -> tuple[pa.Table, list[int]]:
+    """The lines behind the refused rows (see `_refused_rows`), cut to be checked again for their
+    number, text and reason; and the files whose rows do not line up with their lines.
+
+    The k-th row of a file is its k-th non-blank line. A file where the counts differ, or whose
+    rows were not staged together, is returned to be read whole.
+    """
+    cut = [pl.DataFrame(schema=lines.LINES_SCHEMA)]
+    misfits: list[int] = []
+    for (idx,), group in refused.sort("file_idx", "k").group_by("file_idx", maintain_order=True):
+        data = lines.landed_bytes(files[idx])  # type: ignore[index]
+        spans = lines.line_spans(data)
+        if len(spans.number) != group["n"][0] or not group["lined_up"][0]:
+            misfits.append(idx)  # type: ignore[arg-type]
+            continue
+        cut.append(lines.cut_lines(idx, data, spans.pick(group["k"].to_numpy() - 1)))  # type: ignore[arg-type]
+    return pl.concat(cut).to_arrow(), misfits
+
+
+def _unplaced(json_rows: pl.LazyFrame) -> list[int]:
+    """Out of scan order, the JSON files to read whole: those with a refused row (its line is
+    reported) and those holding one event_id twice (line order picks the first). Rows of the
+    neighbouring day (at a boundary hour) do not count."""
+    json_rows = json_rows.filter(pl.col("in_day"))
+    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx")
+    valid = json_rows.filter(pl.col("reason").is_null()).select("file_idx", "event_id", _h=pl.col("event_id").hash())
+    repeated = (
+        valid.join(repeated_hashes(valid.select("_h")).lazy(), on="_h", how="semi")
+        .group_by("file_idx", "event_id")
+        .len()
+        .filter(pl.col("len") > 1)
+        .select("file_idx")
+    )
+    return pl.concat([refused, repeated]).unique().collect()["file_idx"].to_list()
+
+
+def _whole_files(files: list[tuple[int, LandedFile]]) -> pa.Table:
+    """Every non-blank line of JSON-lines files, numbered, as text (LINES_SCHEMA)."""
+    cut = [pl.DataFrame(schema=lines.LINES_SCHEMA)]
+    for idx, f in files:
+        data = lines.landed_bytes(f)
+        cut.append(lines.cut_lines(idx, data, lines.line_spans(data)))
+    return pl.concat(cut).to_arrow()
+
+
+def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple[int, LandedFile]]]:
+    """Consecutive runs of files of about `budget` bytes of text each (a larger file alone)."""
+    chunks: list[list[tuple[int, LandedFile]]] = []
+    size = 0
+    for idx, f in files:
+        grows = f.size * (GZIP_RATIO if f.gzipped else 1)
+        if not chunks or size + grows > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((idx, f))
+        size += grows
+    return chunks
+
+
+def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = False) -> pl.LazyFrame:
+    """A query's rows to a Parquet file; `ordered` keeps them in scan order (else DuckDB may not)."""
+    con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
+    con.execute(f"COPY ({sql}) TO {sources.sql_str(str(path))} (FORMAT parquet)")
+    return pl.scan_parquet(path)
+
+
+def _copy_lines(con: duckdb.DuckDBPyConnection, checked_lines: str, cut: pa.Table, path: Path) -> pl.LazyFrame:
+    """Cut lines (LINES_SCHEMA) through the rules, to a Parquet file."""
+    con.register(sources.CUT_LINES, cut)
+    try:
+        return _copy(con, checked_lines, path)
+    finally:
+        con.unregister(sources.CUT_LINES)

@@ -676,3 +676,100 @@ def test_a_line_over_twice_the_cap_stops_the_day_naming_its_file(tmp_path):
         out.write(b'"}\n')
     with pytest.raises(LandingError, match=re.escape(str(path))):
         read_day(tmp_path, DAY_START, DAY_END, tmp_path / ".work")
+
+
+# --- what the fuzz found, as regular tests -----------------------------------------------------
+
+H10 = DAY_START + dt.timedelta(hours=10)
+AT = "2026-11-26T10:00:00Z"
+
+
+def _one_day(landing: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    r = read_day(landing, DAY_START, DAY_END, landing / ".work")
+    return r.events.collect(), r.quarantine
+
+
+@pytest.mark.parametrize("column", ["File_Index", "FILE_ROW_NUMBER", "file_row_number"])
+def test_a_parquet_column_named_like_one_the_reader_adds_is_an_extra_field(tmp_path, column):
+    """An unknown field is ignored (docs/contracts.md#event-record). DuckDB matches column names
+    case-insensitively: a file's own `File_Index` hid the reader's `file_index`, so rows of a
+    group of files went to the wrong file or were lost (2 of 4 read); its own
+    `file_row_number` stopped the day with no file named."""
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    at = pa.array([H10 + dt.timedelta(minutes=5)] * 2, pa.timestamp("us", "UTC"))
+    for p, ids in ((0, ["a", "b"]), (1, ["c", "d"])):
+        pq.write_table(pa.table({"event_id": ids, "event_type": ["s", "s"], "user_id": ["u", "v"], "occurred_at": at,
+                                 column: [0, 7], "value": [None, "x"]}), folder / f"game+{p}+0.parquet")  # fmt: skip
+    events, q = _one_day(tmp_path)
+    files = sorted(str(p) for p in folder.iterdir())
+    assert sorted(events.select("event_id", "file_idx", "line").rows()) == [("a", 0, 1), ("c", 1, 1)]
+    assert q.select("file", "line", "reason").rows() == [(files[0], 2, 'value is not a number: "x"'),
+                                                         (files[1], 2, 'value is not a number: "x"')]  # fmt: skip
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize(
+    ("field", "literal", "reason"),
+    [
+        ("value", "nan", "value is not finite: nan"),
+        ("value", "inf", "value is not finite: inf"),
+        ("value", "-nan", "value is not finite: -nan"),
+        ("occurred_at", "nan", "occurred_at must be an RFC 3339 string or integer epoch milliseconds: nan"),
+        ("occurred_at", "-Inf", "occurred_at must be an RFC 3339 string or integer epoch milliseconds: -Inf"),
+        ("event_id", "nan", "event_id is not a string: nan"),
+        ("attributes", "nan", "attributes is not an object"),
+    ],
+)
+def test_nan_and_infinity_in_any_case_are_refused_for_what_they_are(tmp_path, ordered, field, literal, reason):
+    """DuckDB's JSON parser reads `nan` and `inf` in any case and keeps their text; taken for
+    `null` or an integer, they were refused as `refused` (the fallback) or `missing event_id`."""
+    rec = {"event_id": "a", "event_type": "s", "user_id": "u", "occurred_at": AT, field: "LITERAL"}
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    (folder / "game+0+0.json").write_text(json.dumps(rec).replace('"LITERAL"', literal) + "\n")
+    with scan_order(ordered):
+        events, q = _one_day(tmp_path)
+    assert events.is_empty() and q["reason"].to_list() == [reason]
+
+
+def _gzip_day(tmp_path: Path, data: bytes) -> Path:
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    path = folder / "game+0+0.json.gz"
+    path.write_bytes(data)
+    return path
+
+
+LINES = "".join(json.dumps({"event_id": f"e{i}", "event_type": "s", "user_id": "u", "occurred_at": AT}) + "\n"
+                for i in range(200)).encode() + b"{bad\n"  # fmt: skip
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_gzip_file_padded_with_zeros_stops_the_day_naming_it(tmp_path, ordered):
+    """DuckDB refuses padding as long as a gzip header ("Input is not a GZIP stream") without
+    naming the file."""
+    path = _gzip_day(tmp_path, gzip.compress(LINES) + b"\0" * 16)  # 10 or more: a header's length
+    with scan_order(ordered), pytest.raises(LandingError, match=re.escape(str(path))):
+        _one_day(tmp_path)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_corrupt_deflate_stream_stops_the_day_naming_it(tmp_path, ordered):
+    """DuckDB decodes the garbage without a word; the lines it refuses are cut in Python, whose
+    zlib error escaped the reader as `zlib.error` instead of a LandingError."""
+    gz = gzip.compress(LINES)
+    path = _gzip_day(tmp_path, gz[:100] + bytes([gz[100] ^ 0xFF]) + gz[101:])
+    with scan_order(ordered), pytest.raises(LandingError, match=re.escape(str(path))):
+        _one_day(tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason="DuckDB checks no gzip CRC; checking it in Python reads every gzip file twice")
+def test_a_gzip_file_whose_checksum_is_wrong_stops_the_day(tmp_path):
+    """Bad gzip stops the day (docs/contracts.md#landing-layout), but a wrong CRC-32 (or a
+    corrupt stream that still decodes to valid lines) is read as DuckDB decodes it."""
+    gz = bytearray(gzip.compress(LINES.replace(b"{bad\n", b"")))
+    gz[-8] ^= 0xFF  # the CRC-32 of the trailer
+    path = _gzip_day(tmp_path, bytes(gz))
+    with pytest.raises(LandingError, match=re.escape(str(path))):
+        _one_day(tmp_path)

@@ -148,9 +148,17 @@ def test_health_and_readiness_under_faults(env):
         response = c.get("/leaderboard/points/all_time")
         assert response.status_code == 200 and response.json()["entries"]
         assert c.get("/health/ready").json()["status"] == "degraded"
-    # neither: 503
+    # neither, but the lake behind Postgres: degraded, it serves
     with TestClient(app_for(env, "postgresql://postgres@127.0.0.1:1/x", "redis://127.0.0.1:1/0")) as c:
-        assert c.get("/health/ready").status_code == 503
+        ready = c.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["details"] == {"postgres": "down: PoolTimeout", "lake": "ok", "redis": "down: ConnectionError"}
+    # no store at all: 503
+    dead = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1/0",
+            "REDIS_KEY_PREFIX": env["prefix"], "LEADERBOARD_LAKE_DIR": env["root"] / "no-lake"}  # fmt: skip
+    with TestClient(create_app(load_settings(**dead))) as c:
+        ready = c.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
 
 
 def test_openapi_schema_is_served(env):
@@ -265,6 +273,7 @@ def test_reading_another_users_entry_is_403_and_errors(secured):
 @pytest.fixture
 def guarded(tmp_path):
     """The app over an empty lake of its own: guards and body validation need no standings."""
+    (tmp_path / "lake").mkdir()  # there, with nothing published (a missing lake is a store that is down)
     app = create_app(load_settings(DATABASE_URL=None, REDIS_URL=None, LEADERBOARD_LAKE_DIR=tmp_path / "lake",
                                    JWT_SECRET=SECRET, RATE_LIMIT_PER_MINUTE=0))  # fmt: skip
     with TestClient(app) as c:
@@ -546,6 +555,7 @@ def test_metrics_add_up_over_granian_workers(env):
 async def redis_reader(tmp_path, day: dt.date) -> AsyncIterator[tuple[Reader, aioredis.Redis, redis.Redis, str]]:
     """A Reader over Redis alone (nothing in the lake), its async client, a sync client and the
     rankings key of `day` on the points board, under a key prefix of its own (deleted after)."""
+    (tmp_path / "lake").mkdir(exist_ok=True)  # an empty lake: up, with nothing published
     with scratch_redis_prefix() as prefix:
         keys = CacheKeys(prefix)
         client = aioredis.Redis.from_url(REDIS_URL)

@@ -55,7 +55,7 @@ def _standings_error(request: Request[Any, Any, Any], exc: StandingsError) -> Re
 def _unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> Response[Any]:
     """No store could answer: 503 with Retry-After, never a 500, never a 404 hiding the outage.
     The detail names no server (the log does)."""
-    log.warning("503 on %s %s: %s", request.method, request.url.path, exc)
+    log.info("503 on %s %s: %s", request.method, request.url.path, exc)  # the reader warned of the store
     return ProblemDetailsException(
         status_code=503,
         detail="a store this answer needs is unavailable; retry later",

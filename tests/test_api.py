@@ -152,7 +152,11 @@ def test_health_and_readiness_under_faults(env):
     with TestClient(app_for(env, "postgresql://postgres@127.0.0.1:1/x", "redis://127.0.0.1:1/0")) as c:
         ready = c.get("/health/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-        assert ready.json()["details"] == {"postgres": "down: PoolTimeout", "lake": "ok", "redis": "down: ConnectionError"}
+        assert ready.json()["details"] == {
+            "postgres": "down: PoolTimeout",
+            "lake": "ok",
+            "redis": "down: ConnectionError",
+        }
     # no store at all: 503
     dead = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1/0",
             "REDIS_KEY_PREFIX": env["prefix"], "LEADERBOARD_LAKE_DIR": env["root"] / "no-lake"}  # fmt: skip

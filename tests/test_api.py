@@ -500,6 +500,10 @@ def test_admin_config_and_refresh(env, mode):
             conn.execute("DELETE FROM leaderboard_board_config")
 
 
+CONFORMANCE = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+               "response_schema_conformance")  # fmt: skip
+
+
 @contextmanager
 def served(environ: dict[str, str], *args: str) -> Iterator[str]:
     """`leaderboard api` (granian) on a free port until the block ends; yields its base URL."""
@@ -523,15 +527,16 @@ def served(environ: dict[str, str], *args: str) -> Iterator[str]:
         server.wait(timeout=20)
 
 
-def test_schemathesis_finds_no_server_errors(env, tmp_path):
-    """The production server (granian) under schemathesis, driven by the app's own OpenAPI."""
+def test_schemathesis_finds_no_server_errors_and_answers_as_documented(env, tmp_path):
+    """The production server (granian) under schemathesis, driven by the app's own OpenAPI: no
+    5xx, and every status, content type and body one the schema documents for its operation."""
     environ = {**os.environ, "LEADERBOARD_LAKE_DIR": str(env["root"] / "lake"), "DATABASE_URL": env["url"],
                "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"], "JWT_SECRET": SECRET,
                "RATE_LIMIT_PER_MINUTE": "100000"}  # fmt: skip
     with served(environ) as base:
         run = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/schema/openapi.json",
-             "--checks", "not_a_server_error", "--max-examples", "25", "--generation-deterministic",
+             "--checks", ",".join(CONFORMANCE), "--max-examples", "25", "--generation-deterministic",
              "--header", f"Authorization: Bearer {token('boss', roles=['admin'])}"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path,
         )  # fmt: skip

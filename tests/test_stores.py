@@ -167,8 +167,9 @@ def test_cache_rebuild_restores_redis_after_flushdb(published, monkeypatch):
     assert len(users) == body["total"] or len(users) > 0
     # the hot all-time period answers by rank too, with its header; every period list is whole
     ranks = client.hgetall(stores.keys.ranks("points", "all_time", "all"))
-    assert json.loads(ranks[b"header"])["total"] == len(users) == len(ranks) - 1
-    assert json.loads(ranks[b"1"])["user_id"] in {u.decode() for u in users}
+    ids = [u for n in range(len(ranks) - 1) for u in json.loads(ranks[str(n).encode()])]
+    assert json.loads(ranks[b"header"])["total"] == len(users) == len(ids)
+    assert [json.loads(users[u.encode()])["rank"] for u in ids] == list(range(1, len(ids) + 1))
     record = stores.record
     assert record is not None
     for board in boards.boards:
@@ -348,6 +349,20 @@ def test_a_users_neighbours_come_from_one_publish(redis_prefix):
         stop.set()
         thread.join()
     assert {k for k, _, _ in seen} == {"a", "b"}, seen[:5]  # both publishes were read, never a mix
+
+    async def around(user: str, k: int) -> list[int]:
+        reader = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            found = await cache.AsyncBodies(reader, keys).around("points", "daily", "2026-05-01", user, k)
+        finally:
+            await reader.aclose()
+        assert found is not None and found.entry is not None and found.entry["user_id"] == user
+        return [e["rank"] for e in found.neighbors]
+
+    publish("a")  # alone now: a rank block boundary, the last rank, the first
+    assert asyncio.run(around("a-99", 3)) == [97, 98, 99, 100, 101, 102, 103]
+    assert asyncio.run(around("a-2999", 50)) == list(range(2950, 3001))
+    assert asyncio.run(around("a-0", 0)) == [1]
     assert [k.decode() for k in client.zrange(keys.periods("points", "daily"), 0, -1, desc=True)] == [
         "2026-05-01", "2026-04-30"]  # fmt: skip
     # not hot any more: the per-user and per-rank hashes go with the next publish

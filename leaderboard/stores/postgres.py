@@ -322,6 +322,8 @@ class AsyncPostgres:
                 return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
         except UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
+        except psycopg.errors.UndefinedTable as exc:  # up, but not migrated: it cannot answer
+            raise SchemaMissing("Postgres has no leaderboard schema: run `leaderboard migrate deploy`") from exc
 
     async def snapshot(
         self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0

@@ -3,7 +3,7 @@
 Keys, extending the seed's `leaderboard:DAILY:2024-01-15:rankings` with the board:
   {prefix}:{board}:{PERIOD}:{key}:rankings   top display_limit as the ready standings body (JSON)
   {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON, for the hot periods only
-  {prefix}:{board}:{PERIOD}:{key}:ranks      hash rank -> entry JSON, and `header`, hot periods only
+  {prefix}:{board}:{PERIOD}:{key}:ranks      hash rank block -> user ids, and `header`, hot periods only
   {prefix}:{board}:{PERIOD}:current          the key of the current period
   {prefix}:{board}:{PERIOD}:periods          sorted set: published keys scored by period end
 A period is written under staging keys, then renamed into place in one MULTI/EXEC.
@@ -83,13 +83,16 @@ def user_entries(rows: pl.DataFrame) -> dict[str, str]:
 RANKS_HEADER = "header"  # the `:ranks` field holding the snapshot's header; every other field is a rank
 
 
-def rank_entries(rows: pl.DataFrame) -> dict[str, str]:
-    """rank -> the entry as the standings body lists it (its score as stored: readers format it)."""
-    encoded = rows.select(
-        pl.col("rank").cast(pl.String),
-        pl.struct("rank", "user_id", "score", "previous_rank", "rank_change").struct.json_encode().alias("entry"),
-    )
-    return dict(zip(encoded["rank"].to_list(), encoded["entry"].to_list(), strict=True))
+# User ids per `:ranks` field. A neighbourhood (at most 101 ranks) spans two fields at most; a
+# million users are ten thousand fields, not a million: the publish sends and Redis keeps little
+# more than the ids themselves.
+RANK_BLOCK = 100
+
+
+def rank_blocks(rows: pl.DataFrame) -> dict[str, str]:
+    """Block n -> the JSON list of the user ids ranked n*RANK_BLOCK+1 .. (n+1)*RANK_BLOCK."""
+    ids = rows.sort("rank")["user_id"].to_list()  # ranks are 1..N without gaps (the publish checks)
+    return {str(n): _compact(ids[i : i + RANK_BLOCK]) for n, i in enumerate(range(0, len(ids), RANK_BLOCK))}
 
 
 def _compact(value: object) -> str:
@@ -118,7 +121,8 @@ def publish(
     """Stage the period's keys, then swap them in with one MULTI/EXEC.
 
     `rows` (all entries) is given for hot periods only: they keep a per-user hash and a per-rank
-    one (with the snapshot's header), so one user's entry and neighbours come from one publish;
+    one (with the snapshot's header), renamed together, so one user's entry, neighbours and
+    header can be read from one publish;
     a period that is no longer hot loses both. `current` also points the type's `current` key at
     this period. `periods` (key -> period end) are the board's other published periods of this
     type: they join its period list with this one, so the list is whole from the first publish
@@ -141,7 +145,7 @@ def publish(
         _hset_chunks(stage, staged_users, entries)
         if rows is not None:
             header = {k: v for k, v in body.items() if k != "entries"}
-            _hset_chunks(stage, staged_ranks, {RANKS_HEADER: _compact(header), **rank_entries(rows)})
+            _hset_chunks(stage, staged_ranks, {RANKS_HEADER: _compact(header), **rank_blocks(rows)})
         stage.execute()
         swap = client.pipeline(transaction=True)
         swap.rename(staged_rankings, final_rankings)
@@ -234,10 +238,10 @@ def rebuild(
 AROUND_ATTEMPTS = 3  # reads of one user's neighbourhood before giving way to the next store
 
 
-def _entry(raw: bytes | str, user_id: str | None = None) -> dict:
-    """A cached entry as the body lists it (`:users` values lack the user id, `:ranks` ones have it)."""
+def _entry(raw: bytes | str, user_id: str) -> dict:
+    """A `:users` value (no user id in it) as the standings body lists an entry."""
     e = json.loads(raw)
-    return {"rank": e["rank"], "user_id": e.get("user_id", user_id), "score": json_number(e["score"]),
+    return {"rank": e["rank"], "user_id": user_id, "score": json_number(e["score"]),
             "previous_rank": e["previous_rank"], "rank_change": e["rank_change"]}  # fmt: skip
 
 
@@ -292,10 +296,11 @@ class AsyncBodies:
         """The user's entry and neighbours of one publish, or None where Redis cannot tell
         (not a hot period, not cached, or republished during every attempt).
 
-        The user's rank comes first (`:users`, with the header in the same MULTI, which says
-        whether Redis holds the period at all); then one HMGET of `:ranks` reads the header and
-        the ranks around it: one command on one key is one snapshot, and it must still hold the
-        user at that rank, else a publish came between and the read starts again.
+        `:users` and `:ranks` are renamed into place together, so a MULTI reading both sees one
+        publish. The user's entry and the header come first (one MULTI: enough when k is 0);
+        then the ids ranked around it (one or two `:ranks` blocks); then their entries with the
+        header again (one MULTI). The same header both times means no publish came between (each has its own
+        `published_at`), so entry, neighbours and header are of one snapshot; else it starts again.
         """
         ids = (board_id, period_type, key)
         users, ranks = self.keys.users(*ids), self.keys.ranks(*ids)
@@ -305,21 +310,29 @@ class AsyncBodies:
                     raw_entry, raw_header = await pipe.hget(users, user_id).hget(ranks, RANKS_HEADER).execute()
                 if raw_header is None:
                     return None
+                header = json.loads(raw_header)
                 if raw_entry is None:
-                    return Neighbourhood(json.loads(raw_header), None, [])
-                rank = json.loads(raw_entry)["rank"]
-                first = max(1, rank - k)
-                found = await self.client.hmget(ranks, [RANKS_HEADER, *(str(r) for r in range(first, rank + k + 1))])
-                if found[0] is None:
-                    return None
-                header = json.loads(found[0])
-                last = min(rank + k, header["total"])
-                rows = found[1 : last - first + 2]
-                if rank <= last and all(v is not None for v in rows):
-                    neighbors = [_entry(v) for v in rows]
-                    entry = neighbors[rank - first]
-                    if entry["user_id"] == user_id and entry["rank"] == rank:
-                        return Neighbourhood(header, entry, neighbors)
+                    return Neighbourhood(header, None, [])
+                entry = _entry(raw_entry, user_id)
+                if k == 0:
+                    return Neighbourhood(header, entry, [entry])
+                first, last = max(1, entry["rank"] - k), min(header["total"], entry["rank"] + k)
+                low, high = (first - 1) // RANK_BLOCK, (last - 1) // RANK_BLOCK
+                blocks = await self.client.hmget(ranks, [str(b) for b in range(low, high + 1)])
+                if None in blocks:
+                    continue
+                ranked = [u for raw in blocks for u in json.loads(raw)][
+                    first - 1 - low * RANK_BLOCK : last - low * RANK_BLOCK
+                ]
+                if len(ranked) != last - first + 1:
+                    continue
+                async with self.client.pipeline(transaction=True) as pipe:
+                    found, again = await pipe.hmget(users, ranked).hget(ranks, RANKS_HEADER).execute()
+                if again != raw_header or None in found:
+                    continue
+                neighbors = [_entry(raw, uid) for raw, uid in zip(found, ranked, strict=True)]
+                if [e["rank"] for e in neighbors] == list(range(first, last + 1)):
+                    return Neighbourhood(header, neighbors[entry["rank"] - first], neighbors)
             return None
         except (redis.RedisError, OSError) as exc:
             raise _failed(exc) from exc

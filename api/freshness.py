@@ -110,7 +110,8 @@ class FreshnessWatch:
         """Log a read's changes of state, not every round of a long outage."""
         if failure is not None and what not in self._failing:
             self._failing.add(what)
-            log.warning("freshness metrics: %s failed: %s: %s", what, type(failure).__name__, failure)
+            detail = str(failure) or f"no answer within {self.timeout:g} s"  # a timeout says nothing itself
+            log.warning("freshness metrics: %s failed: %s: %s", what, type(failure).__name__, detail)
         elif failure is None and what in self._failing:
             self._failing.discard(what)
             log.info("freshness metrics: %s answers again", what)

@@ -4,6 +4,7 @@ through the app with its lifespan running, and through `leaderboard api --worker
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import socket
@@ -21,17 +22,21 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client import Counter, generate_latest, values
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg_pool import AsyncConnectionPool
 
 import api.freshness
 import api.reader
 from api.app import create_app
-from api.observability import REGISTRY
+from api.freshness import FreshnessWatch
+from api.observability import REGISTRY, FreshnessCollector
+from api.reader import Reader
 from leaderboard.boards import BoardSet, current_boards
 from leaderboard.periods import UTC, local_midnight, period_of
 from leaderboard.ranking import STANDINGS_SCHEMA
 from leaderboard.settings import Settings, load_settings
 from leaderboard.stores import Override, Stores
 from leaderboard.stores.lake import Lake
+from leaderboard.stores.postgres import AsyncPostgres
 from pipelines.steps import publish_period
 from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
 
@@ -50,6 +55,14 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
 def stores(settings: Settings) -> Iterator[Stores]:
     with scratch_database(migrated=True) as url, scratch_redis_prefix() as prefix:
         yield Stores(Lake(settings.LEADERBOARD_LAKE_DIR), url, REDIS_URL, prefix)
+
+
+def moments_ago(microsecond: int = 0) -> dt.datetime:
+    """A publish instant just past, on today's date in the boards' zone (as the API's "current")."""
+    now = dt.datetime.now(UTC)
+    at = now.replace(microsecond=microsecond) - dt.timedelta(seconds=2)
+    midnight = local_midnight(now.astimezone(current_boards().tz).date(), current_boards().tz)
+    return max(at, midnight)
 
 
 def publish_today(stores: Stores, at: dt.datetime) -> BoardSet:
@@ -90,7 +103,7 @@ def scrape_until(get: Callable[[], str], ready: Callable[[Samples], bool], secon
     while True:
         start = time.monotonic()
         found = samples(get())
-        assert time.monotonic() - start < 0.5, "a scrape waited for a store"
+        assert time.monotonic() - start < 1, "a scrape waited for a store (reads are given 2 s)"
         if ready(found):
             return found
         assert time.monotonic() < deadline, f"not seen in {seconds} s: {found}"
@@ -107,7 +120,7 @@ def expected_starts(boards: BoardSet, now: dt.datetime) -> dict[tuple[str, str],
 
 
 def test_published_at_of_current_periods_from_the_registry(stores: Stores):
-    at = dt.datetime.now(UTC).replace(microsecond=123456) - dt.timedelta(seconds=2)
+    at = moments_ago(123456)
     boards = publish_today(stores, at)
     # Postgres is the system of record: its registry says when, not the lake's copy of the header.
     later = at + dt.timedelta(seconds=1, microseconds=1)
@@ -126,7 +139,7 @@ def test_published_at_of_current_periods_from_the_registry(stores: Stores):
 
 def test_a_disabled_board_has_no_series(stores: Stores, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(api.reader, "OVERRIDES_TTL", 0.0)  # admin changes seen at the next round
-    at = dt.datetime.now(UTC) - dt.timedelta(seconds=2)
+    at = moments_ago()
     publish_today(stores, at)
     config = stores.board_config()
 
@@ -145,7 +158,7 @@ def test_a_disabled_board_has_no_series(stores: Stores, monkeypatch: pytest.Monk
 
 
 def test_a_store_down_is_0_and_never_slows_a_scrape(stores: Stores):
-    at = dt.datetime.now(UTC) - dt.timedelta(seconds=2)
+    at = moments_ago()
     publish_today(stores, at)
     # Postgres unreachable: 0, and nothing published is known (Redis is a cache, never asked)
     with app_for(stores, DOWN_POSTGRES, stores.redis_url) as c:
@@ -160,9 +173,33 @@ def test_a_store_down_is_0_and_never_slows_a_scrape(stores: Stores):
         assert of(found, "leaderboard_published_timestamp_seconds")["points", "daily"] == at.timestamp()
 
 
+def test_values_read_stay_while_postgres_fails(settings: Settings):
+    """A store that stops answering is 0 in store_up; the instants read before it failed stay,
+    so the stale alert still counts from the last publish anyone saw."""
+    gauges = FreshnessCollector()
+    gauges.set_periods({("points", "daily"): (1234.5, 1000.0)})
+
+    async def round_with_postgres_down() -> None:
+        pool = AsyncConnectionPool(DOWN_POSTGRES, open=False, timeout=0.2, kwargs={"connect_timeout": 1})
+        await pool.open(wait=False)
+        try:
+            reader = Reader(boards=current_boards(), primary=AsyncPostgres(pool))
+            await FreshnessWatch(reader, gauges, timeout=0.5).refresh()
+        finally:
+            await pool.close()
+
+    asyncio.run(round_with_postgres_down())
+    found = {(m.name, *s.labels.values()): s.value for m in gauges.collect() for s in m.samples}
+    assert found == {
+        ("leaderboard_published_timestamp_seconds", "points", "daily"): 1234.5,
+        ("leaderboard_period_start_timestamp_seconds", "points", "daily"): 1000.0,
+        ("leaderboard_store_up", "postgres"): 0.0,
+    }
+
+
 def test_lake_only_reads_the_snapshot_headers_and_has_no_store_series(settings: Settings):
     stores = Stores(Lake(settings.LEADERBOARD_LAKE_DIR))
-    at = dt.datetime.now(UTC).replace(microsecond=654321) - dt.timedelta(seconds=2)
+    at = moments_ago(654321)
     publish_today(stores, at)
     with app_for(stores) as c:
         found = scrape_until(
@@ -181,7 +218,7 @@ def test_a_multiprocess_scrape_sums_counters_and_reports_freshness_once(
     """PROMETHEUS_MULTIPROC_DIR as `leaderboard api --workers N` sets it: two workers' counter
     files are summed, and the freshness series come once, from the worker answering."""
     stores = Stores(Lake(settings.LEADERBOARD_LAKE_DIR))
-    at = dt.datetime.now(UTC) - dt.timedelta(seconds=2)
+    at = moments_ago()
     publish_today(stores, at)
     files = tmp_path / "metrics"
     files.mkdir()
@@ -223,7 +260,7 @@ def served(environ: dict[str, str], workers: int, log: Path) -> Iterator[str]:
 def test_two_workers_report_one_series_each(stores: Stores, tmp_path: Path):
     """With --workers 2 (PROMETHEUS_MULTIPROC_DIR set, counters summed from files) whichever
     worker answers reports each board and period once, with the published instant."""
-    at = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(seconds=2)
+    at = moments_ago()
     publish_today(stores, at)
     files = tmp_path / "metrics"
     files.mkdir()

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.admin import AdminController
 from api.deps import Services, dependencies
+from api.freshness import watching
 from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
@@ -109,7 +110,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         services.attach(reader)
         await reader.fresh_overrides()
         try:
-            yield
+            async with watching(reader):  # the freshness gauges of /metrics, refreshed in the background
+                yield
         finally:
             services.attach(None)
             if pool is not None:

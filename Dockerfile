@@ -24,6 +24,7 @@ COPY leaderboard ./leaderboard
 COPY pipelines ./pipelines
 COPY api ./api
 COPY dashboard ./dashboard
+COPY cli ./cli
 COPY sql ./sql
 COPY workspace.yaml ./
 COPY deploy/docker-entrypoint.sh deploy/dagster.yaml ./deploy/

@@ -1,1 +1,1 @@
-"""Litestar HTTP API over the published standings (DESIGN §7)."""
+"""Litestar HTTP API over the published standings (docs/contracts.md#routes)."""

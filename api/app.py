@@ -10,24 +10,29 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response
+from litestar.datastructures import State
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
 
 from api.admin import AdminController
+from api.deps import Services, dependencies
+from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.reader import Reader
 from api.standings import StandingsController
 from api.users import UsersController
 from leaderboard.boards import current_boards
-from leaderboard.cache import CacheKeys
-from leaderboard.lake import Lake
 from leaderboard.settings import Settings, get_settings
 from leaderboard.standings import StandingsError
+from leaderboard.stores.lake_async import AsyncLake
+from leaderboard.stores.postgres import AsyncPostgres
+from leaderboard.stores.redis import AsyncBodies
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class FailOpenRedisStore(RedisStore):
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
+    services = Services(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -93,20 +99,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 socket_connect_timeout=2,
             )  # fmt: skip
             client = aioredis.Redis(connection_pool=pool_)
-        app.state.settings = settings
-        app.state.reader = Reader(
+        stores = services.stores
+        reader = Reader(
             boards=current_boards(),
-            lake=Lake(settings.LEADERBOARD_LAKE_DIR),
-            keys=CacheKeys(settings.REDIS_KEY_PREFIX),
-            pool=pool,
-            redis=client,
+            primary=AsyncPostgres(pool) if pool is not None else AsyncLake(stores.lake),
+            cache=AsyncBodies(client, stores.keys) if client is not None else None,
             cache_ttl=settings.CACHE_TTL_SECONDS,
-            database_url=settings.DATABASE_URL,
         )
-        await app.state.reader.fresh_overrides()
+        services.attach(reader)
+        await reader.fresh_overrides()
         try:
             yield
         finally:
+            services.attach(None)
             if pool is not None:
                 await pool.close()
             if client is not None:
@@ -125,11 +130,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     return Litestar(
         route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
+        state=State({"settings": settings}),  # for the guards, which get no dependencies
+        dependencies=dependencies(services),
         middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],
         stores={"rate_limit": store},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True))],
         exception_handlers={StandingsError: _standings_error, Exception: _internal_error},
         logging_config=None,  # configure_logging above owns the handlers (JSON or text)
-        openapi_config=OpenAPIConfig(title="Leaderboard API", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Leaderboard API",
+            version="0.1.0",
+            path="/schema",
+            components=Components(security_schemes={SCHEME_NAME: BEARER_SCHEME}),
+        ),
     )

@@ -1,19 +1,25 @@
-"""Bearer JWT (DESIGN §7): HS256 with JWT_SECRET, `sub` the user id, `roles` with `admin`."""
+"""Bearer JWT: HS256 with JWT_SECRET, `sub` the user id, `roles` with `admin`.
+
+The guards in `api.guards` call `authenticate` once per request; handlers get the `Caller` by DI.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
-from litestar import Request
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
 
 from leaderboard.settings import Settings
 
 
 @dataclass(frozen=True)
 class Caller:
+    """Who a verified token says the caller is."""
+
     sub: str
     roles: frozenset[str]
 
@@ -23,10 +29,11 @@ class Caller:
 
 
 def mint(settings: Settings, sub: str, admin: bool = False, ttl_seconds: int | None = None) -> str:
+    """A token `authenticate` accepts (the `leaderboard token` command prints one)."""
     if not settings.JWT_SECRET:
         raise ValueError("JWT_SECRET is not set")
     now = dt.datetime.now(dt.UTC)
-    claims: dict = {
+    claims: dict[str, Any] = {
         "sub": sub,
         "roles": ["admin"] if admin else [],
         "iat": now,
@@ -39,10 +46,10 @@ def mint(settings: Settings, sub: str, admin: bool = False, ttl_seconds: int | N
     return jwt.encode(claims, settings.JWT_SECRET, algorithm="HS256")
 
 
-def authenticate(request: Request, settings: Settings) -> Caller:
+def authenticate(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> Caller:
     """The caller of a request, or 401: no token, another algorithm (`none` included), a wrong
     key, expired or not yet valid, no `exp`, or a wrong issuer/audience when configured."""
-    header = request.headers.get("authorization", "")
+    header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise NotAuthorizedException("a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
@@ -61,10 +68,7 @@ def authenticate(request: Request, settings: Settings) -> Caller:
         raise NotAuthorizedException(f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from None
     roles = claims.get("roles") or []
     if not isinstance(claims["sub"], str) or not isinstance(roles, list):
-        raise NotAuthorizedException("invalid token: sub must be a string and roles a list")
+        raise NotAuthorizedException(
+            "invalid token: sub must be a string and roles a list", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Caller(claims["sub"], frozenset(str(r) for r in roles))
-
-
-def require_self_or_admin(caller: Caller, user_id: str) -> None:
-    if caller.sub != user_id and not caller.is_admin:
-        raise PermissionDeniedException("you may read your own entry only (or be admin)")

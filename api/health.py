@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 
 from api.reader import Reader
 from api.schemas import Health
+from leaderboard.stores.postgres import AsyncPostgres
 
 
 class HealthController(Controller):
@@ -20,22 +20,18 @@ class HealthController(Controller):
         return Health("ok")
 
     @get("/ready")
-    async def ready(self, state: State) -> Response[Health]:
+    async def ready(self, reader: Reader) -> Response[Health]:
         """Readiness: 200 when some store can serve standings ('degraded' without Redis), else 503."""
-        reader: Reader = state.reader
         details: dict[str, str] = {}
-        if reader.pool is not None:
+        primary_name = "postgres" if isinstance(reader.primary, AsyncPostgres) else "lake"
+        try:
+            await reader.primary.ping()
+            details[primary_name] = "ok"
+        except Exception as exc:  # any failure means "down"; the detail says which
+            details[primary_name] = f"down: {type(exc).__name__}" if primary_name == "postgres" else "missing"
+        if reader.cache is not None:
             try:
-                async with reader.pool.connection(timeout=2) as conn:
-                    await conn.execute("SELECT 1")
-                details["postgres"] = "ok"
-            except Exception as exc:  # any failure means "down"; the detail says which
-                details["postgres"] = f"down: {type(exc).__name__}"
-        else:
-            details["lake"] = "ok" if reader.lake.root.is_dir() else "missing"
-        if reader.redis is not None:
-            try:
-                await reader.redis.ping()
+                await reader.cache.ping()
                 details["redis"] = "ok"
             except aioredis.RedisError as exc:
                 details["redis"] = f"down: {type(exc).__name__}"

@@ -1,23 +1,19 @@
-"""Request parameters and dependencies shared by the controllers."""
+"""Request parameters shared by the controllers."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from litestar.datastructures import State
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from api.reader import Reader
-
-
-def reader_of(state: State) -> Reader:
-    return state.reader
+from leaderboard.periods import PeriodError, parse_date
 
 
 def local_date(value: str | None) -> dt.date | None:
+    """`?at=` as a date, or 400 saying what a date looks like."""
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise ProblemDetailsException(status_code=400, detail=f"at={value!r} is not a date like 2026-11-26") from None
+        return parse_date(value)
+    except PeriodError as exc:
+        raise ProblemDetailsException(status_code=400, detail=f"at={exc}") from None

@@ -1,6 +1,8 @@
-"""The read path: Redis first, then Postgres (refilling Redis), else the lake's snapshots.
+"""The read path: Redis first, then the primary store (Postgres, refilling Redis, or the lake).
 
-Every answer is one page of one published snapshot; `published_at` says which.
+Every answer is one page of one published snapshot; `published_at` says which. The stores
+themselves (and every query) live in `leaderboard.stores`; this module decides the order
+and keeps the hot route cheap.
 """
 
 from __future__ import annotations
@@ -13,22 +15,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import anyio
-import polars as pl
 import psycopg
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from api.observability import CACHE_HIT, CACHE_MISS
-from leaderboard import overrides as board_overrides
-from leaderboard import pg
 from leaderboard.boards import Board, BoardSet, display_limit
-from leaderboard.cache import CacheKeys
-from leaderboard.lake import Lake, read_snapshot, snapshot_header
-from leaderboard.lake import Snapshot as LakeSnapshot
-from leaderboard.overrides import Override
-from leaderboard.periods import local_midnight, parse_period_key
-from leaderboard.standings import StandingsError, check_board, resolve_key
+from leaderboard.periods import local_midnight, parse_period_key, status_at
+from leaderboard.standings import StandingsError, check_board, page_of, resolve_key
+from leaderboard.stores import Override
+from leaderboard.stores.protocols import AsyncStandingsSource
+from leaderboard.stores.redis import AsyncBodies
 
 log = logging.getLogger(__name__)
 OVERRIDES_TTL = 10.0
@@ -46,26 +42,36 @@ def bounded_put(cache: dict, key: object, value: object, limit: int = 10_000) ->
     cache[key] = value
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of standings; `raw` is the published body's JSON when the page is that body as is."""
+
+    body: dict
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A body read from Redis, parsed once, and until when this process may keep it."""
+
+    until: float
+    raw: bytes
+    body: dict
+
+
 @dataclass
 class Reader:
     boards: BoardSet
-    lake: Lake
-    keys: CacheKeys
-    pool: AsyncConnectionPool | None = None
-    redis: aioredis.Redis | None = None
+    primary: AsyncStandingsSource
+    cache: AsyncBodies | None = None
     cache_ttl: int = 300
-    database_url: str | None = None
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
-    _local: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, bytes]] = field(default_factory=dict)
+    _local: dict[tuple[str, str, str], _Cached] = field(default_factory=dict)
+    _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, Page]] = field(default_factory=dict)
 
     async def reload_overrides(self) -> None:
-        if self.pool is not None:  # a pooled connection, not a new one every OVERRIDES_TTL
-            async with self.pool.connection() as conn:
-                found = board_overrides.from_rows(await (await conn.execute(board_overrides.QUERY)).fetchall())
-        else:
-            found = await anyio.to_thread.run_sync(board_overrides.load, self.lake, self.database_url)
+        found = await self.primary.load()
         self.overrides_loaded = time.monotonic()
         if found != self.overrides:
             self._pages.clear()  # a remembered page may belong to a board now disabled or re-limited
@@ -96,11 +102,9 @@ class Reader:
 
     async def standings(
         self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
-    ) -> dict | bytes:
-        """The page as a dict, or as the ready JSON bytes when the cached body is the page.
-
-        A whole-body answer is remembered per request for LOCAL_CACHE_SECONDS, like the body it
-        came from: the hot route then costs a dict lookup, not the period arithmetic again."""
+    ) -> Page:
+        """One page; a whole-body answer is remembered per request for LOCAL_CACHE_SECONDS, like
+        the body it came from: the hot route then costs a dict lookup, not the period arithmetic again."""
         await self.fresh_overrides()
         request = (board_id, period_type, at, limit, offset)
         now = time.monotonic()
@@ -114,50 +118,36 @@ class Reader:
             self._pages[request] = (now + LOCAL_CACHE_SECONDS, remembered[1])
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        raw, fetched_until = await self._from_redis(board, period_type, key, fresh=remembered is not None)
-        if raw is not None and self._is_whole_body(board, period_type, key, limit, offset, raw):
+        cached = await self._from_redis(board, period_type, key, fresh=remembered is not None)
+        if cached is not None and self._is_whole_body(board, period_type, key, limit, offset, cached.body):
             CACHE_HIT.inc()
             # Kept no longer than the body it came from, nor past the period's end: then its
             # status flips and a request without ?at= means the next period.
             left = (_period_end(period_type, key, self.boards.tz) - dt.datetime.now(dt.UTC)).total_seconds()
-            until = min(fetched_until, time.monotonic() + left) if left > 0 else fetched_until
-            bounded_put(self._pages, request, (until, raw))
-            return raw
+            until = min(cached.until, time.monotonic() + left) if left > 0 else cached.until
+            page = Page(cached.body, cached.raw)
+            bounded_put(self._pages, request, (until, page))
+            return page
         self._pages.pop(request, None)  # not a whole body any more: never serve the old one again
         limit = limit or self.limit_for(board)
-        cached = json.loads(raw) if raw else None
-        if cached is not None and (
-            offset + limit <= len(cached["entries"]) or cached["total"] <= len(cached["entries"])
-        ):
+        body = cached.body if cached is not None else None
+        if body is not None and (offset + limit <= len(body["entries"]) or body["total"] <= len(body["entries"])):
             CACHE_HIT.inc()
-            return self._page(cached, limit, offset)
-        if self.redis is not None:
+            return Page(page_of(body, limit, offset))
+        if self.cache is not None:
             CACHE_MISS.inc()
-        if self.pool is not None:
-            body = await self._from_postgres(board, period_type, key, limit, offset)
-            if body is not None:
-                return body
-        else:
-            snapshot = await anyio.to_thread.run_sync(read_snapshot, self.lake, board.id, period_type, key)
-            if snapshot is not None:
-                return snapshot.body(self.boards.tz, limit, offset)
-        if cached is not None:  # Postgres is down: serve what the cache holds
-            return self._page(cached, limit, offset)
+        fresh = await self._from_primary(board, period_type, key, limit, offset)
+        if fresh is not None:
+            return Page(fresh)
+        if body is not None:  # the primary store is down: serve what the cache holds
+            return Page(page_of(body, limit, offset))
         raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
 
-    def _page(self, body: dict, limit: int, offset: int) -> dict:
-        end = dt.datetime.fromisoformat(body["period_end"])
-        return {
-            **body,
-            "status": "live" if dt.datetime.now(dt.UTC) < end else "final",
-            "entries": body["entries"][offset : offset + limit],
-        }
-
     def _is_whole_body(
-        self, board: Board, period_type: str, key: str, limit: int | None, offset: int, raw: bytes
+        self, board: Board, period_type: str, key: str, limit: int | None, offset: int, body: dict
     ) -> bool:
         """The default first page of a daily/weekly/monthly period is the published body as is,
-        once its status still holds (checked on the bytes: no JSON parse on the hot path)."""
+        while its status still holds."""
         if (
             offset
             or period_type == "all_time"
@@ -165,90 +155,63 @@ class Reader:
             or limit not in (None, display_limit(board))
         ):
             return False
-        status = "live" if dt.datetime.now(dt.UTC) < _period_end(period_type, key, self.boards.tz) else "final"
-        return f'"status":"{status}"'.encode() in raw
+        return body["status"] == status_at(_period_end(period_type, key, self.boards.tz))
 
-    async def _from_redis(
-        self, board: Board, period_type: str, key: str, fresh: bool = False
-    ) -> tuple[bytes | None, float]:
-        """The cached body and until when this process may keep it: LOCAL_CACHE_SECONDS, so a hot
-        board is one Redis read a second per worker, not one per request. A whole body is kept,
-        so a reader still sees one published snapshot, at most that much late. `fresh` skips
-        this process's copy."""
+    async def _from_redis(self, board: Board, period_type: str, key: str, fresh: bool = False) -> _Cached | None:
+        """The cached body, kept by this process for LOCAL_CACHE_SECONDS, so a hot board is one
+        Redis read (and one JSON parse) a second per worker, not one per request. A whole body is
+        kept, so a reader still sees one published snapshot, at most that much late. `fresh`
+        skips this process's copy."""
+        if self.cache is None:
+            return None
+        name = (board.id, period_type, key)
         now = time.monotonic()
-        if self.redis is None:
-            return None, now
-        name = self.keys.rankings(board.id, period_type, key)
         hit = self._local.get(name)
-        if hit is not None and hit[0] > now and not fresh:
-            return hit[1], hit[0]
+        if hit is not None and hit.until > now and not fresh:
+            return hit
         try:
-            raw = await self.redis.get(name)
+            raw = await self.cache.get(*name)
         except aioredis.RedisError as exc:
             log.warning("redis read failed, falling back: %s", exc)
-            return None, now
-        if raw is not None:
-            bounded_put(self._local, name, (now + LOCAL_CACHE_SECONDS, raw))
-        return raw, now + LOCAL_CACHE_SECONDS
-
-    async def _pg_snapshot(
-        self, board: Board, period_type: str, key: str, rows_where: str, params: dict
-    ) -> tuple[dict, pl.DataFrame] | None:
-        """The period's registry header and some of its rows, from one statement (pg.snapshot_sql);
-        None when the period is not published."""
-        assert self.pool is not None
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(pg.snapshot_sql(rows_where), {"b": board.id, "t": period_type, "k": key, **params})
-            found = pg.split_snapshot(await cur.fetchall())
-        if found is None:
             return None
-        return snapshot_header(board.id, period_type, key, *found[0]), found[1]
+        if raw is None:
+            return None
+        cached = _Cached(now + LOCAL_CACHE_SECONDS, raw, json.loads(raw))
+        bounded_put(self._local, name, cached)
+        return cached
 
-    async def _from_postgres(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
-        # Ranks are 1..N without gaps, so a page is a rank range (the top index serves it).
+    async def _from_primary(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
         top = max(limit + offset, self.limit_for(board))
         try:
-            found = await self._pg_snapshot(board, period_type, key, "rank <= %(top)s", {"top": top})
+            snapshot = await self.primary.snapshot(board.id, period_type, key, top)
         except (psycopg.Error, OSError) as exc:
-            log.warning("postgres read failed: %s", exc)
+            log.warning("primary store read failed: %s", exc)
             return None
-        if found is None:
+        if snapshot is None:
             return None
-        snapshot = LakeSnapshot(*found)
         await self._refill(board, period_type, key, snapshot.body(self.boards.tz, self.limit_for(board)))
         return snapshot.body(self.boards.tz, limit, offset)
 
     async def _refill(self, board: Board, period_type: str, key: str, body: dict) -> None:
-        if self.redis is None:
+        if self.cache is None:
             return
         try:
-            await self.redis.set(self.keys.rankings(board.id, period_type, key), json.dumps(body), ex=self.cache_ttl)
+            await self.cache.put(board.id, period_type, key, body, self.cache_ttl)
         except aioredis.RedisError as exc:
             log.warning("redis refill failed: %s", exc)
 
     async def periods(self, board_id: str, period_type: str) -> list[str]:
         board = self.board(board_id, period_type)
-        if self.pool is not None:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s "
-                    "ORDER BY period_start DESC",
-                    (board.id, period_type),
-                )
-                return [r[0] for r in await cur.fetchall()]
-        return self.lake.published_keys(board.id, period_type)
+        return await self.primary.published_keys(board.id, period_type)
 
     async def user_entry(self, board_id: str, period_type: str, at: dt.date | None, user_id: str, around: int) -> dict:
         """One user's entry with `percentile`, and the entries from rank-around to rank+around."""
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        found = await (self._user_from_postgres if self.pool is not None else self._user_from_lake)(
-            board, period_type, key, user_id, around
-        )
-        if found is None:
+        snapshot = await self.primary.around(board.id, period_type, key, user_id, around)
+        if snapshot is None:
             raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
-        header, frame = found
-        body = LakeSnapshot(header, frame).body(self.boards.tz, max(frame.height, 1))
+        body = snapshot.body(self.boards.tz, max(snapshot.frame.height, 1))
         neighbors = body.pop("entries")
         entry = next((e for e in neighbors if e["user_id"] == user_id), None)
         if entry is None:
@@ -256,23 +219,3 @@ class Reader:
         total = body["total"]
         entry = {**entry, "percentile": round(100.0 * (total - entry["rank"] + 1) / total, 2)}
         return {**body, "entry": entry, "neighbors": neighbors}
-
-    async def _user_from_postgres(
-        self, board: Board, period_type: str, key: str, user_id: str, around: int
-    ) -> tuple[dict, pl.DataFrame] | None:
-        rank = "(SELECT rank FROM leaderboard_rankings WHERE {period} AND user_id = %(u)s)"
-        return await self._pg_snapshot(
-            board, period_type, key, f"rank BETWEEN {rank} - %(k_)s AND {rank} + %(k_)s", {"u": user_id, "k_": around}
-        )
-
-    async def _user_from_lake(
-        self, board: Board, period_type: str, key: str, user_id: str, around: int
-    ) -> tuple[dict, pl.DataFrame] | None:
-        snapshot = await anyio.to_thread.run_sync(read_snapshot, self.lake, board.id, period_type, key)
-        if snapshot is None:
-            return None
-        rank = snapshot.frame.filter(pl.col("user_id") == user_id)["rank"]
-        if rank.is_empty():
-            return snapshot.header, snapshot.frame.clear()
-        r = int(rank[0])
-        return snapshot.header, snapshot.frame.filter(pl.col("rank").is_between(r - around, r + around))

@@ -1,8 +1,13 @@
-"""Response bodies of DESIGN §7 as msgspec structs (they also make the OpenAPI schema)."""
+"""Request and response bodies as msgspec structs: they validate requests (their constraints
+answer 400 naming the field) and make the OpenAPI schema."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+DisplayLimit = Annotated[int, msgspec.Meta(ge=1, le=1000, description="Entries shown on a board's first page")]
 
 
 class Entry(msgspec.Struct):
@@ -57,3 +62,31 @@ class Periods(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
     details: dict[str, str] = {}
+
+
+class BoardConfig(msgspec.Struct):
+    """A board's effective settings (its own limit may exceed what an admin can set)."""
+
+    display_limit: int
+    enabled: bool
+
+
+class BoardConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """What an admin changes on one board; a field left out keeps its value."""
+
+    display_limit: DisplayLimit | None = None
+    enabled: bool | None = None
+
+
+class ConfigBody(msgspec.Struct):
+    boards: dict[str, BoardConfig]
+
+
+class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    boards: dict[str, BoardConfigPatch]
+
+
+class RefreshAccepted(msgspec.Struct):
+    id: str
+    status: str
+    cache_periods_rebuilt: int | None

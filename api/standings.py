@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
-from api.params import local_date, reader_of
+from api.params import local_date
 from api.reader import Reader, bounded_put
 from api.schemas import BoardInfo, Periods, Standings
 
@@ -45,7 +43,6 @@ def _published_response(body: bytes) -> _Published:
 class StandingsController(Controller):
     path = "/leaderboard"
     tags = ("standings",)
-    dependencies = {"reader": Provide(reader_of, sync_to_thread=False)}  # noqa: RUF012 - Litestar's own attribute
 
     @get("/boards")
     async def boards(self, reader: Reader) -> list[BoardInfo]:
@@ -60,7 +57,7 @@ class StandingsController(Controller):
     @get("/{board:str}/{period:str}")
     async def standings(
         self,
-        state: State,
+        reader: Reader,
         board: str,
         period: str,
         at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
@@ -68,11 +65,10 @@ class StandingsController(Controller):
         offset: Annotated[int, Parameter(ge=0)] = 0,
     ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
-        # The hot route reads the reader off the app state: no dependency to resolve per request.
-        body = await state.reader.standings(board, period, local_date(at), limit, offset)
-        if isinstance(body, bytes):  # the cached body as published: sent without re-encoding
-            return _published_response(body)
-        return Response(Standings(**body))
+        page = await reader.standings(board, period, local_date(at), limit, offset)
+        if page.raw is not None:  # the cached body as published: sent without re-encoding
+            return _published_response(page.raw)
+        return Response(Standings(**page.body))
 
     @get("/{board:str}/{period:str}/periods")
     async def periods(self, reader: Reader, board: str, period: str) -> Periods:

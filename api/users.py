@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from litestar import Controller, Request, get
-from litestar.di import Provide
+from litestar import Controller, get
 from litestar.params import Parameter
 
-from api.auth import authenticate, require_self_or_admin
-from api.params import local_date, reader_of
+from api.auth import Caller
+from api.guards import BEARER, requires_self_or_admin, requires_token
+from api.params import local_date
 from api.reader import Reader
 from api.schemas import UserStanding
 
@@ -17,26 +17,25 @@ from api.schemas import UserStanding
 class UsersController(Controller):
     path = "/leaderboard"
     tags = ("users",)
-    dependencies = {"reader": Provide(reader_of, sync_to_thread=False)}  # noqa: RUF012 - Litestar's own attribute
+    guards = (requires_token,)
+    security = (BEARER,)
 
     @get("/{board:str}/{period:str}/me")
     async def me(
         self,
-        request: Request[Any, Any, Any],
         reader: Reader,
+        caller: Caller,
         board: str,
         period: str,
         at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """The caller's entry (bearer JWT `sub`) and `around` neighbours on each side."""
-        caller = authenticate(request, request.app.state.settings)
         return UserStanding(**await reader.user_entry(board, period, local_date(at), caller.sub, around))
 
-    @get("/{board:str}/{period:str}/users/{user_id:str}")
+    @get("/{board:str}/{period:str}/users/{user_id:str}", guards=[requires_self_or_admin])
     async def user(
         self,
-        request: Request[Any, Any, Any],
         reader: Reader,
         board: str,
         period: str,
@@ -45,5 +44,4 @@ class UsersController(Controller):
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """One user's entry: the user themself or an admin."""
-        require_self_or_admin(authenticate(request, request.app.state.settings), user_id)
         return UserStanding(**await reader.user_entry(board, period, local_date(at), user_id, around))

@@ -28,7 +28,7 @@ import httpx
 import psycopg
 import redis
 
-from leaderboard.migrations import deploy
+from leaderboard.stores.migrations import deploy
 
 DAY = "2026-11-20"
 

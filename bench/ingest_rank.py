@@ -52,9 +52,9 @@ def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, 
 
 def _run_ours(landing: Path, lake_dir: Path) -> dict:
     from leaderboard.boards import load_boards
-    from leaderboard.lake import Lake
     from leaderboard.periods import period_of
     from leaderboard.settings import DEFAULT_BOARDS_FILE
+    from leaderboard.stores.lake import Lake
     from pipelines.steps import ingest_day, publish_period, rank_period, score_day
 
     shutil.rmtree(lake_dir, ignore_errors=True)

@@ -19,9 +19,10 @@ import polars as pl
 import psycopg
 import redis
 
-from leaderboard import cache, pg
-from leaderboard.lake import Snapshot
-from leaderboard.migrations import deploy
+from leaderboard.standings import Snapshot
+from leaderboard.stores import postgres_publish as pg
+from leaderboard.stores import redis as cache
+from leaderboard.stores.migrations import deploy
 
 START, END = dt.datetime(2026, 11, 26, tzinfo=dt.UTC), dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 

@@ -1,4 +1,4 @@
-"""Reading standings through the HTTP API, as any client would (DESIGN §7).
+"""Reading standings through the HTTP API, as any client would (docs/contracts.md#routes).
 
 The dashboard never reads published standings behind the API's back: what it shows is what
 API clients get. Failures become `ApiError` with a sentence a person can act on.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from leaderboard.periods import UTC, period_of, utc_hours
+from leaderboard.run_errors import step_failure_message
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -62,8 +63,6 @@ def _partitions(tags: dict[str, str]) -> str:
 def _failure(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """The first step failure's message, unwrapped from Dagster's own wrapper errors."""
     import dagster as dg
-
-    from pipelines.runner import step_failure_message
 
     for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE}):
         message = step_failure_message(entry.dagster_event)

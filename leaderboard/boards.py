@@ -1,4 +1,5 @@
-"""Board definitions (DESIGN §5), loaded from YAML and validated with file, board and field named."""
+"""Board definitions (docs/contracts.md#boards-and-periods), loaded from YAML and validated with
+file, board and field named."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ PeriodType = Literal["daily", "weekly", "monthly", "all_time"]
 PERIOD_TYPES: tuple[PeriodType, ...] = ("daily", "weekly", "monthly", "all_time")
 
 
-class BoardsFileError(SystemExit):
-    """A bad boards file; a SystemExit so the CLI shows the message without a traceback."""
+class BoardsFileError(ValueError):
+    """A bad boards file; the message names the file (and line), the board and the field."""
 
 
 class Board(BaseModel):

@@ -1,4 +1,4 @@
-"""Period arithmetic in the boards' IANA time zone (DESIGN §5).
+"""Period arithmetic in the boards' IANA time zone (docs/contracts.md#boards-and-periods).
 
 A period is a half-open range of local days [start, end). Its instants are the local
 midnights, so a daily period lasts 23 or 25 hours across a DST change.
@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from leaderboard.boards import PERIOD_TYPES, PeriodType
@@ -20,8 +21,24 @@ _WEEK_KEY = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH_KEY = re.compile(r"^(\d{4})-(\d{2})$")
 
 
+Status = Literal["live", "final"]
+
+
 class PeriodError(ValueError):
-    """A period type or key that cannot be understood; the message says what is accepted."""
+    """A period type, key or date that cannot be understood; the message says what is accepted."""
+
+
+def status_at(end: dt.datetime, now: dt.datetime | None = None) -> Status:
+    """The one live/final rule: a period is live until the instant it ends."""
+    return "live" if (now or dt.datetime.now(UTC)) < end else "final"
+
+
+def parse_date(text: str) -> dt.date:
+    """A local date as users type it (`2026-11-26`), or a PeriodError saying the expected form."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise PeriodError(f"{text!r} is not a date like 2026-11-26") from None
 
 
 @dataclass(frozen=True, order=True)
@@ -38,9 +55,8 @@ class Period:
         """The period's [start, end) as UTC instants."""
         return local_midnight(self.start, tz), local_midnight(self.end, tz)
 
-    def status(self, tz: ZoneInfo, now: dt.datetime | None = None) -> str:
-        now = now or dt.datetime.now(UTC)
-        return "live" if now < local_midnight(self.end, tz) else "final"
+    def status(self, tz: ZoneInfo, now: dt.datetime | None = None) -> Status:
+        return status_at(local_midnight(self.end, tz), now)
 
     def previous(self, start_date: dt.date) -> Period | None:
         """The period of the same type just before this one, or None before `start_date`."""

@@ -1,6 +1,7 @@
 """Process settings from the environment (and an optional `.env`), validated once at start.
 
-Names are the seed service's (DESIGN §8) so existing deployments keep their variables.
+Names are those of the service this replaces, so existing deployments keep their variables
+(docs/contracts.md#settings).
 """
 
 from __future__ import annotations
@@ -30,8 +31,18 @@ def duration_seconds(text: str) -> int:
     return int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
 
 
-class SettingsError(SystemExit):
-    """Raised for a bad setting; a SystemExit so the CLI prints it without a traceback."""
+def redis_url_of(url: str | None, host: str | None, port: int, password: str | None) -> str | None:
+    """REDIS_URL, or one built from REDIS_HOST/REDIS_PORT/REDIS_PASSWORD (the seed's names)."""
+    if url:
+        return url
+    if host:
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{host}:{port}/0"
+    return None
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names each variable, its value and what is wrong."""
 
 
 class Settings(BaseSettings):
@@ -129,12 +140,7 @@ class Settings(BaseSettings):
     @property
     def redis_url(self) -> str | None:
         """REDIS_URL, or one built from REDIS_HOST/REDIS_PORT/REDIS_PASSWORD (the seed's names)."""
-        if self.REDIS_URL:
-            return self.REDIS_URL
-        if self.REDIS_HOST:
-            auth = f":{quote(self.REDIS_PASSWORD, safe='')}@" if self.REDIS_PASSWORD else ""
-            return f"redis://{auth}{self.REDIS_HOST}:{self.REDIS_PORT}/0"
-        return None
+        return redis_url_of(self.REDIS_URL, self.REDIS_HOST, self.REDIS_PORT, self.REDIS_PASSWORD)
 
     @field_validator("LEADERBOARD_BOARDS")
     @classmethod

@@ -1,15 +1,26 @@
-"""Finding published standings for a board, a period type and an optional date.
+"""Published standings as every reader sees them: a period's snapshot, its body, and lookups.
 
-Used by `leaderboard show` and the API, so both answer alike.
+The lake, Postgres and Redis all hand out a `Snapshot`; `Snapshot.body` is the one place the
+standings body of docs/contracts.md#routes is built, so `leaderboard show`, the API and the
+Redis cache answer alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import polars as pl
 
 from leaderboard.boards import PERIOD_TYPES, Board, BoardSet
-from leaderboard.lake import Lake, Snapshot, read_snapshot
-from leaderboard.periods import ALL_TIME_KEY, period_of
+from leaderboard.periods import ALL_TIME_KEY, Status, period_of, status_at
+
+# One entry of a period, as stores return it and the body lists it.
+ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
+                "rank_change": pl.Int64}  # fmt: skip
 
 
 class StandingsError(LookupError):
@@ -18,6 +29,92 @@ class StandingsError(LookupError):
     def __init__(self, message: str, status: int = 404) -> None:
         super().__init__(message)
         self.status = status
+
+
+def snapshot_header(
+    board_id: str,
+    period_type: str,
+    period_key: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    published_at: dt.datetime,
+    run_id: str,
+    total: int,
+) -> dict:
+    """What a published period says of itself (lake file metadata, Redis body, registry)."""
+    return {
+        "board_id": board_id,
+        "period_type": period_type,
+        "period_key": period_key,
+        "period_start": start.isoformat(),
+        "period_end": end.isoformat(),
+        "published_at": published_at.isoformat(),
+        "run_id": run_id,
+        "total": total,
+    }
+
+
+def _number(value: float | None) -> float | int | None:
+    if value is None or math.isnan(value):
+        return None
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One published period of one board: its header and (some of) its rows in rank order."""
+
+    header: dict
+    frame: pl.DataFrame
+
+    @property
+    def period_end(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.header["period_end"])
+
+    def status(self, now: dt.datetime | None = None) -> Status:
+        return status_at(self.period_end, now)
+
+    def body(self, tz: ZoneInfo, limit: int, offset: int = 0, now: dt.datetime | None = None) -> dict:
+        """The standings body for one page of this snapshot; `offset` counts from its first row."""
+        h = self.header
+        page = self.frame.slice(offset, limit)
+        return {
+            "board": h["board_id"],
+            "period": h["period_type"],
+            "period_key": h["period_key"],
+            "period_start": dt.datetime.fromisoformat(h["period_start"]).astimezone(tz).isoformat(),
+            "period_end": self.period_end.astimezone(tz).isoformat(),
+            "status": self.status(now),
+            "published_at": h["published_at"],
+            "total": int(h["total"]),
+            "entries": [
+                {
+                    "rank": r["rank"],
+                    "user_id": r["user_id"],
+                    "score": _number(r["score"]),
+                    "previous_rank": r["previous_rank"],
+                    "rank_change": r["rank_change"],
+                }
+                for r in page.iter_rows(named=True)
+            ],
+        }
+
+
+def page_of(body: dict, limit: int, offset: int, now: dt.datetime | None = None) -> dict:
+    """A page of a ready standings body (as cached), its status as of now."""
+    return {
+        **body,
+        "status": status_at(dt.datetime.fromisoformat(body["period_end"]), now),
+        "entries": body["entries"][offset : offset + limit],
+    }
+
+
+class PublishedStandings(Protocol):
+    """What finding a period's standings needs of a store."""
+
+    def snapshot(self, board_id: str, period_type: str, key: str) -> Snapshot | None: ...
+
+    def published_keys(self, board_id: str, period_type: str) -> list[str]: ...
 
 
 def resolve_key(boards: BoardSet, period_type: str, at: dt.date | None) -> str:
@@ -42,12 +139,14 @@ def check_board(boards: BoardSet, board_id: str, period_type: str) -> Board:
     return board
 
 
-def find_snapshot(lake: Lake, boards: BoardSet, board_id: str, period_type: str, at: dt.date | None) -> Snapshot:
+def find_snapshot(
+    store: PublishedStandings, boards: BoardSet, board_id: str, period_type: str, at: dt.date | None
+) -> Snapshot:
     check_board(boards, board_id, period_type)
     key = resolve_key(boards, period_type, at)
-    snapshot = read_snapshot(lake, board_id, period_type, key)
+    snapshot = store.snapshot(board_id, period_type, key)
     if snapshot is None:
-        published = lake.published_keys(board_id, period_type)
+        published = store.published_keys(board_id, period_type)
         hint = f"latest published: {published[0]}" if published else "nothing published yet"
         raise StandingsError(f"no published {period_type} standings of {board_id!r} for {key} ({hint})")
     return snapshot

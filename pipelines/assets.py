@@ -1,4 +1,4 @@
-"""Dagster assets: landing files to published standings (DESIGN §1).
+"""Dagster assets: landing files to published standings (docs/contracts.md#flow).
 
 Each asset loops over the partitions of its run (a backfill or `leaderboard materialize`
 range runs as one run) and calls `pipelines.steps` for each; metadata reports per partition.

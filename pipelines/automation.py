@@ -13,11 +13,10 @@ import uuid
 from collections import defaultdict
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from leaderboard import overrides
 from leaderboard.boards import BoardSet
 from leaderboard.settings import Settings
+from pipelines.jobs import DAILY_JOB
 from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan
 from pipelines.resources import LakeResource, StoresResource
 
@@ -77,8 +76,9 @@ def _newer_than_ingest(lake: LakeResource, day: dt.date, found: list[LandedChang
 
 
 def build_automation(
-    boards: BoardSet, settings: Settings, daily_job: UnresolvedAssetJobDefinition
+    boards: BoardSet, settings: Settings
 ) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """Schedules and sensors that request runs of `daily_job`, by name (the definitions hold the job)."""
     tz = boards.tz
 
     def _today(instant: dt.datetime | None = None) -> dt.date:
@@ -86,7 +86,7 @@ def build_automation(
 
     @dg.schedule(
         name="live_refresh",
-        job=daily_job,
+        job_name=DAILY_JOB,
         cron_schedule=refresh_cron(settings.REFRESH_INTERVAL_MINUTES),
         execution_timezone=boards.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -96,13 +96,13 @@ def build_automation(
         day = _today(context.scheduled_execution_time)
         if day < boards.start_date:
             return dg.SkipReason(f"{day} is before start_date {boards.start_date}")
-        if _waiting(context.instance, daily_job.name, day):
+        if _waiting(context.instance, DAILY_JOB, day):
             return dg.SkipReason(f"a run of {day} is already waiting to start")
         return _day_request(day, "live_refresh")
 
     @dg.schedule(
         name="daily_close",
-        job=daily_job,
+        job_name=DAILY_JOB,
         cron_schedule=f"{settings.DAILY_CLOSE_MINUTE} 0 * * *",
         execution_timezone=boards.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -116,7 +116,7 @@ def build_automation(
 
     @dg.sensor(
         name="landing_files",
-        job=daily_job,
+        job_name=DAILY_JOB,
         minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="A run for each local day that new or changed landing files belong to (late files too).",
@@ -137,7 +137,7 @@ def build_automation(
             by_day = {d: found for d, found in by_day.items() if _newer_than_ingest(lake, d, found)}
         # Files keep landing for the current day: while one of its runs waits in the queue, it
         # will read them, so runs do not pile up behind a day slower to compute than a tick.
-        by_day = {d: found for d, found in by_day.items() if not _waiting(context.instance, daily_job.name, d)}
+        by_day = {d: found for d, found in by_day.items() if not _waiting(context.instance, DAILY_JOB, d)}
         requests = [
             # One run per day reads all of the day's files; the key names the file versions it
             # was asked for, so the same files never start a second run.
@@ -159,16 +159,14 @@ def build_automation(
 
     @dg.sensor(
         name="refresh_requests",
-        job=daily_job,
+        job_name=DAILY_JOB,
         minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Turn POST /leaderboard/config/refresh requests into a run of the current day (and periods).",
     )
-    def refresh_requests(
-        context: dg.SensorEvaluationContext, lake: LakeResource, stores: StoresResource
-    ) -> dg.RunRequest | dg.SkipReason:
+    def refresh_requests(context: dg.SensorEvaluationContext, stores: StoresResource) -> dg.RunRequest | dg.SkipReason:
         batch = f"refresh:{uuid.uuid4().hex[:16]}"
-        ids = overrides.take_refresh_requests(lake.lake, stores.database_url, batch)
+        ids = stores.stores.refresh_requests().take(batch)
         if not ids:
             return dg.SkipReason("no pending refresh requests")
         context.log.info(f"refresh requests {', '.join(ids)} -> a run of {_today()} ({batch})")
@@ -176,21 +174,24 @@ def build_automation(
 
     def _finishing(name: str, status: dg.DagsterRunStatus) -> dg.RunStatusSensorDefinition:
         """Ends the refresh requests a run served as that run ended; a retried run carries the
-        same tags, so a failure that a retry mends ends as done."""
+        same tags, so a failure that a retry mends ends as done.
+
+        It watches the runs of this code location and keeps those of `daily_job`, the job
+        the refresh requests are served by (named, as the definitions hold the job).
+        """
 
         @dg.run_status_sensor(
             name=name,
             minimum_interval_seconds=settings.LANDING_SENSOR_INTERVAL_SECONDS,
             run_status=status,
-            monitored_jobs=[daily_job],
             default_status=dg.DefaultSensorStatus.RUNNING,
         )
-        def _sensor(context: dg.RunStatusSensorContext, lake: LakeResource, stores: StoresResource) -> None:
+        def _sensor(context: dg.RunStatusSensorContext, stores: StoresResource) -> None:
             batch = context.dagster_run.tags.get(REFRESH_TAG)
-            if batch:
+            if batch and context.dagster_run.job_name == DAILY_JOB:
                 ok = status == dg.DagsterRunStatus.SUCCESS
                 run_id = context.dagster_run.run_id
-                n = overrides.finish_refresh_requests(lake.lake, stores.database_url, batch, run_id, ok)
+                n = stores.stores.refresh_requests().finish(batch, run_id, ok)
                 context.log.info(f"{batch}: {n} refresh requests {'done' if ok else 'failed'}")
 
         return _sensor

@@ -114,9 +114,7 @@ def cache_matches_postgres(board_id: str, cached: list[dict] | None, stored: pl.
     return Verdict(
         CACHE_MATCHES_POSTGRES,
         False,
-        [
-            f"{board_id}: Redis {len(in_cache)} entries, Postgres {len(in_pg)}; first difference at position {at + 1}"
-        ],
+        [f"{board_id}: Redis {len(in_cache)} entries, Postgres {len(in_pg)}; first difference at position {at + 1}"],
     )
 
 

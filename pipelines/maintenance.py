@@ -1,4 +1,4 @@
-"""The retention job and its daily schedule (DESIGN §6)."""
+"""The retention job and its daily schedule."""
 
 import datetime as dt
 
@@ -6,9 +6,8 @@ import dagster as dg
 
 from leaderboard.boards import BoardSet
 from pipelines import retention
+from pipelines.jobs import RETENTION_JOB
 from pipelines.resources import LakeResource, StoresResource
-
-RETENTION_JOB = "retention_job"
 
 
 class RetentionConfig(dg.Config):

@@ -1,6 +1,6 @@
 """Materialize a range of local days, and every period they touch, through Dagster.
 
-A run costs about a second of Dagster overhead, so the range goes in as few runs as the
+Every run pays Dagster's start-up overhead, so the range goes in as few runs as the
 partitions allow: one ranged run for the days, one for the weeks, one for the months, one
 for all-time. The runs are recorded in the instance under DAGSTER_HOME, so they show in the UI.
 """
@@ -13,13 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from leaderboard.boards import BoardSet
-from leaderboard.lake import Lake
 from leaderboard.periods import Period, period_of, periods_touching
-from pipelines.definitions import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, WEEKLY_JOB
+from leaderboard.run_errors import step_failure_message
+from leaderboard.settings import Settings, get_settings
+from leaderboard.stores.lake import Lake
+from pipelines.jobs import (
+    ALL_TIME_JOB,
+    DAILY_JOB,
+    DAILY_RANKINGS_JOB,
+    MONTHLY_JOB,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    WEEKLY_JOB,
+)
 from pipelines.partitions import partition_key
+from pipelines.resources import secrets_in_environment
 
 
 class RangeError(ValueError):
@@ -83,16 +93,6 @@ def _published(lake: Lake, boards: BoardSet, period: Period) -> bool:
     return any(lake.snapshot(b.id, period.type, period.key).exists() for b in boards.with_period(period.type))
 
 
-def step_failure_message(event: dg.DagsterEvent | None) -> str | None:
-    """What failed in a step, unwrapped from Dagster's own wrapper errors; None if not a failure."""
-    if event is None or not event.is_step_failure or not event.step_failure_data or not event.step_failure_data.error:
-        return None
-    err = event.step_failure_data.error
-    while err.cause is not None and err.message.startswith("dagster._core.errors"):
-        err = err.cause
-    return f"step {event.step_key}: {err.message.strip()}"
-
-
 def _failure(result: dg.ExecuteInProcessResult) -> str:
     messages = (step_failure_message(e) for e in result.all_events)
     return next((m for m in messages if m), "run failed (see the run in the Dagster UI)")
@@ -104,13 +104,29 @@ def execute(
     instance: dg.DagsterInstance,
     on_done: Callable[[RunOutcome], None] | None = None,
     log_level: str = "WARNING",
+    settings: Settings | None = None,
 ) -> list[RunOutcome]:
-    """Run the planned runs in order; stop at the first failure (later periods need its output)."""
+    """Run the planned runs in order; stop at the first failure (later periods need its output).
+
+    The runs read their secrets from the environment, with those that `settings` (default:
+    the process's) found in `.env` added to it while they go.
+    """
+    with secrets_in_environment(settings or get_settings()):
+        return _execute(defs, runs, instance, on_done, log_level)
+
+
+def _execute(
+    defs: dg.Definitions,
+    runs: list[PlannedRun],
+    instance: dg.DagsterInstance,
+    on_done: Callable[[RunOutcome], None] | None,
+    log_level: str,
+) -> list[RunOutcome]:
     outcomes = []
     for planned in runs:
         tags = {}
         if planned.first_key is not None:
-            tags = {ASSET_PARTITION_RANGE_START_TAG: planned.first_key, ASSET_PARTITION_RANGE_END_TAG: planned.last_key}
+            tags = {PARTITION_RANGE_START_TAG: planned.first_key, PARTITION_RANGE_END_TAG: planned.last_key}
         t0 = time.perf_counter()
         result = defs.resolve_job_def(planned.job).execute_in_process(
             instance=instance,

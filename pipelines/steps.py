@@ -14,16 +14,17 @@ from pathlib import Path
 
 import polars as pl
 
-from leaderboard import cache, pg
 from leaderboard.boards import BoardSet, display_limit
-from leaderboard.cache import hot_keys
-from leaderboard.lake import Lake, Snapshot, snapshot_header, write_atomic
 from leaderboard.landing import dedupe, read_day
-from leaderboard.periods import UTC, Period, period_of
+from leaderboard.periods import UTC, Period, period_of, status_at
+from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
+from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
 from leaderboard.stores import Stores
+from leaderboard.stores import redis as cache
+from leaderboard.stores.lake import Lake, write_atomic
+from leaderboard.stores.postgres_publish import publish as publish_postgres
 from pipelines import checks
 from pipelines.checks import Verdict
-from pipelines.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def ingest_day(
 ) -> IngestStats:
     """Read, validate and deduplicate one local day; write clean events, quarantine and stats.
 
-    Nothing reaches the lake unless the conservation law of DESIGN §4 holds: every record
+    Nothing reaches the lake unless the conservation law (docs/contracts.md#event-record) holds: every record
     read is exactly one of counted (as written), duplicate or quarantined. Past
     `max_quarantine_rate` the quarantine and stats are written (to look at) but the day's
     clean events stay as they were, and QuarantineRateExceeded is raised.
@@ -91,11 +92,7 @@ def ingest_day(
         if verdict.passed:
             lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
-    record = {**asdict(stats), "run_id": run_id}
-    write_atomic(pl.DataFrame([{**record, "written_at": dt.datetime.now(UTC)}]), lake.day_file("ingest_stats", day))
-    with (stores or Stores()).postgres() as conn:
-        if conn is not None:
-            pg.save_ingest_stats(conn, {**record, "day": day})
+    (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
     if not verdict.passed:
         raise QuarantineRateExceeded(stats, verdict)
     return stats
@@ -151,14 +148,16 @@ def expected_users(lake: Lake, boards: BoardSet, period: Period, scores: pl.Data
 def cache_verdicts(stores: Stores, boards: BoardSet, period: Period) -> list[Verdict]:
     """After publish: does Redis serve what Postgres holds, for each board of the period?"""
     verdicts = []
-    with stores.postgres() as conn, stores.redis() as client:
-        if conn is None or client is None:
+    record = stores.record
+    with stores.redis() as client:
+        if record is None or client is None:
             return []
         for board in boards.with_period(period.type):
             raw = client.get(stores.keys.rankings(board.id, period.type, period.key))
             cached = json.loads(raw)["entries"] if raw else None
-            stored = pg.top(conn, board.id, period.type, period.key, display_limit(board))
-            verdicts.append(checks.cache_matches_postgres(board.id, cached, stored))
+            stored = record.snapshot(board.id, period.type, period.key, display_limit(board))
+            rows = stored.frame if stored else pl.DataFrame(schema=ENTRY_SCHEMA)
+            verdicts.append(checks.cache_matches_postgres(board.id, cached, rows))
     return verdicts
 
 
@@ -176,9 +175,9 @@ def publish_period(
     start, end = period.bounds(boards.tz)
     now = now or dt.datetime.now(UTC)
     today = now.astimezone(boards.tz).date()
-    status = "live" if now < end else "final"
-    stores = stores or Stores()
-    hot = hot_keys(period.type, today)
+    status = status_at(end, now)
+    stores = stores or Stores(lake)
+    hot = cache.hot_keys(period.type, today)
     current = period.type == "all_time" or period.start <= today < period.end
     published: list[tuple[dict, pl.DataFrame]] = []
     for board in boards.with_period(period.type):
@@ -199,7 +198,9 @@ def publish_period(
         return {}
     with stores.redis() as client:  # Redis unreachable: fail before Postgres changes
         if stores.database_url:
-            pg.publish(stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published], status)
+            publish_postgres(
+                stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published], status
+            )
         for header, snapshot in published:
             board = boards.get(header["board_id"])
             assert board is not None
@@ -212,6 +213,6 @@ def publish_period(
 
 
 def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:
-    """All-time covers every materialized day up to the latest one (DESIGN §5)."""
+    """All-time covers every materialized day up to the latest one."""
     days = [d for d in lake.days("daily_scores") if d >= boards.start_date]
     return period_of("all_time", days[-1], boards.start_date) if days else None

@@ -4,6 +4,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,13 @@ def event(
     return rec
 
 
+def free_port() -> int:
+    """A port no one listens on now, so a server started by a test never meets a shared one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 ADMIN_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -77,7 +85,7 @@ def scratch_database(migrated: bool = False) -> Iterator[str]:
     try:
         url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         if migrated:
-            from leaderboard.migrations import deploy
+            from leaderboard.stores.migrations import deploy
 
             deploy(url)
         yield url
@@ -95,10 +103,10 @@ def scratch_redis_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
+        from leaderboard.stores.redis import delete_matching
+
         client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_matching(client, f"{prefix}:*")
         client.close()
 
 
@@ -111,7 +119,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    from leaderboard.migrations import deploy
+    from leaderboard.stores.migrations import deploy
 
     deploy(database_url)
     return database_url

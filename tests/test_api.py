@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from unittest.mock import ANY
 
 import httpx
 import jwt
@@ -25,15 +26,17 @@ import redis.asyncio as aioredis
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
+import api.guards
 import api.reader
 from api.app import create_app
 from api.reader import Reader
+from cli.main import main
 from leaderboard.boards import current_boards
-from leaderboard.cache import CacheKeys
-from leaderboard.cli import main
-from leaderboard.lake import Lake
 from leaderboard.settings import get_settings, load_settings
 from leaderboard.standings import StandingsError
+from leaderboard.stores.lake import Lake
+from leaderboard.stores.lake_async import AsyncLake
+from leaderboard.stores.redis import AsyncBodies, CacheKeys
 from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
 
 FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
@@ -153,7 +156,21 @@ def test_health_and_readiness_under_faults(env):
 def test_openapi_schema_is_served(env):
     with TestClient(app_for(env, None, None)) as c:
         schema = c.get("/schema/openapi.json").json()
-    assert "/leaderboard/{board}/{period}" in schema["paths"]
+    paths = schema["paths"]
+    assert "/leaderboard/{board}/{period}" in paths
+    assert schema["components"]["securitySchemes"]["BearerToken"] == {"type": "http", "scheme": "bearer",
+                                                                      "bearerFormat": "JWT", "description": ANY}  # fmt: skip
+    guarded = {("get", "/leaderboard/{board}/{period}/me"), ("get", "/leaderboard/{board}/{period}/users/{user_id}"),
+               ("get", "/leaderboard/config"), ("put", "/leaderboard/config"), ("post", "/leaderboard/config/refresh")}  # fmt: skip
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            expected = [{"BearerToken": []}] if (method, path) in guarded else None
+            assert operation.get("security") == expected, (method, path)
+    patch = schema["components"]["schemas"]["BoardConfigPatch"]["properties"]["display_limit"]
+    assert (patch["minimum"], patch["maximum"]) == (1, 1000)
+    # the dependencies are not request parameters
+    names = {p["name"] for ops in paths.values() for op in ops.values() for p in op.get("parameters", [])}
+    assert not names & {"reader", "settings", "caller", "state", "request"}
 
 
 SECRET = "s" * 40
@@ -166,7 +183,7 @@ def auth_app(env, **extra):
     ))  # fmt: skip
 
 
-def token(sub: str, secret: str = SECRET, alg: str = "HS256", **claims) -> str:
+def token(sub: object, secret: str = SECRET, alg: str = "HS256", **claims) -> str:
     now = dt.datetime.now(dt.UTC)
     body = {"sub": sub, "exp": now + dt.timedelta(hours=1), "roles": [], **claims}
     body = {k: v for k, v in body.items() if v is not None}
@@ -212,6 +229,9 @@ def test_me_and_users_return_the_entry_with_percentile_and_neighbours(secured):
         lambda: token("u", exp=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)),  # expired
         lambda: token("u", nbf=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),  # not yet valid
         lambda: token("u", exp=None),  # no exp
+        lambda: token(None),  # no sub
+        lambda: token(5),  # sub not a string
+        lambda: token("u", roles="admin"),  # roles not a list
         lambda: "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.",  # alg none
     ],
 )
@@ -220,6 +240,7 @@ def test_refused_tokens_get_401(secured, make):
     response = secured.get("/leaderboard/points/daily/me", params={"at": str(LAST)}, headers=bearer(t) if t else {})
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_issuer_and_audience_are_checked_when_configured(env):
@@ -239,6 +260,103 @@ def test_reading_another_users_entry_is_403_and_errors(secured):
                        headers=bearer(token("me"))).status_code == 400  # fmt: skip
     missing = secured.get("/leaderboard/points/daily/me", params=params, headers=bearer(token("nobody-here")))
     assert missing.status_code == 404 and "has no entry" in missing.json()["detail"]
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """The app over an empty lake of its own: guards and body validation need no standings."""
+    app = create_app(load_settings(DATABASE_URL=None, REDIS_URL=None, LEADERBOARD_LAKE_DIR=tmp_path / "lake",
+                                   JWT_SECRET=SECRET, RATE_LIMIT_PER_MINUTE=0))  # fmt: skip
+    with TestClient(app) as c:
+        yield c
+
+
+GUARDED = [("GET", "/leaderboard/points/daily/me"), ("GET", "/leaderboard/points/daily/users/u1"),
+           ("GET", "/leaderboard/config"), ("PUT", "/leaderboard/config"), ("POST", "/leaderboard/config/refresh")]  # fmt: skip
+ADMIN_ONLY = [route for route in GUARDED if "config" in route[1]]
+
+
+def call(c: TestClient, method: str, path: str, headers: dict | None = None, **kwargs) -> httpx.Response:
+    if method == "PUT":
+        kwargs.setdefault("json", {"boards": {}})
+    return c.request(method, path, headers=headers or {}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Bearer", "Bearer ", "Basic dTpw", "Token {t}", "{t}", "Bearer not.a.jwt", "Bearer {t} {t}", "Bearer {t},"],
+)
+def test_malformed_authorization_is_401_on_every_guarded_route(guarded, authorization):
+    admin = token("u1", roles=["admin"])
+    headers = {"Authorization": authorization.format(t=admin)}
+    for method, path in GUARDED:
+        response = call(guarded, method, path, headers)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert call(guarded, "GET", "/leaderboard/config", {}).status_code == 401  # no header at all
+    # the scheme is case-insensitive (RFC 7235)
+    assert call(guarded, "GET", "/leaderboard/config", {"Authorization": f"bearer {admin}"}).status_code == 200
+
+
+def test_admin_routes_refuse_a_user_token_with_403_before_reading_the_request(guarded):
+    user = bearer(token("u1", roles=["player"]))
+    for method, path in ADMIN_ONLY:
+        response = call(guarded, method, path, user)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json() == {"status": 403, "title": "admin role required", "detail": "Forbidden"}
+        assert "www-authenticate" not in response.headers
+    # the guards answer before the body or the query is validated
+    bad = {"boards": {"points": {"display_limit": 0}}}
+    assert guarded.put("/leaderboard/config", json=bad, headers=user).status_code == 403
+    assert guarded.get("/leaderboard/points/daily/me", params={"around": 51}).status_code == 401
+    assert guarded.get("/leaderboard/config", headers=bearer(token("boss", roles=["admin"]))).status_code == 200
+
+
+def test_a_user_entry_is_for_that_user_or_an_admin(guarded):
+    path = "/leaderboard/points/daily/users/u1"
+    other = guarded.get(path, headers=bearer(token("u2")))
+    assert other.status_code == 403 and other.json()["title"] == "you may read your own entry only (or be admin)"
+    # past the guard: nothing is published in this lake
+    assert guarded.get(path, headers=bearer(token("u1"))).status_code == 404
+    assert guarded.get(path, headers=bearer(token("u2", roles=["admin"]))).status_code == 404
+
+
+def test_the_guard_and_the_caller_dependency_decode_the_token_once(guarded, monkeypatch):
+    calls = []
+    original = api.guards.authenticate
+
+    def counted(connection, settings):
+        calls.append(connection.url.path)
+        return original(connection, settings)
+
+    monkeypatch.setattr(api.guards, "authenticate", counted)
+    admin = bearer(token("boss", roles=["admin"]))
+    assert guarded.get("/leaderboard/points/daily/me", headers=bearer(token("u1"))).status_code == 404
+    assert guarded.post("/leaderboard/config/refresh", headers=admin).status_code == 202
+    assert calls == ["/leaderboard/points/daily/me", "/leaderboard/config/refresh"]
+
+
+@pytest.mark.parametrize("limit", [0, 1001, -5])
+def test_display_limit_out_of_range_is_400_naming_the_field(guarded, limit):
+    admin = bearer(token("boss", roles=["admin"]))
+    response = guarded.put("/leaderboard/config", json={"boards": {"points": {"display_limit": limit}}}, headers=admin)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    [error] = response.json()["extra"]
+    assert error["key"].endswith("display_limit") and error["source"] == "body"
+    assert error["message"] == ("Expected `int` <= 1000" if limit > 1000 else "Expected `int` >= 1")
+    assert guarded.get("/leaderboard/config", headers=admin).json()["boards"]["points"]["display_limit"] != limit
+
+
+def test_display_limit_bounds_are_accepted_and_unknown_boards_refused(guarded):
+    admin = bearer(token("boss", roles=["admin"]))
+    for limit in (1, 1000):
+        response = guarded.put("/leaderboard/config", json={"boards": {"points": {"display_limit": limit}}},
+                               headers=admin)  # fmt: skip
+        assert response.status_code == 200 and response.json()["boards"]["points"]["display_limit"] == limit
+    unknown = guarded.put("/leaderboard/config", json={"boards": {"nope": {"enabled": False}}}, headers=admin)
+    assert unknown.status_code == 400 and unknown.json()["detail"] == "unknown board 'nope'"
 
 
 def test_short_secret_is_refused_outside_development():
@@ -432,7 +550,7 @@ async def redis_reader(tmp_path, day: dt.date) -> AsyncIterator[tuple[Reader, ai
         keys = CacheKeys(prefix)
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            yield (Reader(current_boards(), Lake(tmp_path / "lake"), keys, redis=client), client,
+            yield (Reader(current_boards(), AsyncLake(Lake(tmp_path / "lake")), AsyncBodies(client, keys)), client,
                    redis.Redis.from_url(REDIS_URL), keys.rankings("points", "daily", day.isoformat()))  # fmt: skip
         finally:
             await client.aclose()
@@ -458,14 +576,15 @@ def test_a_hot_page_is_refreshed_by_one_request_and_never_outlives_its_body(tmp_
 
             client.get = counted_get  # type: ignore[method-assign]
             sync.set(name, b'{"status":"final","v":1}')
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":1}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":1}'
             sync.set(name, b'{"status":"final","v":2}')
             await asyncio.sleep(0.25)
             reads = 0
-            pages = await asyncio.gather(*(reader.standings("points", "daily", day, None, 0) for _ in range(20)))
+            pages = [p.raw for p in await asyncio.gather(*(reader.standings("points", "daily", day, None, 0)
+                                                            for _ in range(20)))]  # fmt: skip
             assert reads == 1
             assert pages[0] == b'{"status":"final","v":2}' and set(pages[1:]) == {b'{"status":"final","v":1}'}
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":2}'
             sync.delete(name)
             await asyncio.sleep(0.25)
             for _ in range(2):  # nothing published in the lake either: 404, not the page remembered
@@ -485,9 +604,9 @@ def test_a_remembered_live_page_ends_with_its_period(tmp_path, monkeypatch):
     async def scenario() -> None:
         async with redis_reader(tmp_path, day) as (reader, _, sync, name):
             sync.set(name, b'{"status":"live","v":1}')
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"live","v":1}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"live","v":1}'
             sync.set(name, b'{"status":"final","v":2}')  # the closing publish
             await asyncio.sleep(0.4)  # past the end, well inside LOCAL_CACHE_SECONDS
-            assert await reader.standings("points", "daily", day, None, 0) == b'{"status":"final","v":2}'
+            assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":2}'
 
     asyncio.run(scenario())

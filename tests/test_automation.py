@@ -12,15 +12,15 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._utils.schedules import cron_string_iterator
 
-from leaderboard import overrides
-from leaderboard.lake import Lake
 from leaderboard.settings import SettingsError, load_settings
+from leaderboard.stores import Stores
+from leaderboard.stores.lake import Lake
 from pipelines import landing_watch
 from pipelines.automation import refresh_cron
 from pipelines.definitions import build_defs
+from pipelines.jobs import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from pipelines.landing_watch import WatchCursor, local_days
 from pipelines.resources import LakeResource, StoresResource
 from tests.conftest import event, land
@@ -219,18 +219,19 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
     repo = defs.get_repository_def()
     resources = {
         "lake": LakeResource(landing_dir=str(settings.LEADERBOARD_LANDING_DIR), lake_dir=str(lake.root)),
-        "stores": StoresResource(database_url=database_url),
+        "stores": StoresResource(lake_dir=str(lake.root), database_url=database_url),
     }
     (settings.LEADERBOARD_LANDING_DIR / "topics").mkdir(parents=True)
     with dg.instance_for_test() as instance:
 
         def request_and_run(fail: bool) -> tuple[str, dg.ExecuteInProcessResult]:
-            rid = overrides.request_refresh(lake, database_url, "admin")  # what POST /leaderboard/config/refresh calls
+            # what POST /leaderboard/config/refresh calls
+            rid = Stores(lake, database_url).refresh_requests().request("admin")
             with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
                 run_request = repo.get_sensor_def("refresh_requests")(context)
             assert isinstance(run_request, dg.RunRequest)
             assert run_request.partition_key == dt.datetime.now(UTC).date().isoformat()  # boards.yaml is UTC
-            assert overrides.refresh_request_status(lake, database_url, rid) == "running"
+            assert Stores(lake, database_url).refresh_requests().status(rid) == "running"
             with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
                 assert isinstance(repo.get_sensor_def("refresh_requests")(context), dg.SkipReason)  # taken once
             job = defs.resolve_job_def("daily_job")
@@ -252,13 +253,13 @@ def test_refresh_requests_become_one_run_and_end_as_that_run_did(settings, store
             return rid, result
 
         rid, _ = request_and_run(fail=False)
-        assert overrides.refresh_request_status(lake, database_url, rid) == "done"
+        assert Stores(lake, database_url).refresh_requests().status(rid) == "done"
         rid, _ = request_and_run(fail=True)
-        assert overrides.refresh_request_status(lake, database_url, rid) == "failed"
+        assert Stores(lake, database_url).refresh_requests().status(rid) == "failed"
 
 
 def _run_range(defs, instance, job: str, first: str | None = None, last: str | None = None) -> None:
-    tags = {} if first is None else {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    tags = {} if first is None else {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
     assert defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
 
 

@@ -10,14 +10,14 @@ import polars as pl
 import psycopg
 import pytest
 import redis
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from leaderboard import cache
 from leaderboard.boards import Board
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.settings import load_settings
+from leaderboard.stores import redis as cache
+from leaderboard.stores.lake import Lake, read_snapshot
 from pipelines import assets, checks
 from pipelines.definitions import build_defs
+from pipelines.jobs import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from tests.conftest import REDIS_URL, event, land
 
 DAY = dt.date(2026, 3, 3)
@@ -75,9 +75,24 @@ def test_quarantine_rate_threshold():
 
 def test_cache_must_equal_postgres_entry_for_entry():
     stored = pl.DataFrame(
-        {"user_id": ["a", "b"], "rank": [1, 2], "score": [5.0, 3.0], "previous_rank": [None, 1], "rank_change": [None, -1]}
+        {
+            "user_id": ["a", "b"],
+            "rank": [1, 2],
+            "score": [5.0, 3.0],
+            "previous_rank": [None, 1],
+            "rank_change": [None, -1],
+        }
     )
-    same = [{"rank": r["rank"], "user_id": r["user_id"], "score": r["score"], "previous_rank": r["previous_rank"], "rank_change": r["rank_change"]} for r in stored.iter_rows(named=True)]
+    same = [
+        {
+            "rank": r["rank"],
+            "user_id": r["user_id"],
+            "score": r["score"],
+            "previous_rank": r["previous_rank"],
+            "rank_change": r["rank_change"],
+        }
+        for r in stored.iter_rows(named=True)
+    ]
     assert checks.cache_matches_postgres("points", same, stored).passed
     stale = [dict(same[0], score=4), *same[1:]]
     assert "first difference at position 1" in checks.cache_matches_postgres("points", stale, stored).problems[0]
@@ -97,7 +112,7 @@ def stack(settings, migrated_url, redis_prefix, monkeypatch):
 
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, job: str, day: dt.date) -> dg.ExecuteInProcessResult:
-    tags = {ASSET_PARTITION_RANGE_START_TAG: day.isoformat(), ASSET_PARTITION_RANGE_END_TAG: day.isoformat()}
+    tags = {PARTITION_RANGE_START_TAG: day.isoformat(), PARTITION_RANGE_END_TAG: day.isoformat()}
     return defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
 
 
@@ -121,7 +136,13 @@ def _published_state(s, lake: Lake) -> tuple:
 
 def test_good_day_passes_every_check_including_redis_against_postgres(stack):
     s, defs, instance = stack
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", f"u{i % 3}", f"2026-03-03T10:0{i}:00Z", i) for i in range(6)])
+    land(
+        s.LEADERBOARD_LANDING_DIR,
+        "events",
+        HOUR,
+        "events+0+0.json",
+        [event(f"e{i}", f"u{i % 3}", f"2026-03-03T10:0{i}:00Z", i) for i in range(6)],
+    )
     result = _run(defs, instance, "daily_job", DAY)
     assert result.success
     assert _checks(result) == {
@@ -134,7 +155,9 @@ def test_good_day_passes_every_check_including_redis_against_postgres(stack):
 
 
 def _gap(table: pl.DataFrame) -> pl.DataFrame:
-    return table.with_columns(pl.when(pl.col("rank") >= 2).then(pl.col("rank") + 1).otherwise(pl.col("rank")).alias("rank"))
+    return table.with_columns(
+        pl.when(pl.col("rank") >= 2).then(pl.col("rank") + 1).otherwise(pl.col("rank")).alias("rank")
+    )
 
 
 def _user_twice(table: pl.DataFrame) -> pl.DataFrame:
@@ -157,13 +180,21 @@ def _user_lost(table: pl.DataFrame) -> pl.DataFrame:
 def test_bad_standings_fail_their_check_and_the_previous_standings_stay(stack, monkeypatch, corrupt, failing):
     s, defs, instance = stack
     lake = Lake(s.LEADERBOARD_LAKE_DIR)
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)])
+    land(
+        s.LEADERBOARD_LANDING_DIR,
+        "events",
+        HOUR,
+        "events+0+0.json",
+        [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)],
+    )
     assert _run(defs, instance, "daily_job", DAY).success
     before = _published_state(s, lake)
 
     real = assets.rank_period
     monkeypatch.setattr(assets, "rank_period", lambda *a, **kw: corrupt(real(*a, **kw)))
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+9.json", [event("late", "u9", "2026-03-03T10:30:00Z", 100)])
+    land(
+        s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+9.json", [event("late", "u9", "2026-03-03T10:30:00Z", 100)]
+    )
     result = _run(defs, instance, "daily_job", DAY)
     assert not result.success
     found = {k.split(":")[1]: v for k, v in _checks(result).items() if k.startswith("daily_rankings:")}
@@ -181,7 +212,13 @@ def test_a_check_failing_midway_through_a_range_records_the_periods_published_be
     s, defs, instance = stack
     for day in (3, 4):
         hour = dt.datetime(2026, 3, day, 10, tzinfo=dt.UTC)
-        land(s.LEADERBOARD_LANDING_DIR, "events", hour, "events+0+0.json", [event(f"e{day}{i}", f"u{i}", hour.isoformat(), i + 1) for i in range(3)])
+        land(
+            s.LEADERBOARD_LANDING_DIR,
+            "events",
+            hour,
+            "events+0+0.json",
+            [event(f"e{day}{i}", f"u{i}", hour.isoformat(), i + 1) for i in range(3)],
+        )
     real = assets.rank_period
 
     def bad_on_the_4th(lake, boards, period, *rest):
@@ -189,7 +226,7 @@ def test_a_check_failing_midway_through_a_range_records_the_periods_published_be
         return _gap(table) if period.key == "2026-03-04" else table
 
     monkeypatch.setattr(assets, "rank_period", bad_on_the_4th)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2026-03-03", ASSET_PARTITION_RANGE_END_TAG: "2026-03-04"}
+    tags = {PARTITION_RANGE_START_TAG: "2026-03-03", PARTITION_RANGE_END_TAG: "2026-03-04"}
     result = defs.resolve_job_def("daily_job").execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     assert not result.success
     lake = Lake(s.LEADERBOARD_LAKE_DIR)
@@ -201,7 +238,13 @@ def test_a_check_failing_midway_through_a_range_records_the_periods_published_be
 
 def test_redis_differing_from_postgres_after_publish_fails_the_run(stack, monkeypatch):
     s, defs, instance = stack
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)])
+    land(
+        s.LEADERBOARD_LANDING_DIR,
+        "events",
+        HOUR,
+        "events+0+0.json",
+        [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)],
+    )
     real = cache.publish
 
     def stale_body(client, keys, board, period_type, key, body, *rest):
@@ -220,11 +263,23 @@ def test_redis_differing_from_postgres_after_publish_fails_the_run(stack, monkey
 def test_quarantine_over_the_limit_fails_the_day_loudly_and_keeps_its_clean_events(stack):
     s, defs, instance = stack
     lake = Lake(s.LEADERBOARD_LAKE_DIR)
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json", [event(f"e{i}", "u1", f"2026-03-03T10:0{i}:00Z", 1) for i in range(5)])
+    land(
+        s.LEADERBOARD_LANDING_DIR,
+        "events",
+        HOUR,
+        "events+0+0.json",
+        [event(f"e{i}", "u1", f"2026-03-03T10:0{i}:00Z", 1) for i in range(5)],
+    )
     assert _run(defs, instance, "daily_job", DAY).success
     clean_before = pl.read_parquet(lake.day_file("clean_events", DAY))
 
-    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+5.json", [event("x", "u2", "2026-03-03T10:40:00Z", 1), "{not json", '{"event_id": "y"}'])
+    land(
+        s.LEADERBOARD_LANDING_DIR,
+        "events",
+        HOUR,
+        "events+0+5.json",
+        [event("x", "u2", "2026-03-03T10:40:00Z", 1), "{not json", '{"event_id": "y"}'],
+    )
     result = _run(defs, instance, "daily_job", DAY)
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_rate")

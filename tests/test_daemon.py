@@ -16,9 +16,9 @@ import pytest
 import yaml
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
-from leaderboard import overrides
-from leaderboard.lake import Lake
 from leaderboard.settings import load_settings
+from leaderboard.stores import Stores
+from leaderboard.stores.lake import Lake
 from pipelines.definitions import build_defs
 from tests.conftest import event, land
 
@@ -88,8 +88,8 @@ def test_daemon_publishes_a_landed_file_and_serves_refresh_requests(daemon):
     all_time = _wait("all-time standings", lambda: lake.snapshot("points", "all_time", "all").is_file(), log)
     print(f"daily after {daily:.0f} s, weekly {weekly:.0f} s later, all-time {all_time:.0f} s later")
 
-    rid = overrides.request_refresh(lake, None, "admin")
-    _wait("refresh request served", lambda: overrides.refresh_request_status(lake, None, rid) == "done", log)
+    rid = Stores(lake, None).refresh_requests().request("admin")
+    _wait("refresh request served", lambda: Stores(lake, None).refresh_requests().status(rid) == "done", log)
 
     # A backfill of three days as the UI's asset graph launches it. The single-run policy makes
     # the whole range one run per step of the asset graph that maps days one to one:
@@ -121,7 +121,10 @@ def test_daemon_publishes_a_landed_file_and_serves_refresh_requests(daemon):
         assert instance.get_backfill("ui0backfill").status == BulkActionStatus.COMPLETED_SUCCESS
         runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": "ui0backfill"}))
         ranges = sorted(
-            (r.dagster_run.tags["dagster/asset_partition_range_start"], r.dagster_run.tags["dagster/asset_partition_range_end"])
+            (
+                r.dagster_run.tags["dagster/asset_partition_range_start"],
+                r.dagster_run.tags["dagster/asset_partition_range_end"],
+            )
             for r in runs
         )
         # daily_rankings also covers the day after the range: its previous_rank reads the last day

@@ -26,10 +26,10 @@ import streamlit as st
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
+from cli.main import main
 from dashboard import views
-from leaderboard.cli import main
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.settings import get_settings
+from leaderboard.stores.lake import Lake, read_snapshot
 from tests.conftest import REDIS_URL, event, land, scratch_database, scratch_redis_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,7 +274,10 @@ def test_postgres_down_falls_back_to_the_lake_and_says_so(env: Env, monkeypatch:
     assert "showing the lake's copy instead" in texts(at.warning)
     history = frame_with(at, "period_key")
     snap = read_snapshot(Lake(env.root / "lake"), "points", "daily", str(env.last))
-    assert snap is not None and history["rank"].tolist()[-1] == dict(snap.frame.select("user_id", "rank").iter_rows())[leader]
+    assert (
+        snap is not None
+        and history["rank"].tolist()[-1] == dict(snap.frame.select("user_id", "rank").iter_rows())[leader]
+    )
     assert history["total"].tolist()[-1] == snap.frame.height
 
 

@@ -4,9 +4,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from pipelines.definitions import build_defs
 
@@ -80,3 +82,100 @@ def test_dagster_definitions_validate_passes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_importing_the_runner_builds_no_definitions_and_installs_no_warning_filter():
+    # A setting that would stop any build: importing must not read the settings at all.
+    env = {**os.environ, "LEADERBOARD_TIMEZONE": "Not/AZone"}
+    code = """
+import sys, warnings
+import pipelines.runner
+assert "pipelines.definitions" not in sys.modules, "the runner imported the definitions"
+assert "pipelines.assets" not in sys.modules, "the runner imported the assets"
+import dagster as dg
+import pipelines.definitions
+with warnings.catch_warnings(record=True) as caught:
+    warnings.warn("a beta feature", dg.BetaWarning, stacklevel=1)
+assert caught, "an import silenced Dagster's beta warnings for the whole process"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_building_quietens_only_the_beta_warnings_it_knows(settings):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_defs(settings)
+        warnings.warn("a beta feature used elsewhere", dg.BetaWarning, stacklevel=1)
+    assert [str(w.message) for w in caught if issubclass(w.category, dg.BetaWarning)] == [
+        "a beta feature used elsewhere"
+    ]
+
+
+DB_PASSWORD, REDIS_PASSWORD = "pg-s3cret-4f9a", "redis-s3cret-77c1"
+DATABASE_URL = f"postgresql://leaderboard:{DB_PASSWORD}@db.internal:5432/leaderboard?sslmode=require"
+
+
+def _shown_to_the_ui(defs: dg.Definitions) -> str:
+    """The repository snapshot the code server hands the webserver, serialized: all the UI can show."""
+    from dagster._core.remote_representation.external_data import RepositorySnap  # no public equivalent
+
+    return dg.serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+
+
+@pytest.mark.parametrize(
+    "redis",
+    [
+        {"REDIS_URL": f"redis://:{REDIS_PASSWORD}@cache.internal:6380/2"},
+        {"REDIS_HOST": "cache.internal", "REDIS_PORT": "6380", "REDIS_PASSWORD": REDIS_PASSWORD},
+    ],
+    ids=["redis-url", "redis-host"],
+)
+def test_the_ui_sees_secret_variables_by_name_only(settings, monkeypatch, redis):
+    monkeypatch.setenv("DATABASE_URL", DATABASE_URL)
+    for name, value in redis.items():
+        monkeypatch.setenv(name, value)
+    from leaderboard.settings import load_settings
+
+    defs = build_defs(load_settings())
+    shown = _shown_to_the_ui(defs)
+    for secret in (DB_PASSWORD, REDIS_PASSWORD, DATABASE_URL, redis.get("REDIS_URL", DATABASE_URL)):
+        assert secret not in shown
+    configured = defs.get_repository_def().get_top_level_resources()["stores"].config_schema.default_value
+    assert configured["database_url"] == {"env": "DATABASE_URL"}
+    if "REDIS_URL" in redis:
+        assert configured["redis_url"] == {"env": "REDIS_URL"} and configured.get("redis_host") is None
+    else:
+        assert configured["redis_password"] == {"env": "REDIS_PASSWORD"} and configured.get("redis_url") is None
+        assert (configured["redis_host"], configured["redis_port"]) == ("cache.internal", 6380)  # not secrets
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"DATABASE_URL": DATABASE_URL, "REDIS_URL": "redis://:p@cache.internal:6379/0", "REDIS_KEY_PREFIX": "lb"},
+        {"REDIS_HOST": "cache.internal", "REDIS_PORT": "6380", "REDIS_PASSWORD": "p@ss/w:rd"},
+        {"REDIS_HOST": "cache.internal", "REDIS_PASSWORD": ""},
+        {"REDIS_URL": "redis://cache.internal:6379/1", "REDIS_HOST": "ignored.internal"},
+    ],
+    ids=["lake-only", "urls", "host-and-password", "host-without-password", "url-over-host"],
+)
+def test_a_run_resolves_the_stores_the_settings_name(settings, monkeypatch, env):
+    from leaderboard.settings import load_settings
+    from leaderboard.stores import Stores
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings()
+    with dg.build_resources({"stores": build_defs(s).resources["stores"]}) as resources:
+        assert resources.stores.stores == Stores.from_settings(s)
+        assert resources.stores.database_url == s.DATABASE_URL
+
+
+def test_settings_built_by_hand_that_contradict_the_environment_are_refused(settings, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", DATABASE_URL)
+    other = settings.model_copy(update={"DATABASE_URL": "postgresql://someone@elsewhere/db"})
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        build_defs(other)

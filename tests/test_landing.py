@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from leaderboard.lake import Lake
 from leaderboard.landing import (
     CLEAN_SCHEMA,
     LandedFile,
@@ -32,6 +31,7 @@ from leaderboard.landing import (
     sources,
 )
 from leaderboard.periods import period_of
+from leaderboard.stores.lake import Lake
 from pipelines.steps import ingest_day
 from tests.conftest import event, land
 

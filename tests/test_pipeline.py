@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,11 +18,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main
 from leaderboard.boards import current_boards
-from leaderboard.cli import main
-from leaderboard.lake import Lake, read_snapshot
 from leaderboard.periods import period_of, periods_touching
 from leaderboard.settings import get_settings
+from leaderboard.stores.lake import Lake, read_snapshot
 from tests.conftest import event, land
 from tests.reference import Reference
 
@@ -224,3 +225,56 @@ def test_rerun_gives_the_same_standings_and_a_late_file_changes_what_it_touches(
         root / "landing" / "topics" / "game-events" / "year=2026" / "month=03" / "day=03" / "hour=17",
         ignore_errors=True,
     )
+
+
+def test_secrets_kept_in_dotenv_reach_the_runs_the_cli_starts(settings, migrated_url, redis_prefix, monkeypatch):
+    """The resources read secrets from the environment only; the CLI's runs get those `.env` holds."""
+    import psycopg
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    for name in ("DATABASE_URL", "REDIS_URL", "REDIS_HOST", "REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    dotenv = f"DATABASE_URL={migrated_url}\nREDIS_URL={REDIS_URL}\nREDIS_KEY_PREFIX={redis_prefix}\n"
+    Path(".env").write_text(dotenv)  # the settings fixture works in a directory of its own
+    get_settings.cache_clear()
+    day = dt.date(2026, 3, 3)
+    hour = dt.datetime(2026, 3, 3, 10, tzinfo=dt.UTC)
+    records = [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(3)]
+    land(settings.LEADERBOARD_LANDING_DIR, "events", hour, "events+0+0.json", records)
+
+    cli("materialize", "--start", str(day), "--end", str(day))
+
+    assert "DATABASE_URL" not in os.environ and "REDIS_URL" not in os.environ  # added for the runs only
+    with psycopg.connect(migrated_url) as conn:
+        periods = set(conn.execute("SELECT DISTINCT period_type, period_key FROM leaderboard_rankings").fetchall())
+    assert {("daily", "2026-03-03"), ("weekly", "2026-W10"), ("monthly", "2026-03"), ("all_time", "all")} <= periods
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert any(":DAILY:2026-03-03:" in k.decode() for k in client.scan_iter(match=f"{redis_prefix}:*"))
+    finally:
+        client.close()
+
+
+def test_dagster_commands_read_the_secrets_from_dotenv_too(settings, migrated_url, monkeypatch):
+    """`dagster dev`, the daemon and `dagster asset materialize` load `.env` of their working directory."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    Path(".env").write_text(f"DATABASE_URL={migrated_url}\n")
+    hour = dt.datetime(2026, 3, 3, 10, tzinfo=dt.UTC)
+    land(settings.LEADERBOARD_LANDING_DIR, "events", hour, "events+0+0.json", [event("e1", "u1", hour.isoformat(), 5)])
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "asset", "materialize", "-m", "pipelines.definitions"]
+    command += ["--select", "clean_events,daily_scores,daily_rankings", "--partition", "2026-03-03"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with psycopg.connect(migrated_url) as conn:
+        periods = conn.execute("SELECT DISTINCT period_type, period_key FROM leaderboard_rankings").fetchall()
+    assert periods == [("daily", "2026-03-03")]

@@ -1,4 +1,4 @@
-"""Ranking semantics of DESIGN §5, on the pure Polars functions and on rolled-up periods."""
+"""Ranking rules (docs/contracts.md#ranking-rules), on the pure Polars functions and on rolled-up periods."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from leaderboard.boards import Board, BoardSet
-from leaderboard.lake import Lake, write_atomic
 from leaderboard.periods import period_of
-from pipelines.ranking import score_events, standings
+from leaderboard.ranking import score_events, standings
+from leaderboard.stores.lake import Lake, write_atomic
 from pipelines.steps import rank_period
 
 UTC = dt.UTC

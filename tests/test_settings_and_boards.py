@@ -45,7 +45,7 @@ def test_bad_value_names_variable_and_value(settings, monkeypatch, name, value, 
 def test_bad_setting_stops_the_cli_with_the_message(settings, monkeypatch):
     from click.testing import CliRunner
 
-    from leaderboard.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("DISPLAY_LIMIT_DEFAULT", "lots")
     get_settings.cache_clear()

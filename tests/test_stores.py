@@ -14,15 +14,15 @@ import redis
 from click.testing import CliRunner
 from psycopg_pool import AsyncConnectionPool
 
-from api.reader import Reader
-from leaderboard import cache, pg, pgcopy
+from cli.main import main
 from leaderboard.boards import current_boards
-from leaderboard.cli import main
-from leaderboard.lake import Lake, read_snapshot
-from leaderboard.migrations import deploy, status
 from leaderboard.periods import period_of
 from leaderboard.settings import get_settings
-from leaderboard.stores import Stores
+from leaderboard.stores import Stores, errors, pgcopy, postgres_publish
+from leaderboard.stores import redis as cache
+from leaderboard.stores.lake import Lake, read_snapshot
+from leaderboard.stores.migrations import deploy, status
+from leaderboard.stores.postgres import AsyncPostgres, PostgresStore
 from pipelines.steps import publish_period
 from tests.conftest import REDIS_URL
 
@@ -36,12 +36,12 @@ def cli(*args: str) -> str:
 
 
 def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url, settings, monkeypatch):
-    assert [s.applied for s in status(database_url)] == [False, False]
+    assert [s.applied for s in status(database_url)] == [False, False, False]
     monkeypatch.setenv("DATABASE_URL", database_url)
     get_settings.cache_clear()
     result = CliRunner().invoke(main, ["migrate", "status"])
     assert result.exit_code == 1 and "pending  0001.initial-schema" in result.output
-    assert "applied 2 migration(s)" in cli("migrate", "deploy")
+    assert "applied 3 migration(s)" in cli("migrate", "deploy")
     assert "up to date" in cli("migrate", "deploy")
     listed = cli("migrate", "status")
     assert "applied  0001.initial-schema" in listed and "applied  0002.index-key-order" in listed
@@ -117,7 +117,8 @@ def test_postgres_rows_equal_the_lake_and_redis_top_equals_postgres(published):
                 ).fetchone()
                 assert reg == (len(rows), "final")
                 body = json.loads(client.get(stores.keys.rankings(board.id, period.type, period.key)))
-                top = pg.top(conn, board.id, period.type, period.key, board.display_limit or 30)
+                top = PostgresStore(published.DATABASE_URL).snapshot(board.id, period.type, period.key,
+                                                                      board.display_limit or 30).frame  # fmt: skip
                 assert [(e["user_id"], e["rank"]) for e in body["entries"]] == top.select("user_id", "rank").rows()
                 assert body["total"] == len(rows) and body["period_key"] == period.key
         stats = conn.execute(
@@ -192,8 +193,8 @@ def _table(users: list[str], scores: list[float]) -> pl.DataFrame:
 
 def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, redis_prefix):
     boards = current_boards()
-    stores = Stores(migrated_url, REDIS_URL, redis_prefix)
     lake = Lake(settings.LEADERBOARD_LAKE_DIR)
+    stores = Stores(lake, migrated_url, REDIS_URL, redis_prefix)
     period = period_of("daily", dt.date(2026, 5, 1))
     old = _table([f"old-{i}" for i in range(3000)], [float(3000 - i) for i in range(3000)])
     new = _table([f"new-{i}" for i in range(2000)], [float(2000 - i) for i in range(2000)])
@@ -219,12 +220,11 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
 
         async def poll() -> None:
             async with AsyncConnectionPool(migrated_url, min_size=1, max_size=1) as pool:
-                reader = Reader(boards, lake, stores.keys, pool=pool)
-                board = boards.get("points")
+                store = AsyncPostgres(pool)
                 while not stop.is_set():
-                    found = await reader._pg_snapshot(board, "daily", period.key, "rank <= %(top)s", {"top": 5000})
+                    found = await store.snapshot("points", "daily", period.key, 5000)
                     assert found is not None
-                    header, frame = found
+                    header, frame = found.header, found.frame
                     kinds = ",".join(sorted({u.split("-")[0] for u in frame["user_id"]}))
                     api_seen.append((header["total"], frame.height, kinds))
 
@@ -270,7 +270,7 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
             "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
         ).fetchone()
         with pytest.raises(RuntimeError, match="killed"):
-            pg.publish(migrated_url, snapshot, [header], "final", before_commit=boom)
+            postgres_publish.publish(migrated_url, snapshot, [header], "final", before_commit=boom)
         assert (
             conn.execute(
                 "SELECT count(*), min(user_id) FROM leaderboard_rankings WHERE period_key = %s", (period.key,)
@@ -292,7 +292,7 @@ def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
 ):
     """The parallel load gives the same rows as the data; a leaf left by a killed publisher is
     dropped by the next publish, while one whose publisher still runs (lock held) is kept."""
-    monkeypatch.setattr(pg, "PARALLEL_LOAD_ROWS", 100)  # every period here counts as large
+    monkeypatch.setattr(postgres_publish, "PARALLEL_LOAD_ROWS", 100)  # every period here counts as large
     boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
     period = period_of("daily", dt.date(2026, 5, 3))
     table = _table([f"u{i:05d}" for i in range(5001)], [float(5001 - i) for i in range(5001)])
@@ -303,10 +303,10 @@ def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
             if lock:
                 conn.execute(f"COMMENT ON TABLE {name} IS '{lock}'")
         live.execute("SELECT pg_advisory_lock(hashtext('weekly|2026-W18'))")  # a publisher still at work
-        publish_period(lake, boards, period, table, "r-big", Stores(migrated_url, None, redis_prefix))
+        publish_period(lake, boards, period, table, "r-big", Stores(lake, migrated_url, None, redis_prefix))
         # the table an operator detached (no publisher's comment) is not the sweep's to drop
         assert _unattached_leaves(conn) == ["lr_daily_detached_1", "lr_weekly_live_1"]
-        publish_period(lake, boards, period, table, "r-again", Stores(migrated_url, None, redis_prefix))
+        publish_period(lake, boards, period, table, "r-again", Stores(lake, migrated_url, None, redis_prefix))
         assert conn.execute(  # the leaf attached by the first publish carries no lock comment to be swept by
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'lr\\_%' AND relispartition "
             "AND obj_description(oid, 'pg_class') IS NOT NULL"
@@ -334,17 +334,19 @@ def test_a_large_period_loads_over_several_connections_and_orphans_are_swept(
             "SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute WHERE atthasmissing AND attrelid = "
             "(SELECT oid FROM pg_class WHERE relname LIKE %s AND relkind = 'r' AND relispartition)",
             ("lr\\_daily\\_" + period.key.replace("-", "\\_") + "\\_%",),
-        ).fetchone() == (sorted(pg.PERIOD_COLUMNS),)
+        ).fetchone() == (sorted(postgres_publish.PERIOD_COLUMNS),)
 
 
 def test_unreachable_servers_fail_clearly_and_publish_nothing(settings, migrated_url, redis_prefix, tmp_path):
     boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
     period = period_of("daily", dt.date(2026, 5, 1))
     table = _table(["a", "b"], [2.0, 1.0])
-    with pytest.raises(pg.StoreUnavailable, match=r"cannot connect to Postgres at 127\.0\.0\.1:1"):
-        publish_period(lake, boards, period, table, "r", Stores("postgresql://postgres@127.0.0.1:1/x", None))
-    with pytest.raises(pg.StoreUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1"):
-        publish_period(lake, boards, period, table, "r", Stores(migrated_url, "redis://127.0.0.1:1/0", redis_prefix))
+    with pytest.raises(errors.StoreUnavailable, match=r"cannot connect to Postgres at 127\.0\.0\.1:1"):
+        publish_period(lake, boards, period, table, "r", Stores(lake, "postgresql://postgres@127.0.0.1:1/x", None))
+    with pytest.raises(errors.StoreUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1"):
+        publish_period(
+            lake, boards, period, table, "r", Stores(lake, migrated_url, "redis://127.0.0.1:1/0", redis_prefix)
+        )
     assert read_snapshot(lake, "points", "daily", period.key) is None
     with psycopg.connect(migrated_url) as conn:
         assert conn.execute("SELECT count(*) FROM leaderboard_periods").fetchone()[0] == 0
@@ -446,10 +448,12 @@ def test_database_url_parameters_pass_through(settings, migrated_url):
     period = period_of("daily", dt.date(2026, 5, 1))
     table = _table(["a", "b"], [2.0, 1.0])
     # sslmode reaches the driver as written: this server has no TLS, so "require" is refused ...
-    with pytest.raises(pg.StoreUnavailable, match="SSL"):
-        publish_period(lake, boards, period, table, "r", Stores(migrated_url + "?sslmode=require"))
+    with pytest.raises(errors.StoreUnavailable, match="SSL"):
+        publish_period(lake, boards, period, table, "r", Stores(lake, migrated_url + "?sslmode=require"))
     # ... and "disable" works
-    publish_period(lake, boards, period, table, "r", Stores(migrated_url + "?sslmode=disable&application_name=lb"))
+    publish_period(
+        lake, boards, period, table, "r", Stores(lake, migrated_url + "?sslmode=disable&application_name=lb")
+    )
     with psycopg.connect(migrated_url) as conn:
         assert conn.execute("SELECT entries FROM leaderboard_periods WHERE board_id = 'points'").fetchone() == (2,)
 
@@ -465,9 +469,9 @@ def test_materialize_names_the_unreachable_server(settings, monkeypatch):
 
 def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
     boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
-    with pytest.raises(pg.SchemaMissing, match="run `leaderboard migrate deploy`"):
+    with pytest.raises(errors.SchemaMissing, match="run `leaderboard migrate deploy`"):
         publish_period(lake, boards, period_of("daily", dt.date(2026, 5, 1)), _table(["a"], [1.0]), "r",
-                       Stores(database_url))  # fmt: skip
+                       Stores(lake, database_url))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -476,7 +480,7 @@ def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
 def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
     migrated_url, monkeypatch, window_rows, key_bits
 ):
-    """pg.USER_COLUMNS go by binary COPY, which needs each type to be the column's exactly; and
+    """postgres_publish.USER_COLUMNS go by binary COPY, which needs each type to be the column's exactly; and
     every shape of row (NULLs, text lengths, multi-byte text, timestamps before 2000) comes back,
     whether a window holds one shape or several, and with shapes keyed by packed lengths or not."""
     monkeypatch.setattr(pgcopy, "WINDOW_ROWS", window_rows)
@@ -487,7 +491,9 @@ def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
         table_types = dict(conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'leaderboard_rankings'"
         ).fetchall())  # fmt: skip
-        assert {c: table_types[c] for c in pg.USER_COLUMNS} == {c: names[t] for c, t in pg.USER_COLUMNS.items()}
+        assert {c: table_types[c] for c in postgres_publish.USER_COLUMNS} == {
+            c: names[t] for c, t in postgres_publish.USER_COLUMNS.items()
+        }
 
         utc = dt.UTC
         frame = pl.DataFrame(
@@ -506,20 +512,20 @@ def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
             },
             schema_overrides={"previous_rank": pl.Int64, "rank_change": pl.Int64},
         )  # fmt: skip
-        columns = ", ".join(pg.USER_COLUMNS)
+        columns = ", ".join(postgres_publish.USER_COLUMNS)
         conn.execute(f"CREATE TEMP TABLE t AS SELECT {columns} FROM leaderboard_rankings LIMIT 0")
         for part in (frame, frame.clear()):
             conn.execute("TRUNCATE t")
             with conn.cursor().copy(f"COPY t ({columns}) FROM STDIN (FORMAT binary)") as copy:
-                for chunk in pgcopy.encode(part, pg.USER_COLUMNS):
+                for chunk in pgcopy.encode(part, postgres_publish.USER_COLUMNS):
                     copy.write(chunk)
             back = conn.execute(f"SELECT {columns} FROM t ORDER BY rank").fetchall()
             assert back == part.sort("rank").rows()
     for bad, message in ((pl.lit(2**31), r"'rank': 2147483648\.\.2147483648 does not fit int4"),
                          (pl.lit(1.7), "'rank' must be integers for int4, got Float64")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
-            list(pgcopy.encode(frame.with_columns(rank=bad), pg.USER_COLUMNS))
+            list(pgcopy.encode(frame.with_columns(rank=bad), postgres_publish.USER_COLUMNS))
     with pytest.raises(ValueError, match="'user_id' must be non-NULL text"):
-        list(pgcopy.encode(frame.with_columns(user_id=pl.lit(None, pl.String)), pg.USER_COLUMNS))
+        list(pgcopy.encode(frame.with_columns(user_id=pl.lit(None, pl.String)), postgres_publish.USER_COLUMNS))
     with pytest.raises(ValueError, match="column 'rank': no binary COPY encoding for 'int2'"):
         list(pgcopy.encode(frame, {"rank": "int2"}))

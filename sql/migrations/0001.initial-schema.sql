@@ -1,4 +1,4 @@
--- Leaderboard schema (DESIGN §6). Applied by `leaderboard migrate deploy` (yoyo-migrations).
+-- Leaderboard schema (docs/contracts.md#postgres). Applied by `leaderboard migrate deploy` (yoyo-migrations).
 --
 -- leaderboard_rankings is partitioned three levels deep:
 --   period type (LIST) -> month of period_end, UTC (RANGE; not for all-time) -> period key (LIST)

@@ -2,8 +2,7 @@
 --
 -- A leaf holds one period of a few boards, so board_id is nearly constant there: as a leading
 -- key it defeats the sort's abbreviated keys and every comparison goes to the full tuple. Led
--- by rank or user_id, a 1M-row leaf indexes in about half the time (0.45 s against 0.6 s for
--- the top index, 0.7 s against 1.2 s for the user index, bench/publish.py's rows). Reads
+-- by rank or user_id, a large leaf indexes in much less time (README, Benchmarks: publish). Reads
 -- still use them: "top N" is a range on rank with board_id checked in the index, and "one
 -- user's row" gives both columns by equality.
 DROP INDEX leaderboard_rankings_top;

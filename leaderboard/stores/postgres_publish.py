@@ -1,4 +1,4 @@
-"""Postgres store access: publish a period atomically, read standings.
+"""Publishing a period to Postgres atomically (reads and other queries: `postgres`).
 
 A period's rows and its registry entries are swapped in one transaction (a freshly loaded
 leaf partition replaces the old one), so a reader sees the old standings or the new ones,
@@ -15,15 +15,14 @@ import re
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
-from leaderboard import pgcopy
 from leaderboard.periods import utc_month
+from leaderboard.stores import pgcopy
+from leaderboard.stores.postgres import connect
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +36,6 @@ PERIOD_COLUMNS = ("period_type", "period_key", "period_start", "period_end", "pu
 # The other columns with their Postgres types, as binary COPY sends them (they must be the table's).
 USER_COLUMNS = {"board_id": "text", "user_id": "text", "rank": "int4", "score": "float8", "previous_rank": "int4",
                 "rank_change": "int4", "event_count": "int8", "reached_at": "timestamptz"}  # fmt: skip
-
-
-class StoreUnavailable(RuntimeError):
-    """Postgres or Redis cannot be reached; the message names the server and the cause."""
-
-
-def server_of(url: str) -> str:
-    """host:port of a server URL, for messages (never the password)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or ''}".rstrip(":")
-
-
-class SchemaMissing(StoreUnavailable):
-    """The database has not been migrated."""
-
-
-def connect(database_url: str, **kwargs: object) -> psycopg.Connection:
-    try:
-        conn = psycopg.connect(database_url, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"cannot connect to Postgres at {server_of(database_url)}: {str(exc).strip()}") from exc
-    if conn.execute("SELECT to_regclass('leaderboard_periods')").fetchone() == (None,):
-        conn.close()
-        raise SchemaMissing(
-            f"Postgres at {server_of(database_url)} has no leaderboard schema: run `leaderboard migrate deploy`"
-        )
-    return conn
 
 
 def content_hash(rows: pl.DataFrame) -> str:
@@ -169,8 +141,8 @@ def _add_period_columns(
     """Add the period's constant columns to the loaded table, each with its value as default.
 
     Rows that exist when a column is added with a constant default do not store it (PostgreSQL
-    keeps the value once, as the column's "missing value"), so a 1M-row leaf takes 84 MB instead
-    of 134 MB, and the load has less to send, store and log. The CHECK is verified here in one
+    keeps the value once, as the column's "missing value"), so a leaf takes about a third less
+    space, and the load has less to send, store and log. The CHECK is verified here in one
     scan, so ATTACH needs none.
     """
     found = conn.execute(
@@ -288,81 +260,3 @@ def drop_orphan_leaves(conn: psycopg.Connection) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
     return dropped
-
-
-INGEST_STATS_COLUMNS = ("day", "files", "skipped_files", "read", "counted", "duplicates", "conflicts",
-                        "quarantined", "seconds", "run_id")  # fmt: skip
-
-
-def save_ingest_stats(conn: psycopg.Connection, stats: dict) -> None:
-    cols = INGEST_STATS_COLUMNS
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
-    with conn.transaction():
-        conn.execute(
-            f"INSERT INTO leaderboard_ingest_stats ({', '.join(cols)}, written_at) "
-            f"VALUES ({', '.join(['%s'] * len(cols))}, now()) "
-            f"ON CONFLICT (day) DO UPDATE SET {updates}, written_at = now()",
-            tuple(stats[c] for c in cols),
-        )
-
-
-@dataclass(frozen=True)
-class PeriodRecord:
-    board_id: str
-    period_type: str
-    period_key: str
-    period_start: dt.datetime
-    period_end: dt.datetime
-    status: str
-    entries: int
-    published_at: dt.datetime
-    run_id: str
-
-
-def periods(conn: psycopg.Connection, board_id: str | None = None) -> list[PeriodRecord]:
-    """Registered periods, newest first per board and type."""
-    sql = (
-        "SELECT board_id, period_type, period_key, period_start, period_end, status, entries, published_at, run_id "
-        "FROM leaderboard_periods WHERE (%(b)s::text IS NULL OR board_id = %(b)s) "
-        "ORDER BY board_id, period_type, period_start DESC"
-    )
-    return [PeriodRecord(*r) for r in conn.execute(sql, {"b": board_id}).fetchall()]
-
-
-ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
-                "rank_change": pl.Int64}  # fmt: skip
-
-
-def _period(alias: str = "") -> str:
-    return f"{alias}board_id = %(b)s AND {alias}period_type = %(t)s AND {alias}period_key = %(k)s"
-
-
-def snapshot_sql(rows_where: str) -> str:
-    """A period's registry entry (start, end, published_at, run_id, entries) and its rows
-    matching `rows_where`, in one statement: one snapshot, and the leaf it reads is locked from
-    planning on, so a swap cannot come between them (two statements, even in one REPEATABLE
-    READ transaction, can pair one publish's entry with another's rows). %(b)s, %(t)s and %(k)s
-    name the period; `rows_where` may use {period} for the same condition."""
-    return (
-        "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
-        "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
-        "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-        f"WHERE {_period()} AND {rows_where.format(period=_period())}) r ON true "
-        f"WHERE {_period('p.')} ORDER BY r.rank"
-    )
-
-
-def split_snapshot(found: list[tuple]) -> tuple[tuple, pl.DataFrame] | None:
-    """snapshot_sql's result as (registry entry, rows); None when the period is not registered."""
-    if not found:
-        return None
-    return found[0][:5], pl.DataFrame([r[5:] for r in found if r[5] is not None], schema=ENTRY_SCHEMA, orient="row")
-
-
-def top(conn: psycopg.Connection, board_id: str, period_type: str, period_key: str, limit: int) -> pl.DataFrame:
-    cur = conn.execute(
-        "SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-        "WHERE board_id = %s AND period_type = %s AND period_key = %s ORDER BY rank LIMIT %s",
-        (board_id, period_type, period_key, limit),
-    )
-    return pl.DataFrame(cur.fetchall(), schema=ENTRY_SCHEMA, orient="row")

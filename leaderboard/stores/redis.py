@@ -1,4 +1,4 @@
-"""Redis hot-read cache of published standings (DESIGN §6).
+"""Redis, the hot-read cache of published standings (docs/contracts.md#stores).
 
 Keys, extending the seed's `leaderboard:DAILY:2024-01-15:rankings` with the board:
   {prefix}:{board}:{PERIOD}:{key}:rankings   top display_limit as the ready standings body (JSON)
@@ -15,14 +15,13 @@ import uuid
 from dataclasses import dataclass
 
 import polars as pl
-import psycopg
 import redis
+import redis.asyncio as aioredis
 
-from leaderboard import pg
 from leaderboard.boards import BoardSet, display_limit
-from leaderboard.lake import Snapshot, snapshot_header
 from leaderboard.periods import ALL_TIME_KEY, period_of
-from leaderboard.pg import StoreUnavailable
+from leaderboard.stores.errors import StoreUnavailable, server_of
+from leaderboard.stores.postgres import PostgresStore
 
 PERIOD_NAMES = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "all_time": "ALL_TIME"}
 STAGING_TTL_SECONDS = 3600  # a crashed publish leaves nothing behind for long
@@ -60,7 +59,7 @@ def connect(url: str, max_connections: int = 50) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise StoreUnavailable(f"cannot reach Redis at {pg.server_of(url)}: {exc}") from exc
+        raise StoreUnavailable(f"cannot reach Redis at {server_of(url)}: {exc}") from exc
     return client
 
 
@@ -115,8 +114,24 @@ def publish(
         raise StoreUnavailable(f"Redis publish of {final_rankings} failed: {exc}") from exc
 
 
+DELETE_CHUNK = 1000
+
+
+def delete_keys(client: redis.Redis, names: list[str]) -> None:
+    """Delete keys in chunks: one DEL of a million names would block the server."""
+    for i in range(0, len(names), DELETE_CHUNK):
+        client.delete(*names[i : i + DELETE_CHUNK])
+
+
+def delete_matching(client: redis.Redis, pattern: str) -> int:
+    """Delete every key matching `pattern` (SCAN, not KEYS: the server keeps serving)."""
+    names = list(client.scan_iter(match=pattern, count=DELETE_CHUNK))
+    delete_keys(client, names)
+    return len(names)
+
+
 def rebuild(
-    conn: psycopg.Connection,
+    record: PostgresStore,
     client: redis.Redis,
     keys: CacheKeys,
     boards: BoardSet,
@@ -125,31 +140,43 @@ def rebuild(
 ) -> int:
     """Clear a board's keys (or every board's) and rebuild them from the Postgres registry.
 
-    The seed's "clear and rebuild cache" step; returns the number of periods written.
+    The "clear and rebuild cache" step of the service this replaces; returns the number of
+    periods written.
     """
     now = now or dt.datetime.now(dt.UTC)
     today = now.astimezone(boards.tz).date()
-    pattern = f"{keys.prefix}:{board_id or '*'}:*"
-    stale = list(client.scan_iter(match=pattern, count=1000))
-    for i in range(0, len(stale), 1000):
-        client.delete(*stale[i : i + 1000])
+    delete_matching(client, f"{keys.prefix}:{board_id or '*'}:*")
     written = 0
-    for record in pg.periods(conn, board_id):
-        board = boards.get(record.board_id)
-        if board is None or record.period_type not in board.periods:
+    for entry in record.periods(board_id):
+        board = boards.get(entry.board_id)
+        if board is None or entry.period_type not in board.periods:
             continue  # registered by an older boards file; nothing serves it now
         limit = display_limit(board)
-        hot = record.period_key in hot_keys(record.period_type, today)
-        # The entry and rows again, in one statement: a publish since the listing cannot mix in.
-        ident = {"b": record.board_id, "t": record.period_type, "k": record.period_key, "top": limit}
-        found = pg.split_snapshot(conn.execute(pg.snapshot_sql("true" if hot else "rank <= %(top)s"), ident).fetchall())
-        if found is None:
+        hot = entry.period_key in hot_keys(entry.period_type, today)
+        # Entry and rows again, from one statement: a publish since the listing cannot mix in.
+        snapshot = record.snapshot(entry.board_id, entry.period_type, entry.period_key, None if hot else limit)
+        if snapshot is None:
             continue  # removed (retention) since the listing
-        header = snapshot_header(record.board_id, record.period_type, record.period_key, *found[0])
-        rows = found[1]
-        body = Snapshot(header, rows).body(boards.tz, limit, now=now)
-        current = record.period_type == "all_time" or record.period_start <= now < record.period_end
-        publish(client, keys, record.board_id, record.period_type, record.period_key, body, rows if hot else None,
-                current)  # fmt: skip
+        body = snapshot.body(boards.tz, limit, now=now)
+        current = entry.period_type == "all_time" or entry.period_start <= now < entry.period_end
+        rows = snapshot.frame if hot else None
+        publish(client, keys, entry.board_id, entry.period_type, entry.period_key, body, rows, current)
         written += 1
     return written
+
+
+@dataclass(frozen=True)
+class AsyncBodies:
+    """The API's view of Redis: ready standings bodies by period, read and refilled."""
+
+    client: aioredis.Redis
+    keys: CacheKeys
+
+    async def get(self, board_id: str, period_type: str, key: str) -> bytes | None:
+        return await self.client.get(self.keys.rankings(board_id, period_type, key))
+
+    async def put(self, board_id: str, period_type: str, key: str, body: dict, ttl_seconds: int) -> None:
+        await self.client.set(self.keys.rankings(board_id, period_type, key), json.dumps(body), ex=ttl_seconds)
+
+    async def ping(self) -> None:
+        await self.client.ping()

@@ -1,8 +1,8 @@
 """PostgreSQL's binary COPY format, built column by column with numpy.
 
-With text COPY the server parses every value, and a timestamp's text alone is about half of
-loading a 1M-row period (bench/publish.py: 2.2 s as CSV, 1.25 s as binary). Binary rows carry
-each value as the server stores it, so the server only copies bytes.
+With text COPY the server parses every value, and a timestamp's text alone is a large part of
+loading a large period (README, Benchmarks: publish). Binary rows carry each value as the
+server stores it, so the server only copies bytes.
 
 Format (PostgreSQL docs, "COPY", binary format): a header, then per row a 16-bit field count
 and per field a 32-bit length (-1 for NULL) and the value in network byte order, then -1.

@@ -1,4 +1,8 @@
-"""`leaderboard` command line: generate sample data, materialize ranges, show standings."""
+"""`leaderboard` command line: generate sample data, materialize ranges, show standings, serve, operate.
+
+Library errors are ordinary exceptions; `ErrorsAsMessages` turns the ones a user can fix
+into a one-line message and exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,31 @@ from pathlib import Path
 
 import click
 
-from leaderboard.settings import Settings, duration_seconds, get_settings
+from leaderboard.boards import BoardsFileError
+from leaderboard.periods import PeriodError, parse_date
+from leaderboard.settings import Settings, SettingsError, duration_seconds, get_settings
+from leaderboard.standings import StandingsError
+from leaderboard.stores.errors import StoreUnavailable
+
+# What a user can fix from the message alone: shown without a traceback.
+USER_ERRORS = (SettingsError, BoardsFileError, StoreUnavailable, StandingsError)
+
+
+class ErrorsAsMessages(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2026-11-26") from None
+        return parse_date(value)
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _settings() -> Settings:
@@ -38,7 +57,7 @@ def _use_dagster_home(settings: Settings) -> Path:
     return home
 
 
-@click.group()
+@click.group(cls=ErrorsAsMessages)
 def main() -> None:
     """Batch leaderboard engine: Kafka-landed events to published period standings."""
 
@@ -101,7 +120,7 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
     from tqdm import tqdm
 
     from leaderboard.boards import current_boards
-    from leaderboard.lake import Lake
+    from leaderboard.stores.lake import Lake
     from pipelines.runner import RangeError, execute, plan_runs
 
     settings = _settings()
@@ -138,15 +157,12 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
 def show(board: str, period: str, at: dt.date | None, limit: int | None, offset: int, as_json: bool) -> None:
     """Print the published standings of BOARD for PERIOD (daily, weekly, monthly, all_time)."""
     from leaderboard.boards import current_boards, display_limit
-    from leaderboard.lake import Lake
-    from leaderboard.standings import StandingsError, find_snapshot
+    from leaderboard.standings import find_snapshot
+    from leaderboard.stores.lake import Lake, LakeStandings
 
     settings = _settings()
     boards = current_boards()
-    try:
-        snapshot = find_snapshot(Lake(settings.LEADERBOARD_LAKE_DIR), boards, board, period, at)
-    except StandingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    snapshot = find_snapshot(LakeStandings(Lake(settings.LEADERBOARD_LAKE_DIR)), boards, board, period, at)
     b = boards.get(board)
     assert b is not None
     body = snapshot.body(boards.tz, limit or display_limit(b), offset)
@@ -234,7 +250,7 @@ def _database_url() -> str:
 @migrate.command("deploy")
 def migrate_deploy() -> None:
     """Apply pending migrations."""
-    from leaderboard.migrations import deploy
+    from leaderboard.stores.migrations import deploy
 
     applied = deploy(_database_url())
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "schema is up to date")
@@ -243,7 +259,7 @@ def migrate_deploy() -> None:
 @migrate.command("status")
 def migrate_status() -> None:
     """List applied and pending migrations; exits 1 when some are pending."""
-    from leaderboard.migrations import status
+    from leaderboard.stores.migrations import status
 
     states = status(_database_url())
     for state in states:
@@ -261,24 +277,20 @@ def cache() -> None:
 @click.option("--board", help="Only this board (default: every board).")
 def cache_rebuild(board: str | None) -> None:
     """Clear and rebuild the Redis keys from Postgres."""
-    from leaderboard import cache as cache_ops
     from leaderboard.boards import current_boards
-    from leaderboard.pg import StoreUnavailable
     from leaderboard.stores import Stores
+    from leaderboard.stores.redis import rebuild
 
     settings = _settings()
     stores = Stores.from_settings(settings)
-    if not stores.database_url or not stores.redis_url:
+    if stores.record is None or not stores.redis_url:
         raise click.UsageError("cache rebuild needs both DATABASE_URL and REDIS_URL (or REDIS_HOST)")
     boards = current_boards()
     if board and boards.get(board) is None:
         raise click.UsageError(f"unknown board {board!r}; boards: {', '.join(b.id for b in boards.boards)}")
-    try:
-        with stores.postgres() as conn, stores.redis() as client:
-            assert conn is not None and client is not None
-            written = cache_ops.rebuild(conn, client, stores.keys, boards, board)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    with stores.redis() as client:
+        assert client is not None
+        written = rebuild(stores.record, client, stores.keys, boards, board)
     click.echo(f"rebuilt {written} period(s) in Redis under {stores.key_prefix}:{board or '*'}")
 
 
@@ -288,8 +300,6 @@ def cache_rebuild(board: str | None) -> None:
 def retention(dry_run: bool, now_text: str | None) -> None:
     """Remove published periods that ended more than RETENTION_DAYS ago (all-time stays)."""
     from leaderboard.boards import current_boards
-    from leaderboard.lake import Lake
-    from leaderboard.pg import StoreUnavailable
     from leaderboard.stores import Stores
     from pipelines import retention as ops
 
@@ -301,13 +311,10 @@ def retention(dry_run: bool, now_text: str | None) -> None:
     if now.tzinfo is None:
         raise click.BadParameter(f"{now_text!r} has no UTC offset", param_hint="--now")
     stores = Stores.from_settings(settings)
-    try:
-        with stores.postgres() as conn, stores.redis() as client:
-            plan = ops.plan(Lake(settings.LEADERBOARD_LAKE_DIR), current_boards(), now, settings.RETENTION_DAYS, conn)
-            if not dry_run:
-                ops.apply(plan, conn, client, stores.keys)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    with stores.postgres() as conn, stores.redis() as client:
+        plan = ops.plan(stores.lake, current_boards(), now, settings.RETENTION_DAYS, conn)
+        if not dry_run:
+            ops.apply(plan, conn, client, stores.keys)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"cutoff {plan.cutoff.isoformat()} (RETENTION_DAYS={settings.RETENTION_DAYS}): {verb}")
     for e in plan.periods:

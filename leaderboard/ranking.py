@@ -1,4 +1,4 @@
-"""Scores and standings as pure Polars functions (DESIGN §5).
+"""Scores and standings as pure Polars functions (docs/contracts.md#ranking-rules).
 
 Everything here takes and returns frames; the Dagster assets only move files around them.
 A "scores" frame has one row per (board_id, user_id) with `score`, `event_count` and

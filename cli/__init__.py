@@ -1,0 +1,1 @@
+"""The `leaderboard` command line: the top layer, the only one that imports all the others."""

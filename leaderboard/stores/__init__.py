@@ -1,0 +1,125 @@
+"""The storage layer: which stores a process uses, chosen once from the settings.
+
+The lake is always there (the embedded default, with neither DATABASE_URL nor
+REDIS_URL/REDIS_HOST set); Postgres, when configured, is the system of record for standings,
+board config, refresh requests and ingest stats; Redis, when configured, caches standings.
+Callers ask `Stores` for a protocol (`leaderboard.stores.protocols`) and never for a
+backend. All query text lives in this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import redis as redis_py
+
+from leaderboard.settings import Settings
+from leaderboard.stores import redis as redis_store
+from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
+from leaderboard.stores.lake import Lake, LakeIngestStats, LakeStandings
+from leaderboard.stores.lake_records import LakeBoardConfig, LakeRefreshRequests
+from leaderboard.stores.postgres import (
+    PostgresBoardConfig,
+    PostgresIngestStats,
+    PostgresRefreshRequests,
+    PostgresStore,
+    connect,
+)
+from leaderboard.stores.protocols import (
+    BoardConfigStore,
+    IngestStatsStore,
+    Override,
+    RefreshRequestStore,
+    StandingsStore,
+)
+
+__all__ = [
+    "BoardConfigStore",
+    "IngestStatsStore",
+    "Lake",
+    "Override",
+    "RefreshRequestStore",
+    "SchemaMissing",
+    "StandingsStore",
+    "StoreUnavailable",
+    "Stores",
+    "server_of",
+]
+
+
+@dataclass(frozen=True)
+class Stores:
+    lake: Lake
+    database_url: str | None = None
+    redis_url: str | None = None
+    key_prefix: str = "leaderboard"
+    redis_max_connections: int = 50
+    read_only: bool = False  # Postgres sessions refuse writes (the dashboard's)
+    connect_timeout: int = 10
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Stores:
+        return cls(Lake(Path(s.LEADERBOARD_LAKE_DIR)), s.DATABASE_URL, s.redis_url, s.REDIS_KEY_PREFIX,
+                   s.REDIS_MAX_CONNECTIONS)  # fmt: skip
+
+    @property
+    def keys(self) -> redis_store.CacheKeys:
+        return redis_store.CacheKeys(self.key_prefix)
+
+    @property
+    def record(self) -> PostgresStore | None:
+        """Postgres, the system of record, when configured."""
+        if not self.database_url:
+            return None
+        return PostgresStore(self.database_url, self.read_only, self.connect_timeout)
+
+    def standings(self) -> StandingsStore:
+        """Where published standings are read: Postgres when configured, else the lake."""
+        return self.record or LakeStandings(self.lake)
+
+    def lake_standings(self) -> StandingsStore:
+        """The lake's copy: a reader's fallback when Postgres is down."""
+        return LakeStandings(self.lake)
+
+    def lake_ingest_stats(self) -> IngestStatsStore:
+        """The lake's copy: a reader's fallback when Postgres is down."""
+        return LakeIngestStats(self.lake)
+
+    def board_config(self) -> BoardConfigStore:
+        return PostgresBoardConfig(self.record) if self.record else LakeBoardConfig(self.lake)
+
+    def refresh_requests(self) -> RefreshRequestStore:
+        return PostgresRefreshRequests(self.record) if self.record else LakeRefreshRequests(self.lake)
+
+    def ingest_stats(self) -> IngestStatsStore:
+        """Where ingest stats are read; they are always written to the lake too (`save_ingest_stats`)."""
+        return PostgresIngestStats(self.record) if self.record else LakeIngestStats(self.lake)
+
+    def save_ingest_stats(self, stats: dict) -> None:
+        LakeIngestStats(self.lake).save(stats)
+        if self.record:
+            PostgresIngestStats(self.record).save(stats)
+
+    @contextmanager
+    def postgres(self) -> Iterator[psycopg.Connection | None]:
+        """A connection for publishing and retention, or None in the embedded default."""
+        if not self.database_url:
+            yield None
+            return
+        with connect(self.database_url) as conn:
+            yield conn
+
+    @contextmanager
+    def redis(self) -> Iterator[redis_py.Redis | None]:
+        if not self.redis_url:
+            yield None
+            return
+        client = redis_store.connect(self.redis_url, self.redis_max_connections)
+        try:
+            yield client
+        finally:
+            client.close()

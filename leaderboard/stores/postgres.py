@@ -1,0 +1,305 @@
+"""Postgres, the system of record: every query but the publish swap (`postgres_publish`).
+
+Query text lives here as constants that the sync store (pipeline, CLI, dashboard) and the
+async one (API) both run, so each read is written once. Tables: sql/migrations/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
+from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
+from leaderboard.stores.protocols import (
+    HISTORY_SCHEMA,
+    INGEST_STATS_SCHEMA,
+    Override,
+    PeriodId,
+    PeriodRecord,
+)
+
+INGEST_STATS_COLUMNS = tuple(INGEST_STATS_SCHEMA)
+
+_PERIOD = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
+# A period's registry entry and its rows matching a condition, in one statement: one snapshot,
+# and the leaf it reads is locked from planning on, so a swap cannot come between them (two
+# statements, even in one REPEATABLE READ transaction, can pair one publish's entry with
+# another's rows).
+_SNAPSHOT = (
+    "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
+    "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
+    "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
+    f"WHERE {_PERIOD} AND {{rows}}) r ON true WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
+)
+# Ranks are 1..N without gaps, so a page is a rank range (the leaf's rank index serves it).
+SNAPSHOT_TOP = _SNAPSHOT.format(rows="(%(top)s::int IS NULL OR rank <= %(top)s)")
+_USER_RANK = f"(SELECT rank FROM leaderboard_rankings WHERE {_PERIOD} AND user_id = %(u)s)"
+SNAPSHOT_AROUND = _SNAPSHOT.format(rows=f"rank BETWEEN {_USER_RANK} - %(around)s AND {_USER_RANK} + %(around)s")
+PERIOD_KEYS = (
+    "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s ORDER BY period_start DESC"
+)
+PERIODS = (
+    "SELECT board_id, period_type, period_key, period_start, period_end, status, entries, published_at, run_id "
+    "FROM leaderboard_periods WHERE (%(b)s::text IS NULL OR board_id = %(b)s) "
+    "ORDER BY board_id, period_type, period_start DESC"
+)
+PUBLISHED_AT = (
+    "SELECT board_id, period_type, period_key, published_at FROM leaderboard_periods "
+    "WHERE (board_id, period_type, period_key) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+)
+RANK_HISTORY = """SELECT p.period_key, r.rank, r.score, p.entries
+    FROM (SELECT period_key, period_start, entries FROM leaderboard_periods
+          WHERE board_id = %(b)s AND period_type = %(t)s ORDER BY period_start DESC LIMIT %(n)s) p
+    LEFT JOIN leaderboard_rankings r ON r.board_id = %(b)s AND r.period_type = %(t)s
+         AND r.period_key = p.period_key AND r.user_id = %(u)s
+    ORDER BY p.period_start"""
+BOARD_CONFIG = "SELECT board_id, display_limit, enabled FROM leaderboard_board_config"
+SAVE_BOARD_CONFIG = (
+    "INSERT INTO leaderboard_board_config (board_id, display_limit, enabled, updated_at, updated_by) "
+    "VALUES (%s, %s, %s, now(), %s) ON CONFLICT (board_id) DO UPDATE SET display_limit = EXCLUDED.display_limit, "
+    "enabled = EXCLUDED.enabled, updated_at = now(), updated_by = EXCLUDED.updated_by"
+)
+SAVE_INGEST_STATS = (
+    f"INSERT INTO leaderboard_ingest_stats ({', '.join(INGEST_STATS_COLUMNS)}, written_at) "
+    f"VALUES ({', '.join(['%s'] * len(INGEST_STATS_COLUMNS))}, now()) ON CONFLICT (day) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in INGEST_STATS_COLUMNS[1:])
+    + ", written_at = now()"
+)
+INGEST_STATS = (
+    f"SELECT {', '.join(INGEST_STATS_COLUMNS)} FROM leaderboard_ingest_stats WHERE day BETWEEN %s AND %s ORDER BY day"
+)
+
+
+def connect(database_url: str, read_only: bool = False, **kwargs: Any) -> psycopg.Connection:
+    """A connection to a migrated database, or StoreUnavailable / SchemaMissing saying what to do."""
+    try:
+        conn = psycopg.connect(database_url, connect_timeout=kwargs.pop("connect_timeout", 10), **kwargs)
+        conn.read_only = read_only
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(f"cannot connect to Postgres at {server_of(database_url)}: {first}") from exc
+    if conn.execute("SELECT to_regclass('leaderboard_periods')").fetchone() == (None,):
+        conn.close()
+        raise SchemaMissing(
+            f"Postgres at {server_of(database_url)} has no leaderboard schema: run `leaderboard migrate deploy`"
+        )
+    return conn
+
+
+def _snapshot(board_id: str, period_type: str, key: str, found: list[tuple]) -> Snapshot | None:
+    """A snapshot statement's rows as header and entries; None when the period is not registered."""
+    if not found:
+        return None
+    start, end, published_at, run_id, total = found[0][:5]
+    rows = pl.DataFrame([r[5:] for r in found if r[5] is not None], schema=ENTRY_SCHEMA, orient="row")
+    return Snapshot(snapshot_header(board_id, period_type, key, start, end, published_at, run_id, total), rows)
+
+
+def _params(board_id: str, period_type: str, key: str, **more: object) -> dict[str, object]:
+    return {"b": board_id, "t": period_type, "k": key, **more}
+
+
+def _unnest(periods: list[PeriodId]) -> tuple[list[str], list[str], list[str]]:
+    return [p[0] for p in periods], [p[1] for p in periods], [p[2] for p in periods]
+
+
+@dataclass(frozen=True)
+class PostgresStore:
+    """Every store protocol over Postgres, one short connection per call.
+
+    `read_only` sessions refuse any write (the dashboard's); `connect_timeout` keeps a page or
+    a probe from hanging on a dead server.
+    """
+
+    database_url: str
+    read_only: bool = False
+    connect_timeout: int = 10
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        with connect(self.database_url, self.read_only, connect_timeout=self.connect_timeout) as conn:
+            yield conn
+
+    @property
+    def server(self) -> str:
+        return server_of(self.database_url)
+
+    def ping(self) -> None:
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
+    # standings
+    def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
+        with self.connection() as conn:
+            found = conn.execute(SNAPSHOT_TOP, _params(board_id, period_type, key, top=top)).fetchall()
+        return _snapshot(board_id, period_type, key, found)
+
+    def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
+        with self.connection() as conn:
+            found = conn.execute(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k)).fetchall()
+        return _snapshot(board_id, period_type, key, found)
+
+    def published_keys(self, board_id: str, period_type: str) -> list[str]:
+        with self.connection() as conn:
+            return [r[0] for r in conn.execute(PERIOD_KEYS, (board_id, period_type)).fetchall()]
+
+    def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:
+        with self.connection() as conn:
+            rows = conn.execute(PUBLISHED_AT, _unnest(periods)).fetchall()
+        return {(b, t, k): at for b, t, k, at in rows}
+
+    def rank_history(self, board_id: str, period_type: str, user_id: str, periods: int) -> pl.DataFrame:
+        with self.connection() as conn:
+            rows = conn.execute(RANK_HISTORY, {"b": board_id, "t": period_type, "u": user_id, "n": periods}).fetchall()
+        return pl.DataFrame(rows, schema=HISTORY_SCHEMA, orient="row")
+
+    def periods(self, board_id: str | None = None) -> list[PeriodRecord]:
+        """Registered periods, newest first per board and type."""
+        with self.connection() as conn:
+            return [PeriodRecord(*r) for r in conn.execute(PERIODS, {"b": board_id}).fetchall()]
+
+
+@dataclass(frozen=True)
+class PostgresBoardConfig:
+    """BoardConfigStore over Postgres."""
+
+    store: PostgresStore
+
+    def load(self) -> dict[str, Override]:
+        with self.store.connection() as conn:
+            return {b: Override(limit, enabled) for b, limit, enabled in conn.execute(BOARD_CONFIG).fetchall()}
+
+    def save(self, changes: dict[str, Override], by: str) -> None:
+        with self.store.connection() as conn, conn.transaction():
+            for board_id, o in changes.items():
+                conn.execute(SAVE_BOARD_CONFIG, (board_id, o.display_limit, o.enabled, by))
+
+
+@dataclass(frozen=True)
+class PostgresIngestStats:
+    """IngestStatsStore over Postgres."""
+
+    store: PostgresStore
+
+    def save(self, stats: dict) -> None:
+        with self.store.connection() as conn, conn.transaction():
+            conn.execute(SAVE_INGEST_STATS, tuple(stats[c] for c in INGEST_STATS_COLUMNS))
+
+    def between(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        with self.store.connection() as conn:
+            rows = conn.execute(INGEST_STATS, (first, last)).fetchall()
+        return pl.DataFrame(rows, schema=INGEST_STATS_SCHEMA, orient="row")
+
+
+@dataclass(frozen=True)
+class PostgresRefreshRequests:
+    """RefreshRequestStore over Postgres: concurrent sensors never take the same request."""
+
+    store: PostgresStore
+
+    def request(self, by: str) -> str:
+        with self.store.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO leaderboard_refresh_requests (requested_by) VALUES (%s) RETURNING id", (by,)
+            ).fetchone()
+        return str(row[0])  # type: ignore[index]
+
+    def take(self, batch: str, limit: int = 1000) -> list[str]:
+        with self.store.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "UPDATE leaderboard_refresh_requests SET status = 'running', run_id = %s WHERE id IN ("
+                "  SELECT id FROM leaderboard_refresh_requests WHERE status = 'pending'"
+                "  ORDER BY requested_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, requested_at",
+                (batch, limit),
+            ).fetchall()
+        return [str(i) for i, _ in sorted(rows, key=lambda r: r[1])]
+
+    def finish(self, batch: str, run_id: str, ok: bool) -> int:
+        with self.store.connection() as conn, conn.transaction():
+            cur = conn.execute(
+                "UPDATE leaderboard_refresh_requests SET status = %s, done_at = now(), run_id = %s "
+                "WHERE run_id = %s AND status IN ('running', 'failed')",
+                ("done" if ok else "failed", run_id if ok else batch, batch),
+            )
+            return cur.rowcount
+
+    def status(self, request_id: str) -> str | None:
+        if not request_id.isdigit():
+            return None
+        with self.store.connection() as conn:
+            row = conn.execute(
+                "SELECT status FROM leaderboard_refresh_requests WHERE id = %s", (int(request_id),)
+            ).fetchone()
+        return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class MonthPartition:
+    name: str
+    start: dt.datetime
+    end: dt.datetime
+
+
+def expired_periods(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, str, str, dt.datetime]]:
+    """Registered daily/weekly/monthly periods that ended before `cutoff` (all-time never expires)."""
+    return conn.execute(
+        "SELECT board_id, period_type, period_key, period_end FROM leaderboard_periods "
+        "WHERE period_type <> 'all_time' AND period_end < %s ORDER BY period_end",
+        (cutoff,),
+    ).fetchall()
+
+
+def month_partitions(conn: psycopg.Connection) -> list[MonthPartition]:
+    return [MonthPartition(*r) for r in conn.execute("SELECT * FROM leaderboard_month_partitions()").fetchall()]
+
+
+def remove_expired(conn: psycopg.Connection, drop: list[str], trim: list[str], cutoff: dt.datetime) -> None:
+    """Drop whole month partitions, delete the expired rows of the one straddling `cutoff`, and
+    the registry entries, in one transaction."""
+    with conn.transaction():
+        for name in drop:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        for name in trim:
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE period_end < %s").format(sql.Identifier(name)),
+                (cutoff,),
+            )
+        conn.execute("DELETE FROM leaderboard_periods WHERE period_type <> 'all_time' AND period_end < %s", (cutoff,))
+
+
+@dataclass(frozen=True)
+class AsyncPostgres:
+    """The API's reads over its connection pool: the same statements as PostgresStore."""
+
+    pool: AsyncConnectionPool
+
+    async def _rows(self, query: str, params: object) -> list[tuple]:
+        async with self.pool.connection() as conn:
+            return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+
+    async def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
+        found = await self._rows(SNAPSHOT_TOP, _params(board_id, period_type, key, top=top))
+        return _snapshot(board_id, period_type, key, found)
+
+    async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
+        found = await self._rows(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k))
+        return _snapshot(board_id, period_type, key, found)
+
+    async def published_keys(self, board_id: str, period_type: str) -> list[str]:
+        return [r[0] for r in await self._rows(PERIOD_KEYS, (board_id, period_type))]
+
+    async def load(self) -> dict[str, Override]:
+        return {b: Override(limit, enabled) for b, limit, enabled in await self._rows(BOARD_CONFIG, None)}
+
+    async def ping(self, timeout: float = 2) -> None:
+        async with self.pool.connection(timeout=timeout) as conn:
+            await conn.execute("SELECT 1")

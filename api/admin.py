@@ -9,7 +9,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from api.auth import Caller
 from api.guards import BEARER, requires_admin
 from api.reader import Reader
-from api.schemas import BoardConfig, ConfigBody, ConfigUpdate, RefreshAccepted
+from api.schemas import BoardConfig, ConfigBody, ConfigUpdate, RefreshAccepted, problems
 from leaderboard.stores import Override, Stores
 from leaderboard.stores.redis import rebuild as rebuild_cache
 
@@ -24,12 +24,12 @@ class AdminController(Controller):
     guards = (requires_admin,)
     security = (BEARER,)
 
-    @get("/")
+    @get("/", responses=problems(401, 403, 429))
     async def get_config(self, reader: Reader) -> ConfigBody:
         """Effective display limit and enabled flag of every board."""
         return _current(reader)
 
-    @put("/")
+    @put("/", responses=problems(400, 401, 403, 429, 503))
     async def put_config(self, reader: Reader, stores: Stores, caller: Caller, data: ConfigUpdate) -> ConfigBody:
         """Change boards' display limit (1-1000) or enabled flag; applied without restart."""
         changes: dict[str, Override] = {}
@@ -45,7 +45,7 @@ class AdminController(Controller):
         await reader.reload_overrides()
         return _current(reader)
 
-    @post("/refresh", status_code=202)
+    @post("/refresh", status_code=202, responses=problems(401, 403, 429, 503))
     async def refresh(self, reader: Reader, stores: Stores, caller: Caller) -> Response[RefreshAccepted]:
         """Reload the config, rebuild the Redis cache from Postgres, and ask the pipeline to
         recompute the current periods (a refresh request it picks up)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,9 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.admin import AdminController
 from api.deps import Services, dependencies
@@ -31,15 +35,33 @@ from api.users import UsersController
 from leaderboard.boards import current_boards
 from leaderboard.settings import Settings, get_settings
 from leaderboard.standings import StandingsError
+from leaderboard.stores import StoreUnavailable
 from leaderboard.stores.lake_async import AsyncLake
 from leaderboard.stores.postgres import AsyncPostgres
 from leaderboard.stores.redis import AsyncBodies
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 5  # what a 503 asks clients to wait: about the time pools take to reconnect
+# A pool whose server is down retries in the background for this long, then on demand (the next
+# request or readiness probe), so it reconnects within a second or two of the server coming back
+# rather than after a backoff grown during the outage.
+RECONNECT_SECONDS = 2.0
+REDIS_HEALTH_CHECK_SECONDS = 5  # a connection idle this long is PINGed before use
 
 
 def _standings_error(request: Request[Any, Any, Any], exc: StandingsError) -> Response[Any]:
     return ProblemDetailsException(status_code=exc.status, detail=str(exc)).to_response(request)
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> Response[Any]:
+    """No store could answer: 503 with Retry-After, never a 500, never a 404 hiding the outage.
+    The detail names no server (the log does)."""
+    log.info("503 on %s %s: %s", request.method, request.url.path, exc)  # the reader warned of the store
+    return ProblemDetailsException(
+        status_code=503,
+        detail="a store this answer needs is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    ).to_response(request)
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -57,21 +79,47 @@ class RetryAfterRateLimit(RateLimitMiddleware):
         return headers
 
 
+def redis_pool(url: str, max_connections: int) -> aioredis.BlockingConnectionPool:
+    """The API's Redis connections. Blocking: past `max_connections` a request waits for one
+    instead of failing over. A command on a connection that died with its server (a restart) is
+    sent once more on a new one; a timeout is not retried: the next store answers instead."""
+    return aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+    )  # fmt: skip
+
+
 class FailOpenRedisStore(RedisStore):
     """Rate-limit counters in Redis shared by every replica; with Redis down, requests pass
-    (unlimited) rather than fail: a cache outage must not take the API down."""
+    (unlimited) rather than fail: a cache outage must not take the API down. After a failure
+    Redis is not asked for a second, so an outage costs no request a connection attempt."""
+
+    _down_until = 0.0
+
+    def _down(self) -> bool:
+        return self._down_until > time.monotonic()
+
+    def _failed(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + 1.0
+        log.warning("rate limit store unavailable, not limiting: %s", exc)
 
     async def get(self, key: str, renew_for: int | dt.timedelta | None = None) -> bytes | None:
+        if self._down():
+            return None
         try:
             return await super().get(key, renew_for)
-        except aioredis.RedisError:
+        except (aioredis.RedisError, OSError) as exc:
+            self._failed(exc)
             return None
 
     async def set(self, key: str, value: str | bytes, expires_in: int | dt.timedelta | None = None) -> None:
+        if self._down():
+            return
         try:
             await super().set(key, value, expires_in)
-        except aioredis.RedisError:
-            log.warning("rate limit store unavailable; not limiting")
+        except (aioredis.RedisError, OSError) as exc:
+            self._failed(exc)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -89,23 +137,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 open=False,
                 timeout=3,  # a request waits at most this long for a connection, then falls back
                 kwargs={"connect_timeout": 3},
+                # A connection that died with its server (a restart) is found and replaced when
+                # taken, not handed to a request.
+                check=AsyncConnectionPool.check_connection,
+                reconnect_timeout=RECONNECT_SECONDS,
             )
             await pool.open(wait=False)
         client = None
         if settings.redis_url:
-            # A blocking pool: past REDIS_MAX_CONNECTIONS a request waits for a connection
-            # instead of failing over to Postgres.
-            pool_ = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=2, socket_timeout=2,
-                socket_connect_timeout=2,
-            )  # fmt: skip
-            client = aioredis.Redis(connection_pool=pool_)
+            client = aioredis.Redis(connection_pool=redis_pool(settings.redis_url, settings.REDIS_MAX_CONNECTIONS))
         stores = services.stores
+        lake = AsyncLake(stores.lake)
         reader = Reader(
             boards=current_boards(),
-            primary=AsyncPostgres(pool) if pool is not None else AsyncLake(stores.lake),
+            primary=AsyncPostgres(pool) if pool is not None else lake,
             cache=AsyncBodies(client, stores.keys) if client is not None else None,
             cache_ttl=settings.CACHE_TTL_SECONDS,
+            fallback=lake if pool is not None else None,  # the lake holds every snapshot Postgres does
         )
         services.attach(reader)
         await reader.fresh_overrides()
@@ -121,7 +169,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     store = (
-        FailOpenRedisStore.with_client(url=settings.redis_url, namespace=f"{settings.REDIS_KEY_PREFIX}:ratelimit")
+        FailOpenRedisStore(
+            aioredis.Redis(connection_pool=redis_pool(settings.redis_url, settings.REDIS_MAX_CONNECTIONS)),
+            namespace=f"{settings.REDIS_KEY_PREFIX}:ratelimit",
+            handle_client_shutdown=True,
+        )
         if settings.redis_url
         else MemoryStore()
     )
@@ -138,7 +190,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         stores={"rate_limit": store},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True))],
-        exception_handlers={StandingsError: _standings_error, Exception: _internal_error},
+        exception_handlers={
+            StandingsError: _standings_error,
+            StoreUnavailable: _unavailable,
+            Exception: _internal_error,
+        },
         logging_config=None,  # configure_logging above owns the handlers (JSON or text)
         openapi_config=OpenAPIConfig(
             title="Leaderboard API",

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from litestar import Controller, Response, get
 
 from api.reader import Reader
-from api.schemas import Health
-from leaderboard.stores.postgres import AsyncPostgres
+from api.schemas import NOT_READY, Health
+from leaderboard.stores.protocols import AsyncStandingsSource
+
+
+async def _state(store: AsyncStandingsSource) -> str:
+    try:
+        await store.ping()
+    except Exception as exc:  # any failure means "down"; the detail says which
+        return f"down: {type(exc).__name__}" if store.name == "postgres" else "missing"
+    return "ok"
 
 
 class HealthController(Controller):
@@ -19,27 +26,23 @@ class HealthController(Controller):
         """Liveness: answers while the process lives, calls nothing."""
         return Health("ok")
 
-    @get("/ready")
+    @get("/ready", responses=NOT_READY)
     async def ready(self, reader: Reader) -> Response[Health]:
-        """Readiness: 200 when some store can serve standings ('degraded' without Redis), else 503."""
-        details: dict[str, str] = {}
-        primary_name = "postgres" if isinstance(reader.primary, AsyncPostgres) else "lake"
-        try:
-            await reader.primary.ping()
-            details[primary_name] = "ok"
-        except Exception as exc:  # any failure means "down"; the detail says which
-            details[primary_name] = f"down: {type(exc).__name__}" if primary_name == "postgres" else "missing"
+        """Readiness: 200 `ok`, or `degraded` while some store can still serve; else 503."""
+        details = {reader.primary.name: await _state(reader.primary)}
+        primary_ok = details[reader.primary.name] == "ok"
+        if reader.fallback is not None and not primary_ok:
+            details[reader.fallback.name] = await _state(reader.fallback)  # the lake behind Postgres
         if reader.cache is not None:
             try:
                 await reader.cache.ping()
                 details["redis"] = "ok"
-            except aioredis.RedisError as exc:
+            except Exception as exc:
                 details["redis"] = f"down: {type(exc).__name__}"
-        primary = details.get("postgres", details.get("lake"))
-        if primary == "ok":
+        if primary_ok:
             status = "ok" if details.get("redis", "ok") == "ok" else "degraded"
-        elif details.get("redis") == "ok":
-            status = "degraded"  # Postgres down, cached standings can still be served
+        elif "ok" in details.values():
+            status = "degraded"  # Postgres down: Redis serves what it holds, the lake the rest
         else:
             return Response(Health("unavailable", details), status_code=503)
         return Response(Health(status, details), status_code=200)

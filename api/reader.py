@@ -1,34 +1,49 @@
-"""The read path: Redis first, then the primary store (Postgres, refilling Redis, or the lake).
+"""The read path: Redis, then Postgres (refilling Redis), then the lake.
 
 Every answer is one page of one published snapshot; `published_at` says which. The stores
 themselves (and every query) live in `leaderboard.stores`; this module decides the order
-and keeps the hot route cheap.
+(docs/contracts.md#read-order-of-the-api) and keeps the hot route cheap. A store that fails
+(`StoreUnavailable`) is down for the request, which asks the next one; when none can answer,
+`StoreUnavailable` reaches the app, which answers 503. Only a store that is up saying "not
+published" makes a 404.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
-
-import psycopg
-import redis.asyncio as aioredis
 
 from api.observability import CACHE_HIT, CACHE_MISS
 from leaderboard.boards import Board, BoardSet, display_limit
 from leaderboard.periods import local_midnight, parse_period_key, status_at
-from leaderboard.standings import StandingsError, check_board, page_of, resolve_key
-from leaderboard.stores import Override
+from leaderboard.standings import Snapshot, StandingsError, check_board, page_of, resolve_key
+from leaderboard.stores import Override, StoreUnavailable
 from leaderboard.stores.protocols import AsyncStandingsSource
 from leaderboard.stores.redis import AsyncBodies
 
 log = logging.getLogger(__name__)
 OVERRIDES_TTL = 10.0
 LOCAL_CACHE_SECONDS = 1.0
+# A store that failed is skipped by this process for this long: during an outage at most one
+# request a second waits for it (a pool timeout), the others go straight to the next store.
+DOWN_SECONDS = 1.0
+T = TypeVar("T")
+
+
+class _Skipped(enum.Enum):
+    DOWN = enum.auto()
+
+
+DOWN = _Skipped.DOWN
+Down = Literal[_Skipped.DOWN]
 
 
 @lru_cache(maxsize=4096)
@@ -61,14 +76,36 @@ class _Cached:
 
 @dataclass
 class Reader:
+    """Reads for the API: `cache` (Redis), then `primary` (Postgres, or the lake without it),
+    then `fallback` (the lake, behind Postgres)."""
+
     boards: BoardSet
     primary: AsyncStandingsSource
     cache: AsyncBodies | None = None
     cache_ttl: int = 300
+    fallback: AsyncStandingsSource | None = None
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
     _local: dict[tuple[str, str, str], _Cached] = field(default_factory=dict)
     _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, Page]] = field(default_factory=dict)
+    _down_until: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stores(self) -> tuple[AsyncStandingsSource, ...]:
+        """The stores that hold every published snapshot, in the order they are asked."""
+        return (self.primary,) if self.fallback is None else (self.primary, self.fallback)
+
+    async def _ask(self, name: str, read: Coroutine[Any, Any, T]) -> T | Down:
+        """The store's answer, or DOWN when it failed (now, or less than DOWN_SECONDS ago)."""
+        if self._down_until.get(name, 0.0) > time.monotonic():
+            read.close()  # never started: no "coroutine was never awaited"
+            return DOWN
+        try:
+            return await read
+        except StoreUnavailable as exc:
+            self._down_until[name] = time.monotonic() + DOWN_SECONDS
+            log.warning("%s unavailable, asking the next store: %s", name, exc)
+            return DOWN
 
     async def reload_overrides(self) -> None:
         found = await self.primary.load()
@@ -81,6 +118,8 @@ class Reader:
         """Admin changes reach every replica within OVERRIDES_TTL seconds, without a restart."""
         if time.monotonic() - self.overrides_loaded > OVERRIDES_TTL:
             self.overrides_loaded = time.monotonic()  # one request reloads; the others go on
+            if self._down_until.get(self.primary.name, 0.0) > time.monotonic():
+                return  # keep the last known overrides; the next reload tries again
             try:
                 await self.reload_overrides()
             except Exception as exc:  # keep serving with the last known overrides
@@ -136,12 +175,16 @@ class Reader:
             return Page(page_of(body, limit, offset))
         if self.cache is not None:
             CACHE_MISS.inc()
-        fresh = await self._from_primary(board, period_type, key, limit, offset)
-        if fresh is not None:
-            return Page(fresh)
-        if body is not None:  # the primary store is down: serve what the cache holds
-            return Page(page_of(body, limit, offset))
-        raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+        for store in self.stores:
+            # Refill Redis from the system of record only, and only where it lacks the body.
+            refill = store is self.primary and self.cache is not None and cached is None
+            found = await self._ask(store.name, self._page(store, board, period_type, key, limit, offset, refill))
+            if found is DOWN:
+                continue
+            if found is None:
+                raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+            return Page(found)
+        raise StoreUnavailable(f"no store can serve {board.id} {period_type} {key} now")
 
     def _is_whole_body(
         self, board: Board, period_type: str, key: str, limit: int | None, offset: int, body: dict
@@ -161,7 +204,7 @@ class Reader:
         """The cached body, kept by this process for LOCAL_CACHE_SECONDS, so a hot board is one
         Redis read (and one JSON parse) a second per worker, not one per request. A whole body is
         kept, so a reader still sees one published snapshot, at most that much late. `fresh`
-        skips this process's copy."""
+        skips this process's copy. None when Redis lacks it or is down."""
         if self.cache is None:
             return None
         name = (board.id, period_type, key)
@@ -169,53 +212,83 @@ class Reader:
         hit = self._local.get(name)
         if hit is not None and hit.until > now and not fresh:
             return hit
-        try:
-            raw = await self.cache.get(*name)
-        except aioredis.RedisError as exc:
-            log.warning("redis read failed, falling back: %s", exc)
-            return None
-        if raw is None:
+        raw = await self._ask(self.cache.name, self.cache.get(*name))
+        if raw is DOWN or raw is None:
             return None
         cached = _Cached(now + LOCAL_CACHE_SECONDS, raw, json.loads(raw))
         bounded_put(self._local, name, cached)
         return cached
 
-    async def _from_primary(self, board: Board, period_type: str, key: str, limit: int, offset: int) -> dict | None:
-        top = max(limit + offset, self.limit_for(board))
-        try:
-            snapshot = await self.primary.snapshot(board.id, period_type, key, top)
-        except (psycopg.Error, OSError) as exc:
-            log.warning("primary store read failed: %s", exc)
+    async def _page(
+        self,
+        store: AsyncStandingsSource,
+        board: Board,
+        period_type: str,
+        key: str,
+        limit: int,
+        offset: int,
+        refill: bool,
+    ) -> dict | None:
+        """The page's rank range, offset+1 .. offset+limit, from a store: the same cost at any
+        offset. A page inside the board's top N reads that top when Redis needs it refilled."""
+        top = self.limit_for(board)
+        if refill and offset + limit <= top:
+            snapshot = await store.snapshot(board.id, period_type, key, top)
+            if snapshot is not None:
+                await self._refill(board, period_type, key, snapshot.body(self.boards.tz, top))
+                return snapshot.body(self.boards.tz, limit, offset)
             return None
-        if snapshot is None:
-            return None
-        await self._refill(board, period_type, key, snapshot.body(self.boards.tz, self.limit_for(board)))
-        return snapshot.body(self.boards.tz, limit, offset)
+        snapshot = await store.snapshot(board.id, period_type, key, offset + limit, after=offset)
+        return None if snapshot is None else snapshot.body(self.boards.tz, limit)
 
     async def _refill(self, board: Board, period_type: str, key: str, body: dict) -> None:
-        if self.cache is None:
-            return
-        try:
-            await self.cache.put(board.id, period_type, key, body, self.cache_ttl)
-        except aioredis.RedisError as exc:
-            log.warning("redis refill failed: %s", exc)
+        if self.cache is not None:
+            await self._ask(self.cache.name, self.cache.put(board.id, period_type, key, body, self.cache_ttl))
 
     async def periods(self, board_id: str, period_type: str) -> list[str]:
+        """Published keys, newest first: Redis's list when it holds one, else each store in turn."""
         board = self.board(board_id, period_type)
-        return await self.primary.published_keys(board.id, period_type)
+        if self.cache is not None:
+            listed = await self._ask(self.cache.name, self.cache.period_keys(board.id, period_type))
+            if listed is not DOWN and listed:
+                return listed
+        for store in self.stores:
+            found = await self._ask(store.name, store.published_keys(board.id, period_type))
+            if found is not DOWN:
+                return found
+        raise StoreUnavailable(f"no store can list the {period_type} periods of {board.id} now")
 
     async def user_entry(self, board_id: str, period_type: str, at: dt.date | None, user_id: str, around: int) -> dict:
-        """One user's entry with `percentile`, and the entries from rank-around to rank+around."""
+        """One user's entry with `percentile`, and the entries from rank-around to rank+around,
+        all of one snapshot: Redis's `:ranks` for hot periods, else each store in turn."""
         board = self.board(board_id, period_type)
         key = resolve_key(self.boards, period_type, at)
-        snapshot = await self.primary.around(board.id, period_type, key, user_id, around)
-        if snapshot is None:
-            raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
-        body = snapshot.body(self.boards.tz, max(snapshot.frame.height, 1))
-        neighbors = body.pop("entries")
-        entry = next((e for e in neighbors if e["user_id"] == user_id), None)
-        if entry is None:
-            raise StandingsError(f"user {user_id!r} has no entry in {board.id} {period_type} {key}")
-        total = body["total"]
-        entry = {**entry, "percentile": round(100.0 * (total - entry["rank"] + 1) / total, 2)}
-        return {**body, "entry": entry, "neighbors": neighbors}
+        if self.cache is not None:
+            cached = await self._ask(self.cache.name, self.cache.around(board.id, period_type, key, user_id, around))
+            if cached is not DOWN and cached is not None:
+                header = {**cached.header, "status": status_at(dt.datetime.fromisoformat(cached.header["period_end"]))}
+                return _user_body(header, cached.entry, cached.neighbors, user_id)
+        for store in self.stores:
+            snapshot = await self._ask(store.name, store.around(board.id, period_type, key, user_id, around))
+            if snapshot is DOWN:
+                continue
+            if snapshot is None:
+                raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+            return _snapshot_user_body(snapshot, self.boards.tz, user_id)
+        raise StoreUnavailable(f"no store can serve {board.id} {period_type} {key} now")
+
+
+def _snapshot_user_body(snapshot: Snapshot, tz: ZoneInfo, user_id: str) -> dict:
+    body = snapshot.body(tz, max(snapshot.frame.height, 1))
+    neighbors = body.pop("entries")
+    return _user_body(body, next((e for e in neighbors if e["user_id"] == user_id), None), neighbors, user_id)
+
+
+def _user_body(header: dict, entry: dict | None, neighbors: list[dict], user_id: str) -> dict:
+    if entry is None:
+        raise StandingsError(
+            f"user {user_id!r} has no entry in {header['board']} {header['period']} {header['period_key']}"
+        )
+    total = header["total"]
+    entry = {**entry, "percentile": round(100.0 * (total - entry["rank"] + 1) / total, 2)}
+    return {**header, "entry": entry, "neighbors": neighbors}

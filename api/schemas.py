@@ -3,11 +3,42 @@ answer 400 naming the field) and make the OpenAPI schema."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+from litestar.openapi import ResponseSpec
 
 DisplayLimit = Annotated[int, msgspec.Meta(ge=1, le=1000, description="Entries shown on a board's first page")]
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details, the body of every error (`application/problem+json`)."""
+
+    status: int
+    detail: str
+    title: str | None = None
+    extra: list[Any] | dict[str, Any] | None = None
+
+
+# Every error status a route may answer, documented in its OpenAPI operation so a schema-driven
+# client (or fuzzer) can check answers against it. 500 is not among them: it is a bug.
+_PROBLEMS = {
+    400: "A parameter is invalid or out of bounds; the detail (or `extra`) names it",
+    401: "No bearer token, or a refused one (`WWW-Authenticate: Bearer`)",
+    403: "The token lacks the role or user this route needs",
+    404: "Unknown or disabled board, board without this period type, period not published, or user not ranked in it",
+    429: "Over the per-address rate limit; `Retry-After` says when to try again",
+    503: "No store can answer now (Postgres, Redis and the lake down or unreachable); `Retry-After` says when to retry",
+}
+
+
+def problems(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for these error statuses (`responses=` of a route)."""
+    return {
+        code: ResponseSpec(Problem, description=_PROBLEMS[code], media_type="application/problem+json",
+                           generate_examples=False)
+        for code in codes
+    }  # fmt: skip
 
 
 class Entry(msgspec.Struct):
@@ -62,6 +93,10 @@ class Periods(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
     details: dict[str, str] = {}
+
+
+NOT_READY = {503: ResponseSpec(Health, description="No store can serve standings: `unavailable`, with details",
+                               generate_examples=False)}  # fmt: skip
 
 
 class BoardConfig(msgspec.Struct):

@@ -8,9 +8,9 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
-from api.params import local_date
+from api.params import MAX_OFFSET, local_date
 from api.reader import Reader, bounded_put
-from api.schemas import BoardInfo, Periods, Standings
+from api.schemas import BoardInfo, Periods, Standings, problems
 
 
 class _Published(Response[bytes]):
@@ -44,7 +44,7 @@ class StandingsController(Controller):
     path = "/leaderboard"
     tags = ("standings",)
 
-    @get("/boards")
+    @get("/boards", responses=problems(429))
     async def boards(self, reader: Reader) -> list[BoardInfo]:
         """Boards, their periods and display limits."""
         await reader.fresh_overrides()
@@ -54,15 +54,17 @@ class StandingsController(Controller):
             if reader.enabled(b.id)
         ]
 
-    @get("/{board:str}/{period:str}")
+    @get("/{board:str}/{period:str}", responses=problems(400, 404, 429, 503))
     async def standings(
         self,
         reader: Reader,
         board: str,
         period: str,
         at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
-        limit: Annotated[int | None, Parameter(ge=1, le=100)] = None,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")] = None,
+        offset: Annotated[
+            int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")
+        ] = 0,
     ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
         page = await reader.standings(board, period, local_date(at), limit, offset)
@@ -70,7 +72,7 @@ class StandingsController(Controller):
             return _published_response(page.raw)
         return Response(Standings(**page.body))
 
-    @get("/{board:str}/{period:str}/periods")
+    @get("/{board:str}/{period:str}/periods", responses=problems(400, 404, 429, 503))
     async def periods(self, reader: Reader, board: str, period: str) -> Periods:
         """Published period keys, newest first."""
         return Periods(board, period, await reader.periods(board, period))

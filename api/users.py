@@ -11,7 +11,7 @@ from api.auth import Caller
 from api.guards import BEARER, requires_self_or_admin, requires_token
 from api.params import local_date
 from api.reader import Reader
-from api.schemas import UserStanding
+from api.schemas import UserStanding, problems
 
 
 class UsersController(Controller):
@@ -20,7 +20,7 @@ class UsersController(Controller):
     guards = (requires_token,)
     security = (BEARER,)
 
-    @get("/{board:str}/{period:str}/me")
+    @get("/{board:str}/{period:str}/me", responses=problems(400, 401, 404, 429, 503))
     async def me(
         self,
         reader: Reader,
@@ -33,7 +33,11 @@ class UsersController(Controller):
         """The caller's entry (bearer JWT `sub`) and `around` neighbours on each side."""
         return UserStanding(**await reader.user_entry(board, period, local_date(at), caller.sub, around))
 
-    @get("/{board:str}/{period:str}/users/{user_id:str}", guards=[requires_self_or_admin])
+    @get(
+        "/{board:str}/{period:str}/users/{user_id:str}",
+        guards=[requires_self_or_admin],
+        responses=problems(400, 401, 403, 404, 429, 503),
+    )
     async def user(
         self,
         reader: Reader,

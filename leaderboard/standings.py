@@ -54,7 +54,8 @@ def snapshot_header(
     }
 
 
-def _number(value: float | None) -> float | int | None:
+def json_number(value: float | None) -> float | int | None:
+    """A score as the body sends it: an integral value up to 2^53 as an integer, NaN as null."""
     if value is None or math.isnan(value):
         return None
     return int(value) if value.is_integer() and abs(value) <= 2**53 else value
@@ -91,7 +92,7 @@ class Snapshot:
                 {
                     "rank": r["rank"],
                     "user_id": r["user_id"],
-                    "score": _number(r["score"]),
+                    "score": json_number(r["score"]),
                     "previous_rank": r["previous_rank"],
                     "rank_change": r["rank_change"],
                 }

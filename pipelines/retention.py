@@ -19,7 +19,7 @@ from leaderboard.boards import BoardSet
 from leaderboard.periods import PeriodError, local_midnight, parse_period_key
 from leaderboard.stores import postgres
 from leaderboard.stores.lake import Lake
-from leaderboard.stores.redis import CacheKeys, delete_keys
+from leaderboard.stores.redis import CacheKeys, forget
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,6 @@ def apply(
     if conn is not None:
         postgres.remove_expired(conn, p.drop_partitions, p.trim_partitions, p.cutoff)
     if client is not None and keys is not None and p.periods:
-        ids = [(e.board_id, e.period_type, e.period_key) for e in p.periods]
-        delete_keys(client, [name for i in ids for name in (keys.rankings(*i), keys.users(*i))])
+        forget(client, keys, [(e.board_id, e.period_type, e.period_key) for e in p.periods], p.cutoff)
     for path in [*p.snapshots, *p.clean_event_files]:
         path.unlink(missing_ok=True)

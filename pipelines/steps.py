@@ -201,13 +201,15 @@ def publish_period(
             publish_postgres(
                 stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published], status
             )
+        listed = stores.period_ends(period.type, boards.tz) if client is not None else {}
         for header, snapshot in published:
             board = boards.get(header["board_id"])
             assert board is not None
             if client is not None:
                 body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
                 users = snapshot if period.key in hot else None
-                cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current)
+                others = listed.get(board.id, {})
+                cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)
             write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
     return {h["board_id"]: h["total"] for h, _ in published}
 

@@ -11,6 +11,7 @@ import polars as pl
 import psycopg
 import pytest
 import redis
+import redis.asyncio as aioredis
 from click.testing import CliRunner
 from psycopg_pool import AsyncConnectionPool
 
@@ -164,6 +165,17 @@ def test_cache_rebuild_restores_redis_after_flushdb(published, monkeypatch):
     assert client.get(stores.keys.current("points", "all_time")) == b"all"
     users = client.hgetall(stores.keys.users("points", "all_time", "all"))
     assert len(users) == body["total"] or len(users) > 0
+    # the hot all-time period answers by rank too, with its header; every period list is whole
+    ranks = client.hgetall(stores.keys.ranks("points", "all_time", "all"))
+    ids = [u for n in range(len(ranks) - 1) for u in json.loads(ranks[str(n).encode()])]
+    assert json.loads(ranks[b"header"])["total"] == len(users) == len(ids)
+    assert [json.loads(users[u.encode()])["rank"] for u in ids] == list(range(1, len(ids) + 1))
+    record = stores.record
+    assert record is not None
+    for board in boards.boards:
+        for period_type in board.periods:
+            listed = [k.decode() for k in client.zrange(stores.keys.periods(board.id, period_type), 0, -1, desc=True)]
+            assert listed == record.published_keys(board.id, period_type)
     client.flushdb()
     cli("cache", "rebuild", "--board", "points")
     assert client.exists(key) and not client.exists(
@@ -279,6 +291,83 @@ def test_readers_see_old_or_new_standings_never_a_mix(settings, migrated_url, re
         )
         assert _unattached_leaves(conn) == []  # the killed publish dropped the table it had loaded
     assert client.get(stores.keys.rankings("points", "daily", period.key)) == before
+
+
+def test_a_users_neighbours_come_from_one_publish(redis_prefix):
+    """While a hot period is republished over and over (two tables that share no user id), every
+    /me read from Redis gives an entry, neighbours and header of one publish: the neighbours' ids
+    are all of one table, their ranks contiguous around the user's, and the total that table's."""
+    keys = cache.CacheKeys(redis_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    tables = {
+        "a": _table([f"a-{i}" for i in range(3000)], [float(3000 - i) for i in range(3000)]),
+        "b": _table([f"b-{i}" for i in range(2000)], [float(i) for i in range(2000)]),
+    }
+    end = dt.datetime(2026, 5, 2, tzinfo=dt.UTC)
+
+    def body(kind: str) -> dict:
+        return {"board": "points", "period": "daily", "period_key": "2026-05-01", "period_start": "2026-05-01T00:00:00+00:00",
+                "period_end": end.isoformat(), "status": "final", "published_at": f"2026-05-02T00:00:0{'ab'.index(kind)}+00:00",
+                "total": tables[kind].height, "entries": []}  # fmt: skip
+
+    def publish(kind: str) -> None:
+        cache.publish(client, keys, "points", "daily", "2026-05-01", body(kind), tables[kind], False,
+                      {"2026-04-30": end - dt.timedelta(days=1)})  # fmt: skip
+
+    publish("a")
+    stop = threading.Event()
+    seen: list[tuple[str, int, int]] = []
+
+    def republish() -> None:
+        while not stop.is_set():
+            for kind in ("b", "a"):
+                publish(kind)
+
+    async def read() -> None:
+        reader = aioredis.Redis.from_url(REDIS_URL)
+        bodies = cache.AsyncBodies(reader, keys)
+        try:
+            for i in range(300):
+                user = ("a-", "b-")[i % 2] + str(i * 7 % 2000)
+                found = await bodies.around("points", "daily", "2026-05-01", user, 3)
+                if found is None or found.entry is None:
+                    continue  # the other table's publish holds the period now
+                kinds = {e["user_id"][0] for e in found.neighbors}
+                ranks = [e["rank"] for e in found.neighbors]
+                assert kinds == {user[0]} and found.entry["user_id"] == user, found
+                assert ranks == list(range(ranks[0], ranks[0] + len(ranks))) and found.entry["rank"] in ranks
+                assert found.header["total"] == {"a": 3000, "b": 2000}[user[0]]
+                seen.append((user[0], found.entry["rank"], len(ranks)))
+        finally:
+            await reader.aclose()
+
+    thread = threading.Thread(target=republish)
+    thread.start()
+    try:
+        asyncio.run(read())
+    finally:
+        stop.set()
+        thread.join()
+    assert {k for k, _, _ in seen} == {"a", "b"}, seen[:5]  # both publishes were read, never a mix
+
+    async def around(user: str, k: int) -> list[int]:
+        reader = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            found = await cache.AsyncBodies(reader, keys).around("points", "daily", "2026-05-01", user, k)
+        finally:
+            await reader.aclose()
+        assert found is not None and found.entry is not None and found.entry["user_id"] == user
+        return [e["rank"] for e in found.neighbors]
+
+    publish("a")  # alone now: a rank block boundary, the last rank, the first
+    assert asyncio.run(around("a-99", 3)) == [97, 98, 99, 100, 101, 102, 103]
+    assert asyncio.run(around("a-2999", 50)) == list(range(2950, 3001))
+    assert asyncio.run(around("a-0", 0)) == [1]
+    assert [k.decode() for k in client.zrange(keys.periods("points", "daily"), 0, -1, desc=True)] == [
+        "2026-05-01", "2026-04-30"]  # fmt: skip
+    # not hot any more: the per-user and per-rank hashes go with the next publish
+    cache.publish(client, keys, "points", "daily", "2026-05-01", body("a"), None, False)
+    assert not client.exists(keys.users("points", "daily", "2026-05-01"), keys.ranks("points", "daily", "2026-05-01"))
 
 
 def _unattached_leaves(conn: psycopg.Connection) -> list[str]:
@@ -400,8 +489,18 @@ def test_retention_drops_exactly_the_expired_periods(published):
     after = _state(s.DATABASE_URL, s.REDIS_KEY_PREFIX, lake_root)
     assert {(t, k) for t, k, _ in after["rows"]} == {("monthly", "2026-04"), ("all_time", "all")}
     assert after["registry"] == 4 * 2
-    assert all(":MONTHLY:2026-04:" in k or ":ALL_TIME:" in k for k in after["keys"]), after["keys"]
+    assert all(
+        ":MONTHLY:2026-04:" in k or ":ALL_TIME:" in k or k.endswith(":MONTHLY:periods") for k in after["keys"]
+    ), after["keys"]
     assert any(":MONTHLY:2026-04:rankings" in k for k in after["keys"])
+    client = redis.Redis.from_url(REDIS_URL)
+    listed = {
+        k.removeprefix(f"{s.REDIS_KEY_PREFIX}:"): client.zrange(k, 0, -1)
+        for k in after["keys"]
+        if k.endswith(":periods")
+    }
+    assert listed == {f"{b}:{t}:periods": [k] for b in ("points", "referrals", "high_score", "fastest_lap")
+                      for t, k in (("MONTHLY", b"2026-04"), ("ALL_TIME", b"all"))}  # fmt: skip
     standings = {f for f in after["files"] if f.startswith("standings/")}
     assert standings == {
         f for f in before["files"] if f.startswith("standings/") and ("/monthly/2026-04" in f or "/all_time/" in f)

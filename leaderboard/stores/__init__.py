@@ -9,14 +9,17 @@ backend. All query text lives in this package.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import redis as redis_py
 
+from leaderboard.periods import PeriodError, local_midnight, parse_period_key
 from leaderboard.settings import Settings
 from leaderboard.stores import redis as redis_store
 from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
@@ -88,6 +91,25 @@ class Stores:
     def lake_ingest_stats(self) -> IngestStatsStore:
         """The lake's copy: a reader's fallback when Postgres is down."""
         return LakeIngestStats(self.lake)
+
+    def period_ends(self, period_type: str, tz: ZoneInfo) -> dict[str, dict[str, dt.datetime]]:
+        """board -> {key: period end} of the published periods of a type (for the Redis period
+        lists): the registry's when Postgres is configured, else from the lake's keys (all-time's
+        end is its publish's to say)."""
+        if self.record is not None:
+            found: dict[str, dict[str, dt.datetime]] = {}
+            for (board, key), end in self.record.period_ends(period_type).items():
+                found.setdefault(board, {})[key] = end
+            return found
+        out: dict[str, dict[str, dt.datetime]] = {}
+        for board, listed_type, key, _ in self.lake.snapshots():
+            if listed_type != period_type or period_type == "all_time":
+                continue
+            try:
+                out.setdefault(board, {})[key] = local_midnight(parse_period_key(period_type, key).end, tz)
+            except PeriodError:
+                continue  # not a period file
+        return out
 
     def board_config(self) -> BoardConfigStore:
         return PostgresBoardConfig(self.record) if self.record else LakeBoardConfig(self.lake)

@@ -152,11 +152,14 @@ class LakeStandings:
 
     lake: Lake
 
-    def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
+    def snapshot(
+        self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
+    ) -> Snapshot | None:
         found = read_snapshot(self.lake, board_id, period_type, key)
-        if found is None or top is None:
+        if found is None or (top is None and not after):
             return found
-        return Snapshot(found.header, found.frame.filter(pl.col("rank") <= top))
+        ranks = pl.col("rank") > after
+        return Snapshot(found.header, found.frame.filter(ranks if top is None else ranks & (pl.col("rank") <= top)))
 
     def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
         found = read_snapshot(self.lake, board_id, period_type, key)

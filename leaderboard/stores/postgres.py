@@ -40,13 +40,17 @@ _SNAPSHOT = (
     "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
     f"WHERE {_PERIOD} AND {{rows}}) r ON true WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
 )
-# Ranks are 1..N without gaps, so a page is a rank range (the leaf's rank index serves it).
-SNAPSHOT_TOP = _SNAPSHOT.format(rows="(%(top)s::int IS NULL OR rank <= %(top)s)")
+# Ranks are 1..N without gaps, so a page is a rank range the leaf's rank index serves, whatever
+# its offset. Plain bounds (no "IS NULL OR"): a generic plan of a prepared statement keeps the
+# index range too.
+SNAPSHOT_RANKS = _SNAPSHOT.format(rows="rank BETWEEN %(first)s AND %(last)s")
+MAX_RANK = 2**31 - 1  # `rank` is an integer column
 _USER_RANK = f"(SELECT rank FROM leaderboard_rankings WHERE {_PERIOD} AND user_id = %(u)s)"
 SNAPSHOT_AROUND = _SNAPSHOT.format(rows=f"rank BETWEEN {_USER_RANK} - %(around)s AND {_USER_RANK} + %(around)s")
 PERIOD_KEYS = (
     "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s ORDER BY period_start DESC"
 )
+PERIOD_ENDS = "SELECT board_id, period_key, period_end FROM leaderboard_periods WHERE period_type = %s"
 PERIODS = (
     "SELECT board_id, period_type, period_key, period_start, period_end, status, entries, published_at, run_id "
     "FROM leaderboard_periods WHERE (%(b)s::text IS NULL OR board_id = %(b)s) "
@@ -108,6 +112,21 @@ def _params(board_id: str, period_type: str, key: str, **more: object) -> dict[s
     return {"b": board_id, "t": period_type, "k": key, **more}
 
 
+def _ranks(board_id: str, period_type: str, key: str, top: int | None, after: int) -> dict[str, object]:
+    """Parameters of SNAPSHOT_RANKS: ranks after `after` up to `top` (no bound when None)."""
+    return _params(board_id, period_type, key, first=after + 1, last=MAX_RANK if top is None else top)
+
+
+# What a read meets when Postgres is down, restarting or out of pool connections (PoolTimeout
+# is an OperationalError): the API then treats the store as down, not as a bug.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return StoreUnavailable(f"Postgres read failed: {type(exc).__name__}: {first}".rstrip(": "))
+
+
 def _unnest(periods: list[PeriodId]) -> tuple[list[str], list[str], list[str]]:
     return [p[0] for p in periods], [p[1] for p in periods], [p[2] for p in periods]
 
@@ -138,9 +157,11 @@ class PostgresStore:
             conn.execute("SELECT 1")
 
     # standings
-    def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
+    def snapshot(
+        self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
+    ) -> Snapshot | None:
         with self.connection() as conn:
-            found = conn.execute(SNAPSHOT_TOP, _params(board_id, period_type, key, top=top)).fetchall()
+            found = conn.execute(SNAPSHOT_RANKS, _ranks(board_id, period_type, key, top, after)).fetchall()
         return _snapshot(board_id, period_type, key, found)
 
     def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
@@ -151,6 +172,11 @@ class PostgresStore:
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
         with self.connection() as conn:
             return [r[0] for r in conn.execute(PERIOD_KEYS, (board_id, period_type)).fetchall()]
+
+    def period_ends(self, period_type: str) -> dict[tuple[str, str], dt.datetime]:
+        """(board, key) -> period_end of every registered period of a type."""
+        with self.connection() as conn:
+            return {(b, k): end for b, k, end in conn.execute(PERIOD_ENDS, (period_type,)).fetchall()}
 
     def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:
         with self.connection() as conn:
@@ -278,16 +304,31 @@ def remove_expired(conn: psycopg.Connection, drop: list[str], trim: list[str], c
 
 @dataclass(frozen=True)
 class AsyncPostgres:
-    """The API's reads over its connection pool: the same statements as PostgresStore."""
+    """The API's reads over its connection pool: the same statements as PostgresStore.
+
+    A read that meets a server down or restarting raises StoreUnavailable, so the API falls
+    back to its next store instead of failing the request.
+    """
 
     pool: AsyncConnectionPool
 
-    async def _rows(self, query: str, params: object) -> list[tuple]:
-        async with self.pool.connection() as conn:
-            return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+    @property
+    def name(self) -> str:
+        return "postgres"
 
-    async def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
-        found = await self._rows(SNAPSHOT_TOP, _params(board_id, period_type, key, top=top))
+    async def _rows(self, query: str, params: object) -> list[tuple]:
+        try:
+            async with self.pool.connection() as conn:
+                return await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+        except UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        except psycopg.errors.UndefinedTable as exc:  # up, but not migrated: it cannot answer
+            raise SchemaMissing("Postgres has no leaderboard schema: run `leaderboard migrate deploy`") from exc
+
+    async def snapshot(
+        self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
+    ) -> Snapshot | None:
+        found = await self._rows(SNAPSHOT_RANKS, _ranks(board_id, period_type, key, top, after))
         return _snapshot(board_id, period_type, key, found)
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:

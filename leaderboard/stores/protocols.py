@@ -47,8 +47,11 @@ class PeriodRecord:
 class StandingsStore(Protocol):
     """Published standings: a page of a period, one user's neighbourhood, the periods there are."""
 
-    def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None:
-        """The period with its rows of rank <= `top` (all when None); None if not published."""
+    def snapshot(
+        self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
+    ) -> Snapshot | None:
+        """The period with its rows of rank `after`+1 .. `top` (no upper bound when None); None if
+        not published."""
         ...
 
     def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
@@ -103,9 +106,22 @@ class IngestStatsStore(Protocol):
 
 
 class AsyncStandingsSource(Protocol):
-    """What the API reads from its primary store (Postgres's pool, or the lake off the loop)."""
+    """What the API reads from Postgres (its pool) or the lake (off the loop).
 
-    async def snapshot(self, board_id: str, period_type: str, key: str, top: int | None = None) -> Snapshot | None: ...
+    A store that cannot answer now (down, restarting, not mounted) raises `StoreUnavailable`;
+    None and [] mean a store that is up says "not published".
+    """
+
+    @property
+    def name(self) -> str:
+        """`postgres` or `lake`, for logs and readiness details."""
+        ...
+
+    async def snapshot(
+        self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
+    ) -> Snapshot | None:
+        """Rows of rank `after`+1 .. `top`: a page costs the same at any offset."""
+        ...
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None: ...
 

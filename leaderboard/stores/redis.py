@@ -3,7 +3,9 @@
 Keys, extending the seed's `leaderboard:DAILY:2024-01-15:rankings` with the board:
   {prefix}:{board}:{PERIOD}:{key}:rankings   top display_limit as the ready standings body (JSON)
   {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON, for the hot periods only
+  {prefix}:{board}:{PERIOD}:{key}:ranks      hash rank block -> user ids, and `header`, hot periods only
   {prefix}:{board}:{PERIOD}:current          the key of the current period
+  {prefix}:{board}:{PERIOD}:periods          sorted set: published keys scored by period end
 A period is written under staging keys, then renamed into place in one MULTI/EXEC.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -20,6 +23,7 @@ import redis.asyncio as aioredis
 
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
+from leaderboard.standings import json_number
 from leaderboard.stores.errors import StoreUnavailable, server_of
 from leaderboard.stores.postgres import PostgresStore
 
@@ -41,8 +45,14 @@ class CacheKeys:
     def users(self, board: str, period_type: str, key: str) -> str:
         return f"{self.base(board, period_type)}:{key}:users"
 
+    def ranks(self, board: str, period_type: str, key: str) -> str:
+        return f"{self.base(board, period_type)}:{key}:ranks"
+
     def current(self, board: str, period_type: str) -> str:
         return f"{self.base(board, period_type)}:current"
+
+    def periods(self, board: str, period_type: str) -> str:
+        return f"{self.base(board, period_type)}:periods"
 
 
 def hot_keys(period_type: str, today: dt.date) -> tuple[str, ...]:
@@ -70,6 +80,33 @@ def user_entries(rows: pl.DataFrame) -> dict[str, str]:
     return dict(zip(encoded["user_id"].to_list(), encoded["entry"].to_list(), strict=True))
 
 
+RANKS_HEADER = "header"  # the `:ranks` field holding the snapshot's header; every other field is a rank
+
+
+# User ids per `:ranks` field. A neighbourhood (at most 101 ranks) spans two fields at most; a
+# million users are ten thousand fields, not a million: the publish sends and Redis keeps little
+# more than the ids themselves.
+RANK_BLOCK = 100
+
+
+def rank_blocks(rows: pl.DataFrame) -> dict[str, str]:
+    """Block n -> the JSON list of the user ids ranked n*RANK_BLOCK+1 .. (n+1)*RANK_BLOCK."""
+    ids = rows.sort("rank")["user_id"].to_list()  # ranks are 1..N without gaps (the publish checks)
+    return {str(n): _compact(ids[i : i + RANK_BLOCK]) for n, i in enumerate(range(0, len(ids), RANK_BLOCK))}
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _hset_chunks(pipe: redis.client.Pipeline, name: str, fields: dict[str, str]) -> None:
+    items = list(fields.items())
+    for i in range(0, len(items), HSET_CHUNK):
+        pipe.hset(name, mapping=dict(items[i : i + HSET_CHUNK]))
+    if items:
+        pipe.expire(name, STAGING_TTL_SECONDS)
+
+
 def publish(
     client: redis.Redis,
     keys: CacheKeys,
@@ -79,34 +116,47 @@ def publish(
     body: dict,
     rows: pl.DataFrame | None,
     current: bool,
+    periods: Mapping[str, dt.datetime] | None = None,
 ) -> None:
     """Stage the period's keys, then swap them in with one MULTI/EXEC.
 
-    `rows` (all entries) is given for hot periods only; a period that is no longer hot loses
-    its per-user hash. `current` also points the type's `current` key at this period.
+    `rows` (all entries) is given for hot periods only: they keep a per-user hash and a per-rank
+    one (with the snapshot's header), renamed together, so one user's entry, neighbours and
+    header can be read from one publish;
+    a period that is no longer hot loses both. `current` also points the type's `current` key at
+    this period. `periods` (key -> period end) are the board's other published periods of this
+    type: they join its period list with this one, so the list is whole from the first publish
+    even where older periods were published before the list existed.
     """
     token = uuid.uuid4().hex
     final_rankings = keys.rankings(board, period_type, period_key)
     final_users = keys.users(board, period_type, period_key)
-    staged_rankings, staged_users = f"{final_rankings}:staging:{token}", f"{final_users}:staging:{token}"
+    final_ranks = keys.ranks(board, period_type, period_key)
+    staged_rankings, staged_users, staged_ranks = (
+        f"{name}:staging:{token}" for name in (final_rankings, final_users, final_ranks)
+    )
+    listed = {k: end.timestamp() for k, end in (periods or {}).items()}
+    listed[period_key] = dt.datetime.fromisoformat(body["period_end"]).timestamp()
+    hot = rows is not None
     try:
         stage = client.pipeline(transaction=False)
-        stage.set(staged_rankings, json.dumps(body, separators=(",", ":")), ex=STAGING_TTL_SECONDS)
+        stage.set(staged_rankings, _compact(body), ex=STAGING_TTL_SECONDS)
         entries = user_entries(rows) if rows is not None and rows.height else {}
-        items = list(entries.items())
-        for i in range(0, len(items), HSET_CHUNK):
-            stage.hset(staged_users, mapping=dict(items[i : i + HSET_CHUNK]))
-        if entries:
-            stage.expire(staged_users, STAGING_TTL_SECONDS)
+        _hset_chunks(stage, staged_users, entries)
+        if rows is not None:
+            header = {k: v for k, v in body.items() if k != "entries"}
+            _hset_chunks(stage, staged_ranks, {RANKS_HEADER: _compact(header), **rank_blocks(rows)})
         stage.execute()
         swap = client.pipeline(transaction=True)
         swap.rename(staged_rankings, final_rankings)
         swap.persist(final_rankings)
-        if entries:
-            swap.rename(staged_users, final_users)
-            swap.persist(final_users)
-        else:
-            swap.delete(final_users)
+        for staged, final, written in ((staged_users, final_users, bool(entries)), (staged_ranks, final_ranks, hot)):
+            if written:
+                swap.rename(staged, final)
+                swap.persist(final)
+            else:
+                swap.delete(final)
+        swap.zadd(keys.periods(board, period_type), listed)
         if current:
             swap.set(keys.current(board, period_type), period_key)
         swap.execute()
@@ -121,6 +171,21 @@ def delete_keys(client: redis.Redis, names: list[str]) -> None:
     """Delete keys in chunks: one DEL of a million names would block the server."""
     for i in range(0, len(names), DELETE_CHUNK):
         client.delete(*names[i : i + DELETE_CHUNK])
+
+
+def forget(client: redis.Redis, keys: CacheKeys, periods: list[tuple[str, str, str]], cutoff: dt.datetime) -> None:
+    """Remove expired periods (board, type, key): their keys and their place in the period lists,
+    each period in one MULTI/EXEC. Then every list touched drops what ended before `cutoff`, so
+    a key a concurrent publish listed again goes too."""
+    for i in range(0, len(periods), DELETE_CHUNK):
+        pipe = client.pipeline(transaction=True)
+        for board, period_type, key in periods[i : i + DELETE_CHUNK]:
+            ids = (board, period_type, key)
+            pipe.delete(keys.rankings(*ids), keys.users(*ids), keys.ranks(*ids))
+            pipe.zrem(keys.periods(board, period_type), key)
+        pipe.execute()
+    for board, period_type in sorted({(b, t) for b, t, _ in periods if t != "all_time"}):
+        client.zremrangebyscore(keys.periods(board, period_type), "-inf", f"({cutoff.timestamp()}")
 
 
 def delete_matching(client: redis.Redis, pattern: str) -> int:
@@ -147,7 +212,11 @@ def rebuild(
     today = now.astimezone(boards.tz).date()
     delete_matching(client, f"{keys.prefix}:{board_id or '*'}:*")
     written = 0
-    for entry in record.periods(board_id):
+    registered = record.periods(board_id)
+    ends: dict[tuple[str, str], dict[str, dt.datetime]] = {}
+    for entry in registered:
+        ends.setdefault((entry.board_id, entry.period_type), {})[entry.period_key] = entry.period_end
+    for entry in registered:
         board = boards.get(entry.board_id)
         if board is None or entry.period_type not in board.periods:
             continue  # registered by an older boards file; nothing serves it now
@@ -160,23 +229,113 @@ def rebuild(
         body = snapshot.body(boards.tz, limit, now=now)
         current = entry.period_type == "all_time" or entry.period_start <= now < entry.period_end
         rows = snapshot.frame if hot else None
-        publish(client, keys, entry.board_id, entry.period_type, entry.period_key, body, rows, current)
+        listed = ends[(entry.board_id, entry.period_type)]
+        publish(client, keys, entry.board_id, entry.period_type, entry.period_key, body, rows, current, listed)
         written += 1
     return written
 
 
+AROUND_ATTEMPTS = 3  # reads of one user's neighbourhood before giving way to the next store
+
+
+def _entry(raw: bytes | str, user_id: str) -> dict:
+    """A `:users` value (no user id in it) as the standings body lists an entry."""
+    e = json.loads(raw)
+    return {"rank": e["rank"], "user_id": user_id, "score": json_number(e["score"]),
+            "previous_rank": e["previous_rank"], "rank_change": e["rank_change"]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """One user's place in one published snapshot: its header (the standings body without
+    entries, `status` as at publish), the user's entry (None: not ranked) and the entries from
+    rank-k to rank+k, clipped."""
+
+    header: dict
+    entry: dict | None
+    neighbors: list[dict]
+
+
+def _failed(exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis failed: {type(exc).__name__}: {exc}")
+
+
 @dataclass(frozen=True)
 class AsyncBodies:
-    """The API's view of Redis: ready standings bodies by period, read and refilled."""
+    """The API's view of Redis: ready standings bodies, one user's neighbourhood and the period
+    lists. A failing server raises StoreUnavailable, so the API reads its next store."""
 
     client: aioredis.Redis
     keys: CacheKeys
 
+    @property
+    def name(self) -> str:
+        return "redis"
+
     async def get(self, board_id: str, period_type: str, key: str) -> bytes | None:
-        return await self.client.get(self.keys.rankings(board_id, period_type, key))
+        try:
+            return await self.client.get(self.keys.rankings(board_id, period_type, key))
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
 
     async def put(self, board_id: str, period_type: str, key: str, body: dict, ttl_seconds: int) -> None:
-        await self.client.set(self.keys.rankings(board_id, period_type, key), json.dumps(body), ex=ttl_seconds)
+        try:
+            await self.client.set(self.keys.rankings(board_id, period_type, key), json.dumps(body), ex=ttl_seconds)
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
+
+    async def period_keys(self, board_id: str, period_type: str) -> list[str]:
+        """Published keys, newest first; [] when Redis holds no list (then it does not know)."""
+        try:
+            found = await self.client.zrange(self.keys.periods(board_id, period_type), 0, -1, desc=True)
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
+        return [k.decode() for k in found]
+
+    async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Neighbourhood | None:
+        """The user's entry and neighbours of one publish, or None where Redis cannot tell
+        (not a hot period, not cached, or republished during every attempt).
+
+        `:users` and `:ranks` are renamed into place together, so a MULTI reading both sees one
+        publish. The user's entry and the header come first (one MULTI: enough when k is 0);
+        then the ids ranked around it (one or two `:ranks` blocks); then their entries with the
+        header again (one MULTI). The same header both times means no publish came between (each has its own
+        `published_at`), so entry, neighbours and header are of one snapshot; else it starts again.
+        """
+        ids = (board_id, period_type, key)
+        users, ranks = self.keys.users(*ids), self.keys.ranks(*ids)
+        try:
+            for _ in range(AROUND_ATTEMPTS):
+                async with self.client.pipeline(transaction=True) as pipe:
+                    raw_entry, raw_header = await pipe.hget(users, user_id).hget(ranks, RANKS_HEADER).execute()
+                if raw_header is None:
+                    return None
+                header = json.loads(raw_header)
+                if raw_entry is None:
+                    return Neighbourhood(header, None, [])
+                entry = _entry(raw_entry, user_id)
+                if k == 0:
+                    return Neighbourhood(header, entry, [entry])
+                first, last = max(1, entry["rank"] - k), min(header["total"], entry["rank"] + k)
+                low, high = (first - 1) // RANK_BLOCK, (last - 1) // RANK_BLOCK
+                blocks = await self.client.hmget(ranks, [str(b) for b in range(low, high + 1)])
+                if None in blocks:
+                    continue
+                ranked = [u for raw in blocks for u in json.loads(raw)][
+                    first - 1 - low * RANK_BLOCK : last - low * RANK_BLOCK
+                ]
+                if len(ranked) != last - first + 1:
+                    continue
+                async with self.client.pipeline(transaction=True) as pipe:
+                    found, again = await pipe.hmget(users, ranked).hget(ranks, RANKS_HEADER).execute()
+                if again != raw_header or None in found:
+                    continue
+                neighbors = [_entry(raw, uid) for raw, uid in zip(found, ranked, strict=True)]
+                if [e["rank"] for e in neighbors] == list(range(first, last + 1)):
+                    return Neighbourhood(header, neighbors[entry["rank"] - first], neighbors)
+            return None
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -1,0 +1,1 @@
+"""Fault tests: real servers of the test's own stopped and started under load."""

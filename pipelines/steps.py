@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
@@ -90,6 +91,7 @@ def ingest_day(
         verdict = Verdict(checks.QUARANTINE_RATE, True)
         if max_quarantine_rate is not None:
             verdict = checks.quarantine_rate(read, stats.quarantined, max_quarantine_rate, landed.quarantine)
+        faults.pause("ingest", str(day))
         if verdict.passed:
             lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))

@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from leaderboard import faults
 from leaderboard.periods import UTC
 from leaderboard.standings import Snapshot
 from leaderboard.stores.protocols import HISTORY_SCHEMA, INGEST_STATS_SCHEMA, PeriodId
@@ -105,6 +106,8 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
     metadata = {SNAPSHOT_META_KEY: json.dumps(header, default=str)} if header is not None else None
     try:
         frame.write_parquet(tmp, statistics=True, metadata=metadata)
+        if header is not None:  # a published snapshot
+            faults.pause("lake", str(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

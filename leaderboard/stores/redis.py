@@ -18,6 +18,7 @@ import polars as pl
 import redis
 import redis.asyncio as aioredis
 
+from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.stores.errors import StoreUnavailable, server_of
@@ -99,6 +100,7 @@ def publish(
         if entries:
             stage.expire(staged_users, STAGING_TTL_SECONDS)
         stage.execute()
+        faults.pause("redis", final_rankings)
         swap = client.pipeline(transaction=True)
         swap.rename(staged_rankings, final_rankings)
         swap.persist(final_rankings)

@@ -1,0 +1,173 @@
+"""`leaderboard materialize` killed with SIGKILL while it publishes, then run again.
+
+Two versions of the landed events (A and B) are published once each, in full, to take the
+reference fingerprints of every period in every store. Then each round points the landing
+zone at the other version, starts `leaderboard materialize` with a pause point armed
+(`leaderboard.faults`: phase and which pass through it, both drawn from a seeded random
+generator) and SIGKILLs it there. Every period in every store must then be wholly the old or
+wholly the new standings; the next run must complete, leave nothing behind and make the three
+stores agree row for row on the new version.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import random
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from leaderboard.boards import load_boards
+from leaderboard.faults import ENV as PAUSE_ENV
+from leaderboard.periods import Period, period_of
+from leaderboard.stores.lake import Lake
+from pipelines.generate import GenerateSpec, generate
+from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
+from tests.faults.cli_forkserver import ForkServer
+from tests.faults.publish_stores import STORES, Published, assert_consistent, fingerprints, leftovers
+
+SEED = 16
+KILLS = 20
+PHASES = ("ingest", "copy", "swap", "redis", "lake")
+FIRST, DAYS = dt.date(2026, 3, 2), 3  # Monday to Wednesday: one ISO week, one month
+LAST = FIRST + dt.timedelta(days=DAYS - 1)
+BOARDS = """\
+timezone: UTC
+start_date: 2026-03-01
+boards:
+  - {id: points, title: Points, event_types: [score.earned], aggregate: sum}
+  - {id: high_score, title: Best game, event_types: [game.finished], aggregate: max, display_limit: 20}
+"""
+RUN_SECONDS = 120  # a whole materialize here takes a few seconds; this only bounds a hang
+
+
+@pytest.fixture
+def dagster_home() -> Iterator[Path]:
+    """A Dagster instance on tmpfs when there is one: forty runs' SQLite event logs would
+    otherwise wait on the disk's syncs, and the instance is not what is tested here."""
+    shm = Path("/dev/shm")
+    home = Path(tempfile.mkdtemp(prefix="lb-kill-dagster-", dir=shm if shm.is_dir() else None))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def forkserver() -> Iterator[ForkServer]:
+    server = ForkServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# What `leaderboard.faults.pause` prints; progress bars share the line, so it is found anywhere in one.
+MARKER = re.compile(r"fault-(point|pause) (\w+) (\d+) ?(.*)")
+
+
+def wait_for_pause(log: Path, server: ForkServer, timeout: float) -> tuple[str, int, str]:
+    """(point, pass, detail) of the pause the command reached; fails if it ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = next(
+            (m for m in MARKER.finditer(text) if m[1] == "pause" and text[m.end() : m.end() + 1] == "\n"), None
+        )
+        if found:
+            return found[2], int(found[3]), found[4].strip()
+        ended = server.exited(0.01)
+        if ended:
+            raise AssertionError(f"the command ended ({ended}) before its pause:\n{text[-3000:]}")
+    raise AssertionError(f"no pause within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def test_kill_9_during_publish_leaves_old_or_new_and_the_next_run_repairs(tmp_path, dagster_home, forkserver):
+    t_start = time.perf_counter()
+    boards_file = tmp_path / "boards.yaml"
+    boards_file.write_text(BOARDS)
+    boards = load_boards(boards_file)
+    landings = {v: tmp_path / f"landing-{v}" for v in "AB"}
+    for seed, version in enumerate("AB", start=1):
+        generate(GenerateSpec(landings[version], FIRST, DAYS, users=60, events_per_day=1000, seed=seed, dup_rate=0.02))
+    days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
+    periods: list[Period] = [period_of("daily", d) for d in days]
+    periods += [period_of("weekly", FIRST), period_of("monthly", FIRST), period_of("all_time", LAST, boards.start_date)]
+    today = dt.datetime.now(boards.tz).date()
+
+    with scratch_database(migrated=True) as url, scratch_redis_prefix() as prefix:
+        target = Published(url, REDIS_URL, prefix, Lake(tmp_path / "lake"), boards)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("LEADERBOARD_", "DATABASE_", "REDIS_"))}
+        base |= {"DATABASE_URL": url, "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, "DAGSTER_HOME": str(dagster_home),
+                 "LEADERBOARD_BOARDS": str(boards_file), "LEADERBOARD_LAKE_DIR": str(target.lake.root)}  # fmt: skip
+        argv = ["materialize", "--start", str(FIRST), "--end", str(LAST)]
+        runs = iter(range(1_000))
+
+        def start(version: str, pause: str | None) -> tuple[int, Path]:
+            env = base | {"LEADERBOARD_LANDING_DIR": str(landings[version])} | ({PAUSE_ENV: pause} if pause else {})
+            log = tmp_path / f"run-{next(runs):03d}.log"
+            return forkserver.start(argv, env, tmp_path, log), log
+
+        def complete(version: str, pause: str | None = None) -> tuple[float, Path]:
+            t0 = time.perf_counter()
+            _, log = start(version, pause)
+            ended = forkserver.exited(RUN_SECONDS)
+            assert ended and ended["code"] == 0, f"{ended}:\n{log.read_text(errors='replace')[-3000:]}"
+            return time.perf_counter() - t0, log
+
+        # The reference standings of each version, published in full; B's run counts the pause points.
+        seconds_a, _ = complete("A")
+        assert_consistent(target, periods, today)
+        reference = {"A": fingerprints(target, periods)}
+        seconds_b, traced = complete("B", pause="none:0")
+        assert_consistent(target, periods, today)
+        reference["B"] = fingerprints(target, periods)
+        assert None not in reference["A"].values() and None not in reference["B"].values()
+        same = [k for k in reference["A"] if reference["A"][k] == reference["B"][k]]
+        assert not same, f"versions A and B must differ in every period of every store: {same}"
+        passes = collections.Counter(m[2] for m in MARKER.finditer(traced.read_text()))
+        assert set(PHASES) <= set(passes), passes
+        print(f"\nreference runs: A {seconds_a:.1f}s, B {seconds_b:.1f}s; pause points per run: {dict(passes)}")
+
+        lake_prefix = f"{target.lake.root}/"
+        rng = random.Random(SEED)
+        plan = [phase for phase in PHASES for _ in range(KILLS // len(PHASES))]
+        rng.shuffle(plan)
+        landed: collections.Counter[str] = collections.Counter()
+        current = "B"
+        for i, phase in enumerate(plan, start=1):
+            old, new = current, "A" if current == "B" else "B"
+            nth = rng.randint(1, passes[phase])
+            t0 = time.perf_counter()
+            pid, log = start(new, f"{phase}:{nth}")
+            point, count, detail = wait_for_pause(log, forkserver, RUN_SECONDS)
+            assert (point, count) == (phase, nth)
+            os.kill(pid, signal.SIGKILL)
+            ended = forkserver.exited(30)
+            assert ended and ended["signal"] == signal.SIGKILL, ended
+            kill_seconds = time.perf_counter() - t0
+            landed[phase] += 1
+
+            now = fingerprints(target, periods)
+            mixed = {k: v for k, v in now.items() if v not in (reference[old][k], reference[new][k])}
+            assert not mixed, f"kill {i} at {phase} {nth} {detail}: neither old nor new standings in {sorted(mixed)}"
+            already = collections.Counter(k[0] for k, v in now.items() if v == reference[new][k])
+            left = {k: len(v) for k, v in leftovers(target).items() if v}
+
+            recovery_seconds, _ = complete(new)
+            assert fingerprints(target, periods) == reference[new], f"kill {i}: the next run did not publish {new}"
+            assert_consistent(target, periods, today)
+            current = new
+            print(f"kill {i:2d} {phase:6} pass {nth:2d}/{passes[phase]:<2d} at {detail.removeprefix(lake_prefix):45} "
+                  f"killed after {kill_seconds:4.1f}s; new then: " + ", ".join(f"{s} {already[s]}/{len(now) // 3}" for s in STORES)
+                  + f"; left behind: {left or 'nothing'}; next run {recovery_seconds:4.1f}s")  # fmt: skip
+        print(f"kills per phase: {dict(landed)}; {time.perf_counter() - t_start:.0f}s in all")
+        assert set(landed) == set(PHASES) and min(landed.values()) >= 1

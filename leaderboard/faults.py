@@ -4,8 +4,8 @@ A kill at a random wall-clock moment mostly lands wherever the process spends it
 kill a publish in each of its steps, the steps call `pause(point)`, and a test sets
 `LEADERBOARD_FAULT_PAUSE=<point>:<n>[:<seconds>]`: every pass through a point then prints
 `fault-point <point> <count> <detail>` to stderr, and the n-th pass through <point> prints
-`fault-pause ...` instead and sleeps (default 60 s) before going on, so the test can SIGKILL
-the process right there, or watch who waits for whom. Points: `ingest` (a day read, not yet
+`fault-pause ...` instead and waits (default 60 s, or until `release()`) before going on, so
+the test can SIGKILL the process right there, or watch who waits for whom. Points: `ingest` (a day read, not yet
 installed), `copy` (a COPY under way), `swap` (the swap transaction before its COMMIT),
 `redis` (staging keys written, not yet renamed), `lake` (a snapshot's temp file written, not
 yet renamed).
@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 
 ENV = "LEADERBOARD_FAULT_PAUSE"
 _lock = threading.Lock()
 _passes: dict[tuple[str, str], int] = {}  # (spec, point) -> passes while that spec was set
+_released = threading.Event()
 
 
 def pause(point: str, detail: str = "") -> None:
@@ -35,10 +35,16 @@ def pause(point: str, detail: str = "") -> None:
     hit = point == target and str(count) == nth
     print(f"fault-{'pause' if hit else 'point'} {point} {count} {detail}".rstrip(), file=sys.stderr, flush=True)
     if hit:
-        time.sleep(float(seconds or 60))
+        _released.wait(float(seconds or 60))
+
+
+def release() -> None:
+    """End the pause under way (a test in the same process has seen what it waited for)."""
+    _released.set()
 
 
 def reset() -> None:
-    """Forget the passes counted (a test running several scenarios in one process)."""
+    """Forget the passes counted and any release (a test running several scenarios in one process)."""
     with _lock:
         _passes.clear()
+        _released.clear()

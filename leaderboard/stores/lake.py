@@ -14,6 +14,7 @@ Layout under LEADERBOARD_LAKE_DIR:
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
 import shutil
@@ -111,6 +112,17 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def drop_temp_files(path: Path) -> list[Path]:
+    """Delete the temp files `write_atomic` left beside `path` when killed before its rename.
+
+    Only for a caller that is the one writer of `path` now: a live writer's temp file looks the same.
+    """
+    found = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return found
 
 
 def write_json_atomic(path: Path, data: object) -> None:

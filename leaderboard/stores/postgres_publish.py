@@ -70,13 +70,17 @@ def publish(
     headers: list[dict],
     status: str,
     before_commit: Callable[[], None] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> None:
     """Swap one period (every board of it) and its registry entries in a single transaction.
 
     The rows are loaded into a new table outside any partition (in parallel for a large
     period), indexed, and then attached in place of the period's old leaf together with the
     registry upsert; readers see the old leaf or the new one. `rows` has RANKING_COLUMNS;
-    `before_commit` runs just before that COMMIT (tests kill it there).
+    `before_commit` runs just before that COMMIT (tests kill it there). `after_commit` runs
+    after it, with the period's lock still held: a caller's other stores written there are
+    written by one publisher at a time too, so a second publish of the period cannot land
+    in Postgres between this one's Postgres and its other stores.
     """
     first = headers[0]
     period_type, period_key = first["period_type"], first["period_key"]
@@ -120,6 +124,8 @@ def publish(
                     if attached == (False,):
                         conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 raise
+            if after_commit:
+                after_commit()
         finally:
             with contextlib.suppress(psycopg.Error):  # must not hide the error being raised
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))

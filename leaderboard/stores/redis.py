@@ -116,6 +116,14 @@ def publish(
         raise StoreUnavailable(f"Redis publish of {final_rankings} failed: {exc}") from exc
 
 
+def drop_staging(client: redis.Redis, keys: CacheKeys, board: str, period_type: str, period_key: str) -> int:
+    """Delete the period's staging keys that a killed publish left (else they live out their TTL).
+
+    Only for a caller holding the period's lock: a live publisher's staging keys look the same.
+    """
+    return delete_matching(client, f"{keys.base(board, period_type)}:{period_key}:*:staging:*")
+
+
 DELETE_CHUNK = 1000
 
 

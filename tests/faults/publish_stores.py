@@ -4,7 +4,7 @@
 readers would see and nothing else (not when, not by which run): a kill test compares them
 with those of the old and the new standings. `assert_consistent` checks what must hold once
 a publish has completed: the three stores hold the same publish row for row, and nothing is
-left behind (unattached `lr_*` tables, Redis staging keys).
+left behind (unattached `lr_*` tables, Redis staging keys, temp files beside snapshots).
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def fingerprints(p: Published, periods: list[Period]) -> dict[Key, str | None]:
 
 
 def leftovers(p: Published) -> dict[str, list[str]]:
-    """What a killed publisher can leave behind: loaded tables never attached, staging keys,
-    temp files beside the lake's snapshots."""
+    """What a killed run can leave behind: loaded tables never attached, staging keys, temp
+    files beside the lake's snapshots, ingest scratch folders."""
     with psycopg.connect(p.database_url, autocommit=True) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'lr\\_%' AND NOT relispartition"
@@ -119,9 +119,10 @@ def leftovers(p: Published) -> dict[str, list[str]]:
         staging = sorted(k.decode() for k in client.scan_iter(match=f"{p.prefix}:*:staging:*", count=1000))
     finally:
         client.close()
-    standings = p.lake.root / "standings"
+    standings, scratch = p.lake.root / "standings", p.lake.root / ".staging"
     temp = sorted(str(f.relative_to(p.lake.root)) for f in standings.rglob(".*.tmp")) if standings.is_dir() else []
-    return {"tables": sorted(tables), "staging_keys": staging, "lake_temp_files": temp}
+    workdirs = sorted(str(d.relative_to(p.lake.root)) for d in scratch.iterdir()) if scratch.is_dir() else []
+    return {"tables": sorted(tables), "staging_keys": staging, "lake_temp_files": temp, "lake_workdirs": workdirs}
 
 
 def assert_consistent(p: Published, periods: list[Period], today: dt.date) -> None:
@@ -165,4 +166,4 @@ def assert_consistent(p: Published, periods: list[Period], today: dt.date) -> No
     finally:
         client.close()
     left = leftovers(p)
-    assert not left["tables"] and not left["staging_keys"], left
+    assert not left["tables"] and not left["staging_keys"] and not left["lake_temp_files"], left

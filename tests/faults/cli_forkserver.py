@@ -18,6 +18,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -27,13 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def serve() -> None:
     sys.path.insert(0, str(ROOT))
-    # What `leaderboard materialize` imports on its way, so the children need not.
-    import dagster  # noqa: F401
+    # What `leaderboard materialize` imports on its way, so the children need not (where
+    # bytecode is not cached, PYTHONDONTWRITEBYTECODE, each import compiles its sources).
+    import dagster
+    import duckdb  # noqa: F401
     import tqdm  # noqa: F401
 
     import cli.main
     import pipelines.definitions
     import pipelines.runner  # noqa: F401
+
+    with tempfile.TemporaryDirectory() as home, dagster.DagsterInstance.local_temp(home):
+        pass  # a SQLite instance, as the children open one: its storage modules get imported
 
     out = sys.stdout
     print(json.dumps({"ready": os.getpid()}), file=out, flush=True)

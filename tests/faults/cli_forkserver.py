@@ -3,8 +3,9 @@
 A fresh `leaderboard materialize` spends seconds importing Dagster and Polars before any work,
 and the kill test starts forty of them. Here one server process imports them, then forks a
 child per command; the child runs `cli.main.main(argv)`, what the `leaderboard` script runs,
-in a process of its own that a test can SIGKILL. Nothing has touched a store, a setting or a
-Polars thread pool before the fork, so every child starts as clean as a new process.
+in a process of its own that a test can SIGKILL. The server reads no setting and opens no
+store before forking, and Polars starts its thread pool on first use, in the child: each child
+starts as a new process would, only without the imports.
 
 Protocol, one JSON object per line: the test writes `{"argv", "env", "cwd", "log"}` to the
 server's stdin; the server answers `{"started": pid}` and, when the child ends, `{"exited": pid,
@@ -13,14 +14,17 @@ server's stdin; the server answers `{"started": pid}` and, when the child ends, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +59,7 @@ def serve() -> None:
               file=out, flush=True)  # fmt: skip
 
 
-def _child(main: object, request: dict) -> None:
+def _child(main: Callable[..., object], request: dict) -> None:
     """Become the command: its own working folder, environment and output; never return."""
     code = 70
     try:
@@ -69,7 +73,7 @@ def _child(main: object, request: dict) -> None:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         try:
-            main(request["argv"], prog_name="leaderboard")  # type: ignore[operator]
+            main(request["argv"], prog_name="leaderboard")
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -92,20 +96,24 @@ class ForkServer:
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
         self._buffer = b""  # read from the pipe, not yet a whole line
         self._pending: list[dict] = []
+        self._running: int | None = None  # the child started and not yet seen to end
         self._message("ready", ready_timeout)
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> int:
         request = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
-        return self._message("started", 30)["started"]
+        self._running = self._message("started", 30)["started"]
+        return self._running
 
     def exited(self, timeout: float) -> dict | None:
         """The current child's end, or None if it still runs after `timeout` seconds."""
         try:
-            return self._message("exited", timeout)
+            ended = self._message("exited", timeout)
         except TimeoutError:
             return None
+        self._running = None
+        return ended
 
     def _message(self, kind: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -123,6 +131,10 @@ class ForkServer:
             self._pending.extend(json.loads(line) for line in lines)
 
     def close(self) -> None:
+        """Stop the server, and the child it runs if the test left one (a pause would let it go on)."""
+        if self._running is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._running, signal.SIGKILL)
         self._selector.close()
         self.proc.stdin.close()  # type: ignore[union-attr]
         try:

@@ -89,6 +89,7 @@ class ForkServer:
     """The test's end: start commands, wait for them, every wait bounded."""
 
     def __init__(self, ready_timeout: float = 120) -> None:
+        """Start the server; its imports go on while the test sets up, until the first `start`."""
         self.proc = subprocess.Popen(
             [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
         )
@@ -97,9 +98,12 @@ class ForkServer:
         self._buffer = b""  # read from the pipe, not yet a whole line
         self._pending: list[dict] = []
         self._running: int | None = None  # the child started and not yet seen to end
-        self._message("ready", ready_timeout)
+        self._ready_timeout: float | None = ready_timeout  # None once the server said it is ready
 
     def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> int:
+        if self._ready_timeout is not None:
+            self._message("ready", self._ready_timeout)
+            self._ready_timeout = None
         request = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]

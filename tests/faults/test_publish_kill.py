@@ -53,12 +53,27 @@ HOURS, EVENTS_PER_HOUR, USERS = (3, 9, 15, 21), 250, 60  # a few thousand events
 RUN_SECONDS = 120  # a whole materialize here takes a few seconds; this only bounds a hang
 
 
+# The instance keeps its event log in memory and captures no step output: forty runs' event
+# records and log-tailing processes would cost more than the runs' own work, and the instance
+# is not what is tested here. (Both classes are Dagster's own, as its instance settings name them.)
+DAGSTER_YAML = """\
+event_log_storage:
+  module: dagster._core.storage.event_log
+  class: InMemoryEventLogStorage
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+telemetry:
+  enabled: false
+"""
+
+
 @pytest.fixture
 def dagster_home() -> Iterator[Path]:
-    """A Dagster instance on tmpfs when there is one: forty runs' SQLite event logs would
-    otherwise wait on the disk's syncs, and the instance is not what is tested here."""
+    """DAGSTER_HOME on tmpfs when there is one: the run records' SQLite would wait on the disk."""
     shm = Path("/dev/shm")
     home = Path(tempfile.mkdtemp(prefix="lb-kill-dagster-", dir=shm if shm.is_dir() else None))
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
     try:
         yield home
     finally:

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def serve() -> None:
+def serve(dagster_home: str | None) -> None:
     sys.path.insert(0, str(ROOT))
     # What `leaderboard materialize` imports on its way, so the children need not (where
     # bytecode is not cached, PYTHONDONTWRITEBYTECODE, each import compiles its sources).
@@ -42,8 +42,9 @@ def serve() -> None:
     import pipelines.definitions
     import pipelines.runner  # noqa: F401
 
-    with tempfile.TemporaryDirectory() as home, dagster.DagsterInstance.local_temp(home):
-        pass  # a SQLite instance, as the children open one: its storage modules get imported
+    # The instance the children will open (its storage classes get imported), or a default one.
+    with tempfile.TemporaryDirectory() as home, dagster.DagsterInstance.from_config(dagster_home or home):
+        pass
 
     out = sys.stdout
     print(json.dumps({"ready": os.getpid()}), file=out, flush=True)
@@ -88,10 +89,14 @@ def _child(main: Callable[..., object], request: dict) -> None:
 class ForkServer:
     """The test's end: start commands, wait for them, every wait bounded."""
 
-    def __init__(self, ready_timeout: float = 120) -> None:
-        """Start the server; its imports go on while the test sets up, until the first `start`."""
+    def __init__(self, dagster_home: Path | None = None, ready_timeout: float = 120) -> None:
+        """Start the server; its imports go on while the test sets up, until the first `start`.
+        `dagster_home`: the instance the commands will use (the server imports what it needs)."""
         self.proc = subprocess.Popen(
-            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+            [sys.executable, __file__, *([str(dagster_home)] if dagster_home else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
         )
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
@@ -149,4 +154,4 @@ class ForkServer:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -6,7 +6,9 @@ zone at the other version, starts `leaderboard materialize` with a pause point a
 (`leaderboard.faults`: phase and which pass through it, both drawn from a seeded random
 generator) and SIGKILLs it there. Every period in every store must then be wholly the old or
 wholly the new standings; the next run must complete, leave nothing behind and make the three
-stores agree row for row on the new version.
+stores agree row for row on the new version. The commands run forked from one process that
+has imported the CLI and Dagster once (`cli_forkserver`); each is `leaderboard materialize` in a
+process of its own, killed by pid.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def dagster_home() -> Iterator[Path]:
 
 
 @pytest.fixture
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer()
+def forkserver(dagster_home: Path) -> Iterator[ForkServer]:
+    server = ForkServer(dagster_home)
     try:
         yield server
     finally:

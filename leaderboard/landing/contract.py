@@ -47,12 +47,14 @@ QUARANTINE_SCHEMA = {"file": pl.String, "line": pl.Int64, "reason": pl.String, "
 
 
 def _kind(j: str) -> str:
-    """JSON type from the first character of a minified JSON value (no parse)."""
+    """JSON type from the first character of a minified JSON value (no parse). DuckDB's parser
+    takes NaN and infinity in any case (`nan`, `-Inf`) and keeps their text: numbers too."""
     return f"""CASE WHEN {j} IS NULL THEN 'NULL' ELSE CASE left({j}, 1)
         WHEN '"' THEN 'VARCHAR' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY'
-        WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN 'NULL'
-        ELSE CASE WHEN contains({j}, '.') OR contains(lower({j}), 'e') OR contains({j}, 'N')
-                  OR contains({j}, 'I') THEN 'DOUBLE' ELSE 'BIGINT' END END END"""
+        WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
+        WHEN 'n' THEN CASE WHEN {j} = 'null' THEN 'NULL' ELSE 'DOUBLE' END
+        ELSE CASE WHEN contains({j}, '.') OR contains(lower({j}), 'e') OR contains(lower({j}), 'n')
+                  THEN 'DOUBLE' ELSE 'BIGINT' END END END"""
 
 
 def _text(j: str) -> str:
@@ -63,7 +65,7 @@ def _text(j: str) -> str:
 
 
 def _is_number(j: str) -> str:
-    return f"(left({j}, 1) BETWEEN '0' AND '9' OR left({j}, 1) IN ('-', 'N', 'I'))"
+    return f"(left({j}, 1) BETWEEN '0' AND '9' OR left({j}, 1) IN ('-', 'N', 'I', 'n', 'i'))"
 
 
 # Why a record is refused: the first rule it breaks. {t_id} ... {t_attr} are the fields' kinds

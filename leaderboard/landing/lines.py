@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -40,7 +41,7 @@ def landed_bytes(f: LandedFile) -> bytes:
     try:
         data = f.path.read_bytes()
         data = gzip.decompress(data) if f.gzipped else data
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt deflate stream (BadGzipFile is an OSError)
         raise LandingError(f"{f.path}: cannot read: {exc}") from exc
     return data.removeprefix(codecs.BOM_UTF8)
 

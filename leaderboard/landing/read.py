@@ -94,7 +94,8 @@ def read_day(
             for n, chunk in enumerate(_chunks([(i, files[i]) for i in sorted(set(redo))], CUT_CHUNK_BYTES))
         ]
     except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
-        raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {exc}") from exc
+        why = _naming_the_file(con, files, exc)
+        raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {why}") from exc
     finally:
         con.unregister("files")
     rows = [r.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)) for r in stages]
@@ -104,6 +105,22 @@ def read_day(
     refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
     quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+
+
+def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception) -> str:
+    """The error's text with the file it is about: DuckDB leaves some out (a gzip file padded
+    with zeros), so then each JSON file is read alone until one fails (only on this path)."""
+    text = str(exc)
+    if any(str(f.path) in text for f in files):
+        return text
+    for idx, f in enumerate(files):
+        if f.fmt != "json":
+            continue
+        try:
+            con.execute(f"SELECT count(*) FROM ({sources.json_sql([(idx, f)])})").fetchall()
+        except duckdb.Error:
+            return f"{f.path}: {text}"
+    return text
 
 
 def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:

@@ -9,6 +9,7 @@ Parquet reader, one per schema. `with_file_and_hour` adds each row's file and ho
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import duckdb
 import polars as pl
@@ -20,6 +21,8 @@ from leaderboard.landing.layout import LandedFile, LandingError
 from leaderboard.landing.lines import BLANK
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the file named
+# Columns DuckDB's Parquet reader adds to a file's own; it matches column names case-insensitively.
+READER_COLUMNS = ("file_index", "file_row_number")
 CUT_LINES = "cut_lines"  # the name under which cut lines (LINES_SCHEMA) are registered
 
 
@@ -97,8 +100,9 @@ def parquet_groups(files: list[tuple[int, LandedFile]]) -> list[list[tuple[int, 
     """Parquet files grouped by schema, so each group is one reader (the schemas read from the
     footers by pyarrow, much cheaper than DuckDB's DESCRIBE of each).
 
-    A file with a column of its own named `file_index` is read alone: that column would hide
-    the reader's `file_index`, which tells the files of a group apart.
+    A file with a column of its own named like a column the reader adds (READER_COLUMNS) is
+    read alone: that column would hide the reader's `file_index`, which tells the files of a
+    group apart, or clash with its `file_row_number`.
     """
     groups: list[tuple[pa.Schema, list[tuple[int, LandedFile]]]] = []
     for idx, f in files:
@@ -106,16 +110,22 @@ def parquet_groups(files: list[tuple[int, LandedFile]]) -> list[list[tuple[int, 
             schema = pq.read_schema(f.path).remove_metadata()
         except (OSError, pa.ArrowException) as exc:
             raise LandingError(f"{f.path}: not a readable Parquet file: {exc}") from exc
-        if "file_index" in schema.names:
+        if _has_reader_column(schema.names):
             groups.append((schema, [(idx, f)]))
             continue
         for known, members in groups:
-            if known.equals(schema) and "file_index" not in known.names:
+            if known.equals(schema) and not _has_reader_column(known.names):
                 members.append((idx, f))
                 break
         else:
             groups.append((schema, [(idx, f)]))
     return [members for _, members in groups]
+
+
+def _has_reader_column(names: Iterable[str], *reader_columns: str) -> bool:
+    """Whether a file's columns include one named like a column the reader adds (any of
+    READER_COLUMNS unless some are given)."""
+    return any(name.lower() in (reader_columns or READER_COLUMNS) for name in names)
 
 
 def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFile]]) -> str:
@@ -125,8 +135,14 @@ def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFil
     text only to parse it again was a large share of reading a Parquet day.
     """
     paths, file_idx = _file_list(files)
-    src = f"read_parquet({paths}, file_row_number=true, hive_partitioning=false)"
-    types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})").fetchall())
+    plain = f"read_parquet({paths}, hive_partitioning=false)"
+    types = dict(con.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {plain})").fetchall())
+    src, line = f"read_parquet({paths}, file_row_number=true, hive_partitioning=false)", "file_row_number + 1"
+    if _has_reader_column(types, "file_row_number"):
+        # The reader refuses to add a column the file has (a file read alone): its rows are
+        # numbered by their order instead, in a column named so as not to clash (the last one).
+        src = f"{plain} WITH ORDINALITY"
+        line = '"' + con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()[-1][0] + '"'
     parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _) in NATIVE.items()}
     for name in FIELDS:
         col = f'"{name}"'
@@ -148,6 +164,6 @@ def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFil
     fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
     fields += ", " + ", ".join(f"{native[name]} AS {col}" for name, (col, _, _) in NATIVE.items())
     return f"""
-        SELECT {file_idx} AS file_idx, file_row_number + 1 AS line, NULL::VARCHAR AS raw,
+        SELECT {file_idx} AS file_idx, {line} AS line, NULL::VARCHAR AS raw,
                NULL::VARCHAR AS doc_problem, {fields}
         FROM {src}"""

@@ -44,11 +44,28 @@ ROUTES = ("standings", "trivial", "boards")
 CLI = [sys.executable, str(Path(checkout.__file__).resolve())]  # + a checkout: that checkout's `leaderboard`
 
 
-def _wrk(url: str, connections: int, duration: int) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a server process and its children (granian's workers)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # from the state on: ppid, ..., utime, stime
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(url: str, connections: int, duration: int, server: int) -> dict[str, float]:
+    """wrk's figures, and the server's CPU time per request (`server`: its pid), which the
+    machine's other load sways less than throughput."""
+    cpu = _cpu_seconds(server)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
+    cpu = _cpu_seconds(server) - cpu
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
@@ -57,7 +74,9 @@ def _wrk(url: str, connections: int, duration: int) -> dict[str, float]:
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "errors": int(non2xx[1]) if non2xx else 0}
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "errors": int(non2xx[1]) if non2xx else 0,
+            "cpu_us": cpu / requests * 1e6}  # fmt: skip
 
 
 def _cli(code: str, env: dict[str, str], *argv: str) -> None:
@@ -100,6 +119,7 @@ def main() -> None:
                 for name in names.values():
                     admin.execute(f'CREATE DATABASE "{name}"')
             bases: dict[str, str] = {}
+            pids: dict[str, int] = {}  # granian's main process (the CLI execs it)
             for k, code in enumerate(codes):
                 port = _free_port()
                 env = checkout.env(
@@ -119,7 +139,7 @@ def main() -> None:
                 servers.append(
                     subprocess.Popen(serve, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )
-                bases[code] = f"http://127.0.0.1:{port}"
+                bases[code], pids[code] = f"http://127.0.0.1:{port}", servers[-1].pid
             for base in bases.values():
                 for _ in range(100):
                     try:
@@ -136,12 +156,14 @@ def main() -> None:
                 assert httpx.get(targets[code]["standings"]).status_code == 200
                 if _entries(targets[code]["standings"]) != _entries(targets[codes[0]]["standings"]):
                     print(f"standings entries differ between {codes[0]} and {code}")
-                _wrk(targets[code]["standings"], args.connections, 2)  # warm up
+                _wrk(targets[code]["standings"], args.connections, 2, pids[code])  # warm up
             runs: dict[tuple[str, str], list[dict[str, float]]] = {(c, r): [] for c in codes for r in ROUTES}
             for i in range(args.rounds):  # interleaved rounds: machine noise hits every route and checkout alike
                 for code in codes if i % 2 == 0 else codes[::-1]:
                     for route in ROUTES[i % 3 :] + ROUTES[: i % 3]:
-                        runs[code, route].append(_wrk(targets[code][route], args.connections, args.duration))
+                        runs[code, route].append(
+                            _wrk(targets[code][route], args.connections, args.duration, pids[code])
+                        )
             med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
         finally:
             for server in servers:
@@ -160,9 +182,11 @@ def main() -> None:
                              ("/leaderboard/boards", "boards")):  # fmt: skip
             r = med[code, route]
             vs = f"  {r['rps'] / med[codes[0], route]['rps']:.2f}x the first" if code != codes[0] else ""
+            if code != codes[0]:
+                vs += f", server CPU {r['cpu_us'] / med[codes[0], route]['cpu_us']:.2f}x"
             print(
                 f"  {label:18} {r['rps']:9.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
-                f"non-2xx {r['errors']:.0f}{vs}"
+                f"server CPU {r['cpu_us']:5.0f} µs/req  non-2xx {r['errors']:.0f}{vs}"
             )
         print(f"  ratio standings/trivial {med[code, 'standings']['rps'] / med[code, 'trivial']['rps']:.2f}")
     print(f"(medians of {args.rounds} interleaved rounds, {args.connections} connections, {args.duration}s each, "

@@ -66,7 +66,7 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
 
     shutil.rmtree(lake_dir, ignore_errors=True)
     boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), load("lake").Lake(lake_dir), period_of("daily", DAY)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     stats = ingest_day(landing, lake, boards, DAY)
     t1 = time.perf_counter()
     score_day(lake, boards, DAY)
@@ -76,6 +76,7 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
     t3 = time.perf_counter()
     return {
         "seconds": t3 - t0,
+        "cpu": time.process_time() - c0,  # every thread's, so the machine's other load counts less than in wall time
         "ingest": t1 - t0,
         "score": t2 - t1,
         "rank_publish": t3 - t2,
@@ -191,6 +192,8 @@ def main() -> None:
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 runs[who, code].append(json.loads(out.strip().splitlines()[-1]))
+                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who == "ours" else ""
+                print(f"  {who:6} {runs[who, code][-1]['seconds']:7.2f}s{cpu}  {code}", flush=True)
         med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
         rss = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
         first = ("ours", codes[0])
@@ -200,17 +203,19 @@ def main() -> None:
             f"{ours['quarantined']:,}, duplicates {ours['duplicates']:,}",
             flush=True,
         )
+        cpu0 = statistics.median(r["cpu"] for r in runs[first])
         for code in codes:
             rs = runs["ours", code]
             counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
             if counts != {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}:
                 print(f"  counts differ for {code}: (read, quarantined, duplicates, ranked) {sorted(counts)}")
             parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
-            m = med["ours", code]
-            ratio = f", {m / med[first]:.2f}x the first" if code != codes[0] else ""
+            m, cpu = med["ours", code], statistics.median(r["cpu"] for r in rs)
+            ratio = f", {m / med[first]:.2f}x the first (CPU {cpu / cpu0:.2f}x)" if code != codes[0] else ""
             print(
                 f"  ours   median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
-                f"rank+publish {parts['rank_publish']:.2f}s), peak RSS {rss['ours', code]:.0f} MB; code {code}{ratio}",
+                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {rss['ours', code]:.0f} MB; "
+                f"code {code}{ratio}",
                 flush=True,
             )
         if args.only_ours:

@@ -92,15 +92,17 @@ def _child(args: argparse.Namespace) -> None:
             print(json.dumps({"seconds": time.perf_counter() - t0}))
             return
     cache, snapshot = load("redis"), load("Snapshot")
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     pg.publish(args.url, frame, [header(args.rows)], "final")  # type: ignore[attr-defined]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     client = redis.Redis.from_url(args.redis_url)
     body = snapshot(header(args.rows), frame).body(dt.UTC, 100)  # type: ignore[operator]
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     keys = cache.CacheKeys(args.prefix)  # type: ignore[attr-defined]
     cache.publish(client, keys, "points", "daily", "2026-11-26", body, frame, current=False)  # type: ignore[attr-defined]
-    print(json.dumps({"seconds": seconds, "redis": time.perf_counter() - t0}))
+    redis_seconds, redis_cpu = time.perf_counter() - t0, time.process_time() - c0
+    # CPU: this process's (every thread's), not the servers'
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "redis": redis_seconds, "redis_cpu": redis_cpu}))
 
 
 def main() -> None:
@@ -144,7 +146,11 @@ def main() -> None:
             for who, code in sides if i % 2 == 0 else sides[::-1]:
                 r = json.loads(child(who, code).strip().splitlines()[-1])
                 runs[who, code].append(r)
-                redis_part = f", Redis {r['redis']:.2f}s" if "redis" in r else ""
+                redis_part = (
+                    f" (client CPU {r['cpu']:.2f}s), Redis {r['redis']:.2f}s (client CPU {r['redis_cpu']:.2f}s)"
+                    if "redis" in r
+                    else ""
+                )
                 print(f"  {who:12} {r['seconds']:7.2f}s{redis_part}  {code}", flush=True)
         for code in codes:
             with psycopg.connect(urls[code]) as conn:
@@ -159,15 +165,20 @@ def main() -> None:
         with psycopg.connect(args.admin_url, autocommit=True) as admin:
             for name in names.values():
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    first = statistics.median(r["seconds"] for r in runs["ours", codes[0]])
-    first_redis = statistics.median(r["redis"] for r in runs["ours", codes[0]])
+    fields = ("seconds", "cpu", "redis", "redis_cpu")
+    med = {code: {f: statistics.median(r[f] for r in runs["ours", code]) for f in fields} for code in codes}
+    first = med[codes[0]]["seconds"]
     for code in codes:
-        pub = statistics.median(r["seconds"] for r in runs["ours", code])
-        red = statistics.median(r["redis"] for r in runs["ours", code])
-        vs = f" ({pub / first:.2f}x and {red / first_redis:.2f}x the first)" if code != codes[0] else ""
+        m = med[code]
+        vs = (
+            " (the first's: " + ", ".join(f"{m[f] / med[codes[0]][f]:.2f}x" for f in fields) + ")"
+            if code != codes[0]
+            else ""
+        )
         print(
-            f"{args.rows:,} rows: publish (COPY) median {pub:.2f}s; Redis publish (top-100 body + per-user hash) "
-            f"median {red:.2f}s{vs}; code {code}"
+            f"{args.rows:,} rows: publish (COPY) median {m['seconds']:.2f}s (client CPU {m['cpu']:.2f}s); "
+            f"Redis publish (top-100 body + per-user hash) median {m['redis']:.2f}s "
+            f"(client CPU {m['redis_cpu']:.2f}s){vs}; code {code}"
         )
     if not args.only_ours:
         many = statistics.median(r["seconds"] for r in runs["executemany", codes[0]])

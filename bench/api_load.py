@@ -161,9 +161,9 @@ def main() -> None:
             for i in range(args.rounds):  # interleaved rounds: machine noise hits every route and checkout alike
                 for code in codes if i % 2 == 0 else codes[::-1]:
                     for route in ROUTES[i % 3 :] + ROUTES[: i % 3]:
-                        runs[code, route].append(
-                            _wrk(targets[code][route], args.connections, args.duration, pids[code])
-                        )
+                        r = _wrk(targets[code][route], args.connections, args.duration, pids[code])
+                        runs[code, route].append(r)
+                        print(f"  {route:9} {r['rps']:7.0f} req/s  {r['cpu_us']:4.0f} µs/req  {code}", flush=True)
             med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
         finally:
             for server in servers:

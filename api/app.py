@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.admin import AdminController
 from api.deps import Services, dependencies
+from api.freshness import watching
 from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
@@ -42,8 +43,8 @@ from leaderboard.stores.redis import AsyncBodies
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5  # what a 503 asks clients to wait: about the time pools take to reconnect
 # A pool whose server is down retries in the background for this long, then on demand (the next
-# request or readiness probe), so it reconnects within a second or two of the server coming back
-# rather than after a backoff grown during the outage.
+# request or readiness probe): it reconnects soon after the server comes back, not after a
+# backoff that grew through the outage.
 RECONNECT_SECONDS = 2.0
 REDIS_HEALTH_CHECK_SECONDS = 5  # a connection idle this long is PINGed before use
 
@@ -157,7 +158,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         services.attach(reader)
         await reader.fresh_overrides()
         try:
-            yield
+            async with watching(reader):  # the freshness gauges of /metrics, refreshed in the background
+                yield
         finally:
             services.attach(None)
             if pool is not None:

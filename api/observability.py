@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 
 from litestar import Response, get
@@ -18,6 +19,8 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
@@ -27,6 +30,63 @@ DURATION = Histogram(
 )  # fmt: skip
 CACHE = Counter("leaderboard_cache_requests_total", "Standings reads by Redis outcome", ["result"], registry=REGISTRY)
 CACHE_HIT, CACHE_MISS = CACHE.labels("hit"), CACHE.labels("miss")
+
+
+class FreshnessCollector(Collector):
+    """How old the published standings are and which stores answer, as the API last found them.
+
+    A scrape reads no store: `api.freshness` refreshes these values in the background, so a
+    store that hangs cannot hang a scrape. They are not file-backed gauges: in multiprocess mode
+    prometheus_client cannot drop a series (a board an admin disables) and keeps a dead
+    worker's values. Every worker checks for itself, so whichever answers a scrape reports its
+    own view, one series per board and period, never one per worker or a sum.
+    """
+
+    def __init__(self) -> None:
+        self._periods: dict[tuple[str, str], tuple[float, float]] = {}
+        self._up: dict[str, bool] = {}
+
+    def set_periods(self, periods: Mapping[tuple[str, str], tuple[float, float]]) -> None:
+        """(board, period type) -> (published at, period start), Unix seconds; published 0: never."""
+        self._periods = dict(periods)
+
+    def set_up(self, stores: Mapping[str, bool]) -> None:
+        self._up = dict(stores)
+
+    def clear(self) -> None:
+        self._periods, self._up = {}, {}
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({}, {})
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._periods, self._up)
+
+    @staticmethod
+    def _families(periods: Mapping[tuple[str, str], tuple[float, float]], up: Mapping[str, bool]) -> list[Metric]:
+        published = GaugeMetricFamily(
+            "leaderboard_published_timestamp_seconds",
+            "When the current period of an enabled board was last published (Unix time; 0: never)",
+            labels=["board", "period"],
+        )
+        start = GaugeMetricFamily(
+            "leaderboard_period_start_timestamp_seconds",
+            "When the current period of an enabled board started (Unix time)",
+            labels=["board", "period"],
+        )
+        for (board, period), (at, began) in sorted(periods.items()):
+            published.add_metric([board, period], at)
+            start.add_metric([board, period], began)
+        store_up = GaugeMetricFamily(
+            "leaderboard_store_up", "1 if a configured store answers, else 0", labels=["store"]
+        )
+        for store, ok in sorted(up.items()):
+            store_up.add_metric([store], 1.0 if ok else 0.0)
+        return [published, start, store_up]
+
+
+FRESHNESS = FreshnessCollector()
+REGISTRY.register(FRESHNESS)
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 # The labelled series per (method, route template, status), bound once: `.labels()` costs more
@@ -71,11 +131,13 @@ def metrics() -> Response[bytes]:
     """Prometheus text format; with several workers, the sum over all of them.
 
     `leaderboard api --workers N` sets PROMETHEUS_MULTIPROC_DIR, where every worker's
-    counters live in files: any worker answering a scrape then reports the whole server.
+    counters live in files: any worker answering a scrape then reports the whole server
+    (and its own freshness view, which every worker keeps).
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(FRESHNESS)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -6,6 +6,8 @@ import datetime as dt
 
 from litestar.plugins.problem_details import ProblemDetailsException
 
+from leaderboard.periods import PeriodError, parse_date
+
 # The deepest page a client may ask for. A page costs the same at any offset (a rank range), but
 # an unbounded offset would invite walking a million-user period page by page; past this, 400.
 MAX_OFFSET = 100_000
@@ -16,6 +18,6 @@ def local_date(value: str | None) -> dt.date | None:
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise ProblemDetailsException(status_code=400, detail=f"at={value!r} is not a date like 2026-11-26") from None
+        return parse_date(value)
+    except PeriodError as exc:
+        raise ProblemDetailsException(status_code=400, detail=f"at={exc}") from None

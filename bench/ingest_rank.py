@@ -11,6 +11,12 @@ and prints medians, the ratio ours/duckdb (and copy/duckdb), and each side's pea
 
     .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
     .venv/bin/python bench/ingest_rank.py --events 10000000 --bad-rate 0.001 --dup-rate 0.01 --formats json --only-ours
+
+--code DIR runs another checkout's pipeline as ours (bench/checkout.py); given more than once,
+each checkout's runs alternate with the others' and the medians are compared to the first's:
+
+    git worktree add /tmp/before <commit> && .venv/bin/python bench/ingest_rank.py --formats json \
+        --only-ours --code /tmp/before --code .
 """
 
 from __future__ import annotations
@@ -51,15 +57,16 @@ def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, 
 
 
 def _run_ours(landing: Path, lake_dir: Path) -> dict:
+    from checkout import load
+
     from leaderboard.boards import load_boards
     from leaderboard.periods import period_of
     from leaderboard.settings import DEFAULT_BOARDS_FILE
-    from leaderboard.stores.lake import Lake
     from pipelines.steps import ingest_day, publish_period, rank_period, score_day
 
     shutil.rmtree(lake_dir, ignore_errors=True)
-    boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), Lake(lake_dir), period_of("daily", DAY)
-    t0 = time.perf_counter()
+    boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), load("lake").Lake(lake_dir), period_of("daily", DAY)
+    c0, t0 = time.process_time(), time.perf_counter()
     stats = ingest_day(landing, lake, boards, DAY)
     t1 = time.perf_counter()
     score_day(lake, boards, DAY)
@@ -69,6 +76,7 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
     t3 = time.perf_counter()
     return {
         "seconds": t3 - t0,
+        "cpu": time.process_time() - c0,  # every thread's, so the machine's other load counts less than in wall time
         "ingest": t1 - t0,
         "score": t2 - t1,
         "rank_publish": t3 - t2,
@@ -120,7 +128,9 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
 
 
 def _child(args: argparse.Namespace) -> None:
-    sys.path.insert(0, args.code)  # the checkout whose pipeline "ours" runs
+    from checkout import use
+
+    use(args.code[0])  # the checkout whose pipeline "ours" runs
     landing = Path(args.landing)
     workdir = Path(args.workdir)
     if args.child == "ours":
@@ -142,7 +152,11 @@ def main() -> None:
     p.add_argument("--dup-rate", type=float, default=0.0, help="share of redelivered records")
     p.add_argument("--formats", default="json,parquet")
     p.add_argument("--only-ours", action="store_true", help="time our path alone (the bare query fails on broken JSON)")
-    p.add_argument("--code", default=str(ROOT), help="checkout whose pipeline runs as ours (e.g. a git worktree)")
+    p.add_argument(
+        "--code",
+        action="append",
+        help="checkout whose pipeline runs as ours (e.g. a git worktree; this one by default); repeat to compare",
+    )
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--child", choices=["ours", "duckdb", "copy"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
@@ -151,13 +165,17 @@ def main() -> None:
     if args.child:
         _child(args)
         return
+    codes = [str(Path(c).resolve()) for c in args.code or [ROOT]]
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for fmt in args.formats.split(","):
         landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
-        runs: dict[str, list[dict]] = {"ours": []} if args.only_ours else {"ours": [], "duckdb": [], "copy": []}
+        sides = [("ours", code) for code in codes]
+        if not args.only_ours:
+            sides += [("duckdb", codes[0]), ("copy", codes[0])]
+        runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
         for i in range(args.repeat):
-            for who in list(runs) if i % 2 == 0 else list(runs)[::-1]:
+            for who, code in sides if i % 2 == 0 else sides[::-1]:
                 cmd = [
                     sys.executable,
                     __file__,
@@ -170,30 +188,45 @@ def main() -> None:
                     "--workdir",
                     str(workdir),
                     "--code",
-                    args.code,
+                    code,
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-                runs[who].append(json.loads(out.strip().splitlines()[-1]))
-        med = {who: statistics.median(r["seconds"] for r in rs) for who, rs in runs.items()}
-        rss = {who: max(r["peak_rss_mb"] for r in rs) for who, rs in runs.items()}
-        parts = {k: statistics.median(r[k] for r in runs["ours"]) for k in ("ingest", "score", "rank_publish")}
-        ours = runs["ours"][0]
+                runs[who, code].append(json.loads(out.strip().splitlines()[-1]))
+                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who == "ours" else ""
+                print(f"  {who:6} {runs[who, code][-1]['seconds']:7.2f}s{cpu}  {code}", flush=True)
+        med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
+        rss = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
+        first = ("ours", codes[0])
+        ours = runs[first][0]
         print(
             f"{fmt:8} {args.events:,} events, {ours['ranked']:,} ranked rows (4 boards), quarantined "
-            f"{ours['quarantined']:,}, duplicates {ours['duplicates']:,}; code {args.code}\n"
-            f"  ours   median {med['ours']:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
-            f"rank+publish {parts['rank_publish']:.2f}s), peak RSS {rss['ours']:.0f} MB",
+            f"{ours['quarantined']:,}, duplicates {ours['duplicates']:,}",
             flush=True,
         )
+        cpu0 = statistics.median(r["cpu"] for r in runs[first])
+        for code in codes:
+            rs = runs["ours", code]
+            counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
+            if counts != {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}:
+                print(f"  counts differ for {code}: (read, quarantined, duplicates, ranked) {sorted(counts)}")
+            parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
+            m, cpu = med["ours", code], statistics.median(r["cpu"] for r in rs)
+            ratio = f", {m / med[first]:.2f}x the first (CPU {cpu / cpu0:.2f}x)" if code != codes[0] else ""
+            print(
+                f"  ours   median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
+                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {rss['ours', code]:.0f} MB; "
+                f"code {code}{ratio}",
+                flush=True,
+            )
         if args.only_ours:
+            print(f"  (runs: {args.repeat} each, alternated)", flush=True)
             continue
+        duck, copy = ("duckdb", codes[0]), ("copy", codes[0])
         print(
-            f"  duckdb median {med['duckdb']:.2f}s ({runs['duckdb'][0]['ranked']:,} users), "
-            f"peak RSS {rss['duckdb']:.0f} MB\n"
-            f"  copy   median {med['copy']:.2f}s (typed read -> Parquet, nothing checked), "
-            f"peak RSS {rss['copy']:.0f} MB\n"
-            f"  ratio ours/duckdb {med['ours'] / med['duckdb']:.2f}x, copy/duckdb {med['copy'] / med['duckdb']:.2f}x, "
-            f"ours/copy {med['ours'] / med['copy']:.2f}x  (runs: {args.repeat} each)",
+            f"  duckdb median {med[duck]:.2f}s ({runs[duck][0]['ranked']:,} users), peak RSS {rss[duck]:.0f} MB\n"
+            f"  copy   median {med[copy]:.2f}s (typed read -> Parquet, nothing checked), peak RSS {rss[copy]:.0f} MB\n"
+            f"  ratio ours/duckdb {med[first] / med[duck]:.2f}x, copy/duckdb {med[copy] / med[duck]:.2f}x, "
+            f"ours/copy {med[first] / med[copy]:.2f}x  (ours: the first code; runs: {args.repeat} each)",
             flush=True,
         )
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import httpx
 
 from dashboard import api_client
-from dashboard.stores import record_store
+from dashboard.stores import CONNECT_TIMEOUT
 from leaderboard.stores import StoreUnavailable, server_of
+from leaderboard.stores.postgres import PostgresStore
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ def postgres(database_url: str | None) -> Probe:
     if not database_url:
         return Probe("Postgres", "not configured", "DATABASE_URL unset: the lake is the store")
     try:
-        record_store(database_url).ping()
+        PostgresStore(database_url, read_only=True, connect_timeout=CONNECT_TIMEOUT).ping()
     except StoreUnavailable as exc:
         return Probe("Postgres", "down", str(exc))
     return Probe("Postgres", "ok", server_of(database_url))

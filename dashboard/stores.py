@@ -19,13 +19,12 @@ import psycopg
 from leaderboard.boards import BoardSet
 from leaderboard.periods import UTC
 from leaderboard.standings import resolve_key
-from leaderboard.stores import SchemaMissing, StoreUnavailable
-from leaderboard.stores.lake import Lake, LakeIngestStats, LakeStandings
+from leaderboard.stores import SchemaMissing, Stores, StoreUnavailable
+from leaderboard.stores.lake import Lake
 from leaderboard.stores.lake import quarantine_sample as lake_quarantine_sample
-from leaderboard.stores.postgres import PostgresIngestStats, PostgresStore
 from leaderboard.stores.protocols import PeriodId
 
-CONNECT_TIMEOUT = 3
+CONNECT_TIMEOUT = 3  # a page or a probe gives up on a dead server quickly
 T = TypeVar("T")
 
 
@@ -38,9 +37,9 @@ class Answer:
     warning: str | None = None
 
 
-def record_store(database_url: str) -> PostgresStore:
-    """Postgres as the dashboard uses it: read-only, and quick to give up on a dead server."""
-    return PostgresStore(database_url, read_only=True, connect_timeout=CONNECT_TIMEOUT)
+def stores_of(database_url: str | None, lake_dir: Path) -> Stores:
+    """The stores as the dashboard uses them: read-only, quick to give up on a dead server."""
+    return Stores(Lake(lake_dir), database_url, read_only=True, connect_timeout=CONNECT_TIMEOUT)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -48,33 +47,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _either(
-    database_url: str | None, from_pg: Callable[[PostgresStore], T], from_lake: Callable[[], T], lake_root: Path
-) -> tuple[T, str, str | None]:
-    """Postgres when configured and up, else the lake, saying why."""
-    warning = None
-    if database_url:
-        store = record_store(database_url)
-        try:
-            return from_pg(store), f"Postgres at {store.server}", None
-        except (SchemaMissing, psycopg.Error) as exc:
-            warning = f"{_first_line(exc)}; showing the lake's copy instead."
-        except StoreUnavailable as exc:
-            cause = _first_line(exc.__cause__ or exc)
-            warning = f"Postgres at {store.server} is unreachable: {cause}; showing the lake's copy instead."
-    return from_lake(), f"lake at {lake_root}", warning
+def _either(stores: Stores, primary: Callable[[], T], lake: Callable[[], T]) -> tuple[T, str, str | None]:
+    """The primary store (Postgres when configured), else the lake, saying why."""
+    if stores.record is None:
+        return lake(), f"lake at {stores.lake.root}", None
+    try:
+        return primary(), f"Postgres at {stores.record.server}", None
+    except (SchemaMissing, psycopg.Error) as exc:
+        warning = _first_line(exc)
+    except StoreUnavailable as exc:
+        warning = f"Postgres at {stores.record.server} is unreachable: {_first_line(exc.__cause__ or exc)}"
+    return lake(), f"lake at {stores.lake.root}", f"{warning}; showing the lake's copy instead."
 
 
 def ingest_stats(database_url: str | None, lake_dir: Path, first: dt.date, last: dt.date) -> Answer:
     """Per local day in [first, last]: files, read, counted, duplicates, conflicts, quarantined."""
-    lake = Lake(lake_dir)
-    found = _either(
-        database_url,
-        lambda pg: PostgresIngestStats(pg).between(first, last),
-        lambda: LakeIngestStats(lake).between(first, last),
-        lake.root,
+    stores = stores_of(database_url, lake_dir)
+    return Answer(
+        *_either(
+            stores,
+            lambda: stores.ingest_stats().between(first, last),
+            lambda: stores.lake_ingest_stats().between(first, last),
+        )
     )
-    return Answer(*found)
 
 
 def quarantine_sample(lake_dir: Path, first: dt.date, last: dt.date, limit: int = 50) -> tuple[pl.DataFrame, int]:
@@ -87,14 +82,14 @@ def rank_history(
 ) -> Answer:
     """The user's rank and score in each of the last `periods` published periods (oldest first);
     a period where the user is not ranked has a null rank."""
-    lake = Lake(lake_dir)
-    found = _either(
-        database_url,
-        lambda pg: pg.rank_history(board, period_type, user_id, periods),
-        lambda: LakeStandings(lake).rank_history(board, period_type, user_id, periods),
-        lake.root,
+    stores = stores_of(database_url, lake_dir)
+    return Answer(
+        *_either(
+            stores,
+            lambda: stores.standings().rank_history(board, period_type, user_id, periods),
+            lambda: stores.lake_standings().rank_history(board, period_type, user_id, periods),
+        )
     )
-    return Answer(*found)
 
 
 FRESHNESS_SCHEMA = {"board": pl.String, "period": pl.String, "period_key": pl.String,
@@ -112,12 +107,9 @@ def freshness(
     wanted: list[PeriodId] = [
         (b.id, p, resolve_key(boards, p, None if p == "all_time" else today)) for b in boards.boards for p in b.periods
     ]
-    lake = Lake(lake_dir)
+    stores = stores_of(database_url, lake_dir)
     published, source, warning = _either(
-        database_url,
-        lambda pg: pg.published_at(wanted),
-        lambda: LakeStandings(lake).published_at(wanted),
-        lake.root,
+        stores, lambda: stores.standings().published_at(wanted), lambda: stores.lake_standings().published_at(wanted)
     )
     rows = []
     for board, ptype, key in wanted:

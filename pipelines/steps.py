@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
@@ -21,7 +22,7 @@ from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, stan
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
-from leaderboard.stores.lake import Lake, write_atomic
+from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from pipelines import checks
 from pipelines.checks import Verdict
@@ -89,6 +90,7 @@ def ingest_day(
         verdict = Verdict(checks.QUARANTINE_RATE, True)
         if max_quarantine_rate is not None:
             verdict = checks.quarantine_rate(read, stats.quarantined, max_quarantine_rate, landed.quarantine)
+        faults.pause("ingest", str(day))
         if verdict.passed:
             lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
@@ -197,20 +199,32 @@ def publish_period(
     if not published:
         return {}
     with stores.redis() as client:  # Redis unreachable: fail before Postgres changes
+
+        def cache_and_lake(locked: bool) -> None:
+            """`locked`: the period's lock is held, so what a killed publisher of it left can go."""
+            listed = stores.period_ends(period.type, boards.tz) if client is not None else {}
+            for header, snapshot in published:
+                board = boards.get(header["board_id"])
+                assert board is not None
+                path = lake.snapshot(board.id, period.type, period.key)
+                if client is not None:
+                    if locked:
+                        cache.drop_staging(client, stores.keys, board.id, period.type, period.key)
+                    body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
+                    users = snapshot if period.key in hot else None
+                    others = listed.get(board.id, {})
+                    cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)
+                if locked:
+                    drop_temp_files(path)
+                write_atomic(snapshot, path, header)
+
         if stores.database_url:
-            publish_postgres(
-                stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published], status
-            )
-        listed = stores.period_ends(period.type, boards.tz) if client is not None else {}
-        for header, snapshot in published:
-            board = boards.get(header["board_id"])
-            assert board is not None
-            if client is not None:
-                body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
-                users = snapshot if period.key in hot else None
-                others = listed.get(board.id, {})
-                cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)
-            write_atomic(snapshot, lake.snapshot(board.id, period.type, period.key), header)
+            # Redis and the lake under Postgres's lock on the period: a second publish of it waits
+            # for all three, so they end up holding the same publish.
+            publish_postgres(stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published],
+                             status, after_commit=lambda: cache_and_lake(locked=True))  # fmt: skip
+        else:
+            cache_and_lake(locked=False)
     return {h["board_id"]: h["total"] for h, _ in published}
 
 

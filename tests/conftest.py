@@ -103,10 +103,10 @@ def scratch_redis_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
+        from leaderboard.stores.redis import delete_matching
+
         client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_matching(client, f"{prefix}:*")
         client.close()
 
 

@@ -554,11 +554,16 @@ def test_alerts_use_our_metric_names():
     labels["http_requests_total"] |= {"method", "route", "status"}
     labels["http_request_duration_seconds_bucket"] |= {"method", "route", "status"}
     labels["leaderboard_cache_requests_total"] |= {"result"}
+    # the freshness gauges have series only while an app runs (api/freshness.py)
+    for name in ("leaderboard_published_timestamp_seconds", "leaderboard_period_start_timestamp_seconds"):
+        labels[name] |= {"board", "period"}
+    labels["leaderboard_store_up"] |= {"store"}
 
     rule_doc = next(d for d in kustomize(K8S / "base") if d["kind"] == "PrometheusRule")
     rules = {r["alert"]: r for g in rule_doc["spec"]["groups"] for r in g["rules"]}
-    # the seed's three alerts, on our names
+    # the seed's three alerts, on our names, and the two that page for "rankings not updating"
     assert {"LeaderboardApiDown", "LeaderboardApiHighLatency", "LeaderboardApiHighErrorRate"} <= set(rules)
+    assert {"LeaderboardStandingsStale", "LeaderboardStoreDown"} <= set(rules)
     used: set[str] = set()
     for name, rule in rules.items():
         expr = promql_parser.parse(rule["expr"])
@@ -576,7 +581,46 @@ def test_alerts_use_our_metric_names():
                 if m.name == "job":
                     assert m.value == "leaderboard-api", "the ServiceMonitor's job is the Service's name"
         assert rule["labels"]["severity"] in {"critical", "warning"}
-    assert {"http_requests_total", "http_request_duration_seconds_bucket", "leaderboard_cache_requests_total"} <= used
+    assert {"http_requests_total", "http_request_duration_seconds_bucket", "leaderboard_cache_requests_total",
+            "leaderboard_published_timestamp_seconds", "leaderboard_period_start_timestamp_seconds",
+            "leaderboard_store_up"} <= used  # fmt: skip
+
+
+def _number(node: object) -> float:
+    """A PromQL expression of number literals (`3 * 5 * 60`), evaluated."""
+    import operator
+
+    import promql_parser
+
+    if isinstance(node, promql_parser.NumberLiteral):
+        return node.val
+    if isinstance(node, promql_parser.ParenExpr):
+        return _number(node.expr)
+    assert isinstance(node, promql_parser.BinaryExpr), f"not a number: {node}"
+    ops = {"*": operator.mul, "/": operator.truediv, "+": operator.add, "-": operator.sub}
+    return ops[str(node.op)](_number(node.lhs), _number(node.rhs))
+
+
+@pytest.mark.parametrize("target", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+def test_stale_alert_waits_three_refresh_intervals_of_the_configmap(target: str):
+    """LeaderboardStandingsStale's threshold is 3 x REFRESH_INTERVAL_MINUTES of the ConfigMap that
+    the Dagster daemon and code location read, in every environment: a changed setting needs the
+    rule changed with it."""
+    import promql_parser
+
+    docs = kustomize(K8S / target)
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    config = config_map["data"]
+    minutes = int(config.get("REFRESH_INTERVAL_MINUTES", Settings.model_fields["REFRESH_INTERVAL_MINUTES"].default))
+    rule_doc = next(d for d in docs if d["kind"] == "PrometheusRule")
+    stale = next(r for g in rule_doc["spec"]["groups"] for r in g["rules"] if r["alert"] == "LeaderboardStandingsStale")
+    expr = promql_parser.parse(stale["expr"])
+    assert isinstance(expr, promql_parser.BinaryExpr) and str(expr.op) == ">", stale["expr"]
+    assert _number(expr.rhs) == 3 * minutes * 60
+    # the Helm chart's Dagster processes read the same ConfigMap, and set no interval of their own
+    (dep,) = helm()["dagster-user-deployments"]["deployments"]
+    assert {m["name"] for m in dep["envConfigMaps"]} == {config_map["metadata"]["name"]}
+    assert "REFRESH_INTERVAL_MINUTES" not in {e["name"] for e in dep.get("env", [])}
 
 
 # ---------------------------------------------------------------- Helm values --------------------
@@ -730,7 +774,8 @@ def test_runbook_names_every_setting_and_is_linked():
     missing = [name for name in sorted(SETTINGS) if f"`{name}`" not in runbook]
     assert not missing, f"docs/operations.md does not list {missing}"
     assert "{prefix}:{board}:{PERIOD}:{key}:rankings" in runbook
-    for alert in ("LeaderboardApiDown", "LeaderboardApiHighLatency", "LeaderboardApiHighErrorRate"):
+    rule_doc = next(d for d in kustomize(K8S / "base") if d["kind"] == "PrometheusRule")
+    for alert in (r["alert"] for g in rule_doc["spec"]["groups"] for r in g["rules"]):
         assert alert in runbook
     assert "docs/operations.md" in (ROOT / "README.md").read_text()
 

@@ -42,8 +42,9 @@ DAY = dt.date(2026, 11, 26)
 
 @pytest.fixture(autouse=True, params=["ordered", "unordered"])
 def ordered(request, monkeypatch) -> bool:
-    """Each test runs with the fast pass's JSON rows in scan order and out of it (read_day
-    chooses by file size): the day must come out the same."""
+    """Each test runs with DuckDB's JSON rows staged in scan order (a refused row's line placed
+    by its order) and out of it (a file with a problem read whole); read_day chooses by file
+    size, and the day must come out the same."""
     monkeypatch.setattr(read, "ORDERED_MIN_FILE_BYTES", 0 if request.param == "ordered" else 2**62)
     return request.param == "ordered"
 

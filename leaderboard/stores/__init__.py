@@ -61,6 +61,8 @@ class Stores:
     redis_url: str | None = None
     key_prefix: str = "leaderboard"
     redis_max_connections: int = 50
+    read_only: bool = False  # Postgres sessions refuse writes (the dashboard's)
+    connect_timeout: int = 10
 
     @classmethod
     def from_settings(cls, s: Settings) -> Stores:
@@ -74,15 +76,21 @@ class Stores:
     @property
     def record(self) -> PostgresStore | None:
         """Postgres, the system of record, when configured."""
-        return PostgresStore(self.database_url) if self.database_url else None
+        if not self.database_url:
+            return None
+        return PostgresStore(self.database_url, self.read_only, self.connect_timeout)
 
     def standings(self) -> StandingsStore:
         """Where published standings are read: Postgres when configured, else the lake."""
         return self.record or LakeStandings(self.lake)
 
     def lake_standings(self) -> StandingsStore:
-        """The lake's copy, for a reader that falls back when Postgres is down."""
+        """The lake's copy: a reader's fallback when Postgres is down."""
         return LakeStandings(self.lake)
+
+    def lake_ingest_stats(self) -> IngestStatsStore:
+        """The lake's copy: a reader's fallback when Postgres is down."""
+        return LakeIngestStats(self.lake)
 
     def period_ends(self, period_type: str, tz: ZoneInfo) -> dict[str, dict[str, dt.datetime]]:
         """board -> {key: period end} of the published periods of a type (for the Redis period

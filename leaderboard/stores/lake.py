@@ -14,6 +14,7 @@ Layout under LEADERBOARD_LAKE_DIR:
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from leaderboard import faults
 from leaderboard.periods import UTC
 from leaderboard.standings import Snapshot
 from leaderboard.stores.protocols import HISTORY_SCHEMA, INGEST_STATS_SCHEMA, PeriodId
@@ -105,9 +107,22 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
     metadata = {SNAPSHOT_META_KEY: json.dumps(header, default=str)} if header is not None else None
     try:
         frame.write_parquet(tmp, statistics=True, metadata=metadata)
+        if header is not None:  # a published snapshot
+            faults.pause("lake", str(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def drop_temp_files(path: Path) -> list[Path]:
+    """Delete the temp files `write_atomic` left beside `path` when killed before its rename.
+
+    Only for a caller that is the one writer of `path` now: a live writer's temp file looks the same.
+    """
+    found = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return found
 
 
 def write_json_atomic(path: Path, data: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -12,7 +13,7 @@ from leaderboard.standings import Snapshot
 from leaderboard.stores.errors import StoreUnavailable
 from leaderboard.stores.lake import Lake, LakeStandings
 from leaderboard.stores.lake_records import LakeBoardConfig
-from leaderboard.stores.protocols import Override
+from leaderboard.stores.protocols import Override, PeriodId
 
 T = TypeVar("T")
 
@@ -52,6 +53,12 @@ class AsyncLake:
 
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:
         return await self._read(self.lake.published_keys, board_id, period_type)
+
+    async def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:
+        """When each period was last published, from the snapshot headers (footers only, no rows).
+
+        A caller's timeout abandons the file reads rather than waiting for them to return."""
+        return await anyio.to_thread.run_sync(LakeStandings(self.lake).published_at, periods, abandon_on_cancel=True)
 
     async def load(self) -> dict[str, Override]:
         return await anyio.to_thread.run_sync(LakeBoardConfig(self.lake).load)

@@ -338,6 +338,10 @@ class AsyncPostgres:
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:
         return [r[0] for r in await self._rows(PERIOD_KEYS, (board_id, period_type))]
 
+    async def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:
+        """When each of the given periods was last published (absent: never), in one statement."""
+        return {(b, t, k): at for b, t, k, at in await self._rows(PUBLISHED_AT, _unnest(periods))}
+
     async def load(self) -> dict[str, Override]:
         return {b: Override(limit, enabled) for b, limit, enabled in await self._rows(BOARD_CONFIG, None)}
 

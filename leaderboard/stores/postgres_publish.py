@@ -20,6 +20,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from leaderboard import faults
 from leaderboard.periods import utc_month
 from leaderboard.stores import pgcopy
 from leaderboard.stores.postgres import connect
@@ -69,13 +70,17 @@ def publish(
     headers: list[dict],
     status: str,
     before_commit: Callable[[], None] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> None:
     """Swap one period (every board of it) and its registry entries in a single transaction.
 
     The rows are loaded into a new table outside any partition (in parallel for a large
     period), indexed, and then attached in place of the period's old leaf together with the
     registry upsert; readers see the old leaf or the new one. `rows` has RANKING_COLUMNS;
-    `before_commit` runs just before that COMMIT (tests kill it there).
+    `before_commit` runs just before that COMMIT (tests kill it there). `after_commit` runs
+    after it, with the period's lock still held: a caller's other stores written there are
+    written by one publisher at a time too, so a second publish of the period cannot land
+    in Postgres between this one's Postgres and its other stores.
     """
     first = headers[0]
     period_type, period_key = first["period_type"], first["period_key"]
@@ -102,12 +107,13 @@ def publish(
                     # Hashing overlaps the load (a thread of its own): both are mostly outside the GIL.
                     digests = pool.submit(lambda: {h["board_id"]: _digest(rows, h["board_id"]) for h in headers})
                     _load_and_index(pool, conn, database_url, ident, rows, parts,
-                                    _leaf_check(period_type, period_key, period_end))  # fmt: skip
+                                    _leaf_check(period_type, period_key, period_end), lock)  # fmt: skip
                 with conn.transaction():
                     _swap(conn, parent[0], ident, period_key)  # type: ignore[index]
                     conn.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(ident))  # a partition now, no orphan
                     for header in headers:
                         _register(conn, header, status, *digests.result()[header["board_id"]])
+                    faults.pause("swap", lock)
                     if before_commit:
                         before_commit()
             except BaseException:
@@ -118,6 +124,8 @@ def publish(
                     if attached == (False,):
                         conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 raise
+            if after_commit:
+                after_commit()
         finally:
             with contextlib.suppress(psycopg.Error):  # must not hide the error being raised
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
@@ -168,7 +176,7 @@ def _add_period_columns(
 
 def _load_and_index(
     pool: ThreadPoolExecutor, conn: psycopg.Connection, database_url: str, ident: sql.Identifier,
-    rows: pl.DataFrame, parts: int, check: sql.Composed,
+    rows: pl.DataFrame, parts: int, check: sql.Composed, lock: str,
 ) -> None:  # fmt: skip
     """COPY `rows` in `parts` slices over as many connections, add the period's columns, then
     build the two indexes."""
@@ -182,8 +190,11 @@ def _load_and_index(
 
         def load(i: int) -> None:
             with conns[i].cursor() as cur, cur.copy(copy) as out:
-                for part in pgcopy.encode(rows.slice(i * size, size), USER_COLUMNS):  # sent while the next is built
+                chunks = pgcopy.encode(rows.slice(i * size, size), USER_COLUMNS)
+                for n, part in enumerate(chunks):  # sent while the next is built
                     out.write(part)
+                    if n == 0:
+                        faults.pause("copy", lock)  # the server is in COPY, the header sent
 
         _all(pool, [lambda i=i: load(i) for i in range(parts)])
         _add_period_columns(conn, ident, rows, check)

@@ -127,6 +127,10 @@ class AsyncStandingsSource(Protocol):
 
     async def published_keys(self, board_id: str, period_type: str) -> list[str]: ...
 
+    async def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:
+        """When each of the given periods was last published (absent: never)."""
+        ...
+
     async def load(self) -> dict[str, Override]:
         """The board config (admin overrides)."""
         ...

@@ -21,6 +21,7 @@ import polars as pl
 import redis
 import redis.asyncio as aioredis
 
+from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.standings import json_number
@@ -147,6 +148,7 @@ def publish(
             header = {k: v for k, v in body.items() if k != "entries"}
             _hset_chunks(stage, staged_ranks, {RANKS_HEADER: _compact(header), **rank_blocks(rows)})
         stage.execute()
+        faults.pause("redis", final_rankings)
         swap = client.pipeline(transaction=True)
         swap.rename(staged_rankings, final_rankings)
         swap.persist(final_rankings)
@@ -162,6 +164,14 @@ def publish(
         swap.execute()
     except redis.RedisError as exc:
         raise StoreUnavailable(f"Redis publish of {final_rankings} failed: {exc}") from exc
+
+
+def drop_staging(client: redis.Redis, keys: CacheKeys, board: str, period_type: str, period_key: str) -> int:
+    """Delete the period's staging keys that a killed publish left (else they live out their TTL).
+
+    Only for a caller holding the period's lock: a live publisher's staging keys look the same.
+    """
+    return delete_matching(client, f"{keys.base(board, period_type)}:{period_key}:*:staging:*")
 
 
 DELETE_CHUNK = 1000

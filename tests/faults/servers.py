@@ -225,7 +225,7 @@ class Tally:
         out: dict[str, dict[str, dict[str, int]]] = {}
         for _, api, kind, status in self.seen:
             out.setdefault(api, {}).setdefault(kind, Counter())[status] += 1  # type: ignore[arg-type]
-        return {a: {k: dict(sorted(c.items())) for k, c in kinds.items()} for a, kinds in out.items()}
+        return {a: {k: dict(sorted(kinds[k].items())) for k in sorted(kinds)} for a, kinds in sorted(out.items())}
 
     def statuses(self, api: str | None = None, hot: bool | None = None, calls: list[Call] | None = None,
                  since: float = 0.0, until: float = float("inf")) -> Counter[str]:  # fmt: skip
@@ -283,4 +283,4 @@ class Readiness:
 
     def ok_again(self, api: str, since: float) -> float | None:
         """Seconds from `since` to the first `ok` of `api` at or after it."""
-        return next((t - since for t, a, s in self.seen if a == api and t >= since and s == "ok"), None)
+        return next((round(t - since, 2) for t, a, s in self.seen if a == api and t >= since and s == "ok"), None)

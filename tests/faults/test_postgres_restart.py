@@ -78,7 +78,8 @@ def test_postgres_restart_under_load(tmp_path: Path) -> None:
     print(f"\npostgres restart: {len(tally.seen)} requests in {LOAD_SECONDS:.0f} s, Postgres down "
           f"{marks['up'] - marks['down']:.1f} s; ready again after {recovered} s; whole test "
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
-    print(json.dumps(counts, indent=1))
+    for api, kinds in counts.items():
+        print(f"  {api}: " + "; ".join(f"{kind} {json.dumps(statuses)}" for kind, statuses in kinds.items()))
     outage = (marks["down"], marks["up"] + 5.0)
     assert not [s for s in tally.statuses() if not s.isdigit()], counts  # no transport errors
     assert set(tally.statuses(hot=True, calls=calls)) == {"200"}, counts  # Redis served them throughout

@@ -80,7 +80,8 @@ def test_redis_restart_under_load(tmp_path: Path) -> None:
     print(f"\nredis restart: {len(tally.seen)} requests in {LOAD_SECONDS:.0f} s, Redis down "
           f"{marks['up'] - marks['down']:.1f} s; ready again after {recovered} s; whole test "
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
-    print(json.dumps(counts, indent=1))
+    for api, kinds in counts.items():
+        print(f"  {api}: " + "; ".join(f"{kind} {json.dumps(statuses)}" for kind, statuses in kinds.items()))
     assert set(tally.statuses()) == {"200"}, counts  # zero errors: Postgres answered what Redis could not
     assert any(s == "degraded" for _, _, s in ready.seen), ready.seen
     assert recovered is not None and recovered <= 5.0, (recovered, ready.seen[-20:])

@@ -1,8 +1,8 @@
 """Soak: the API on granian under wrk for a minute per route, the public standings route and the
 bearer-token `/me`, counting every error (non-2xx answers, socket errors).
 
-Publishes one day of sample standings through the pipeline to a scratch Postgres database and
-Redis prefix, serves `leaderboard api`, mints a token for a ranked user, then loads
+Publishes one day (`--day`) of sample standings through the pipeline to a scratch Postgres
+database and Redis prefix, serves `leaderboard api`, mints a token for a ranked user, then loads
 `GET /leaderboard/points/daily?at=...` and `GET /leaderboard/points/daily/me?at=...` (with
 `Authorization: Bearer ...`) one after the other, each for `--duration` seconds at
 `--connections` connections. Prints req/s, p50/p99, errors and the load average seen (the
@@ -18,6 +18,7 @@ Rate limiting is off (RATE_LIMIT_PER_MINUTE=0) unless set in the environment: wr
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import re
 import secrets
@@ -37,8 +38,6 @@ import redis
 from api.auth import mint
 from leaderboard.settings import load_settings
 from leaderboard.stores.migrations import deploy
-
-DAY = "2026-11-20"
 
 
 def free_port() -> int:
@@ -96,6 +95,9 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=int, default=60, help="seconds per route")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--day", default=dt.datetime.now(dt.UTC).date().isoformat(),
+                   help="the day published and asked for (default today, UTC: a hot period, so Redis holds "
+                        "each user's entry; an older day sends /me to Postgres)")  # fmt: skip
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = p.parse_args()
@@ -115,9 +117,10 @@ def main() -> None:
                    "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE", "0")}  # fmt: skip
             deploy(url)
             cli = str(bindir / "leaderboard")
-            subprocess.run([cli, "generate", "--start", DAY, "--days", "1", "--users", "5000",
+            subprocess.run([cli, "generate", "--start", args.day, "--days", "1", "--users", "5000",
                             "--events-per-day", "50000"], env=env, check=True, capture_output=True)  # fmt: skip
-            subprocess.run([cli, "materialize", "--start", DAY, "--end", DAY], env=env, check=True, capture_output=True)
+            materialize = [cli, "materialize", "--start", args.day, "--end", args.day]
+            subprocess.run(materialize, env=env, check=True, capture_output=True)
             port = free_port()
             server = subprocess.Popen([cli, "api", "--port", str(port), "--workers", str(args.workers)], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -129,11 +132,11 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            standings = f"{base}/leaderboard/points/daily?at={DAY}"
+            standings = f"{base}/leaderboard/points/daily?at={args.day}"
             page = httpx.get(standings).json()
             user = page["entries"][len(page["entries"]) // 2]["user_id"]  # a user in the middle of the page
             bearer = f"Authorization: Bearer {mint(load_settings(JWT_SECRET=secret), user, ttl_seconds=3600)}"
-            me = f"{base}/leaderboard/points/daily/me?at={DAY}"
+            me = f"{base}/leaderboard/points/daily/me?at={args.day}"
             assert httpx.get(me, headers={"Authorization": bearer.split(": ", 1)[1]}).status_code == 200
             routes = {"standings": (standings, []), "/me": (me, [bearer])}
             for target, headers in routes.values():

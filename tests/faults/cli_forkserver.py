@@ -1,7 +1,7 @@
 """A fork server for `leaderboard` commands: the CLI and Dagster are imported once, each command runs forked.
 
-A fresh `leaderboard materialize` spends seconds importing Dagster and Polars before any work,
-and the kill test starts forty of them. Here one server process imports them, then forks a
+A fresh `leaderboard materialize` imports Dagster and Polars before any work, and the kill
+test starts forty of them. Here one server process imports them, then forks a
 child per command; the child runs `cli.main.main(argv)`, what the `leaderboard` script runs,
 in a process of its own that a test can SIGKILL. The server reads no setting and opens no
 store before forking, and Polars starts its thread pool on first use, in the child: each child

@@ -143,10 +143,15 @@ def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFil
         # numbered by their order instead, in a column named so as not to clash (the last one).
         src = f"{plain} WITH ORDINALITY"
         line = '"' + con.sql(f"DESCRIBE SELECT * FROM {src}").fetchall()[-1][0] + '"'
+    # DuckDB's names are case-insensitive: beside `EVENT_ID` it renames a second `event_id` to
+    # `event_id_1`. The file's own names (same order) say which column is the field.
+    duck_names = list(types)
+    refs = {real: f'"{duck}"' for real, duck in zip(pq.read_schema(files[0][1].path).names, duck_names, strict=False)}
+    types = {real: types[duck.strip('"')] for real, duck in refs.items()}
     parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _) in NATIVE.items()}
     for name in FIELDS:
-        col = f'"{name}"'
         kind = types.get(name)
+        col = refs.get(name, f'"{name}"')
         if kind is None:
             parts.append("NULL::JSON")
         elif name in NATIVE and NATIVE[name][1] == kind == "VARCHAR":

@@ -784,3 +784,17 @@ def test_a_corrupt_deflate_stream_stops_the_day_naming_it(tmp_path, ordered):
     path = _gzip_day(tmp_path, gz[:100] + bytes([gz[100] ^ 0xFF]) + gz[101:])
     with scan_order(ordered), pytest.raises(LandingError, match=re.escape(str(path))):
         _one_day(tmp_path)
+
+
+def test_a_field_beside_a_column_named_like_it_in_another_case_is_read_by_its_own_name(tmp_path):
+    """DuckDB renames `event_id` to `event_id_1` when `EVENT_ID` comes first; the field was then
+    read as missing (found by the fuzz on a fresh clone)."""
+    hour = dt.datetime(2026, 11, 26, 0, tzinfo=UTC)
+    folder = hour_folder(tmp_path / "landing", "game", hour)
+    folder.mkdir(parents=True)
+    table = pa.table({"EVENT_ID": pa.array([None], pa.string()), "event_id": ["x"], "event_type": ["s"],
+                      "user_id": ["u"], "occurred_at": pa.array([hour], pa.timestamp("us", "UTC"))})  # fmt: skip
+    pq.write_table(table, folder / "game+0+0.parquet")
+    read = read_day(tmp_path / "landing", hour, hour + dt.timedelta(days=1), tmp_path / "work")
+    assert read.quarantine.is_empty(), read.quarantine.to_dicts()
+    assert read.events.collect()["event_id"].to_list() == ["x"]

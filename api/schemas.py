@@ -44,7 +44,7 @@ def problems(*codes: int) -> dict[int, ResponseSpec]:
 class Entry(msgspec.Struct):
     rank: int
     user_id: str
-    score: float | int | None
+    score: float | None  # a whole score is sent as an integer, which a JSON Schema number admits
     previous_rank: int | None
     rank_change: int | None
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from leaderboard.boards import Board
-from leaderboard.settings import load_settings
+from leaderboard.settings import Settings, load_settings
 from leaderboard.stores import redis as cache
 from leaderboard.stores.lake import Lake, read_snapshot
 from pipelines import assets, checks
@@ -169,6 +169,12 @@ def _user_lost(table: pl.DataFrame) -> pl.DataFrame:
     return table.filter(~((pl.col("board_id") == "points") & (pl.col("rank") == pl.col("rank").max().over("board_id"))))
 
 
+def _land_four_events(s: Settings) -> None:
+    """Four users' events in one landed file of DAY."""
+    land(s.LEADERBOARD_LANDING_DIR, "events", HOUR, "events+0+0.json",
+         [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("corrupt", "failing"),
     [
@@ -180,13 +186,7 @@ def _user_lost(table: pl.DataFrame) -> pl.DataFrame:
 def test_bad_standings_fail_their_check_and_the_previous_standings_stay(stack, monkeypatch, corrupt, failing):
     s, defs, instance = stack
     lake = Lake(s.LEADERBOARD_LAKE_DIR)
-    land(
-        s.LEADERBOARD_LANDING_DIR,
-        "events",
-        HOUR,
-        "events+0+0.json",
-        [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)],
-    )
+    _land_four_events(s)
     assert _run(defs, instance, "daily_job", DAY).success
     before = _published_state(s, lake)
 
@@ -238,13 +238,7 @@ def test_a_check_failing_midway_through_a_range_records_the_periods_published_be
 
 def test_redis_differing_from_postgres_after_publish_fails_the_run(stack, monkeypatch):
     s, defs, instance = stack
-    land(
-        s.LEADERBOARD_LANDING_DIR,
-        "events",
-        HOUR,
-        "events+0+0.json",
-        [event(f"e{i}", f"u{i}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(4)],
-    )
+    _land_four_events(s)
     real = cache.publish
 
     def stale_body(client, keys, board, period_type, key, body, *rest):

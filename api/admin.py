@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
-from litestar import Controller, Response, get, post, put
+from litestar import Controller, Request, Response, get, post, put, route
+from litestar.enums import HttpMethod
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
 from api.guards import BEARER, requires_admin
+from api.params import strict_body
 from api.reader import Reader
 from api.schemas import BoardConfig, ConfigBody, ConfigUpdate, RefreshAccepted, problems
 from leaderboard.stores import Override, Stores
@@ -29,9 +33,18 @@ class AdminController(Controller):
         """Effective display limit and enabled flag of every board."""
         return _current(reader)
 
+    @route("/", http_method=HttpMethod.OPTIONS, include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        """Litestar's automatic answer here would list only the methods of the path's first
+        handler. Handlers register in name order: this one must sort before `get_config`."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, PUT"})
+
     @put("/", responses=problems(400, 401, 403, 429, 503))
-    async def put_config(self, reader: Reader, stores: Stores, caller: Caller, data: ConfigUpdate) -> ConfigBody:
+    async def put_config(
+        self, request: Request[Any, Any, Any], reader: Reader, stores: Stores, caller: Caller, data: ConfigUpdate
+    ) -> ConfigBody:
         """Change boards' display limit (1-1000) or enabled flag; applied without restart."""
+        data = await strict_body(request, ConfigUpdate)  # `data` documents the body; this checks it
         changes: dict[str, Override] = {}
         for board_id, patch in data.boards.items():
             if reader.boards.get(board_id) is None:

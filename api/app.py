@@ -13,8 +13,6 @@ import redis.asyncio as aioredis
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
@@ -26,13 +24,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api.admin import AdminController
 from api.deps import Services, dependencies
 from api.freshness import watching
-from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
+from api.openapi import document_boards, forbid_unknown_fields, openapi_config
+from api.params import query_names, reject_unknown_query
 from api.reader import Reader
+from api.schemas import BoardConfigPatch, ConfigUpdate
 from api.standings import StandingsController
 from api.users import UsersController
-from leaderboard.boards import current_boards
+from leaderboard.boards import current_boards, load_boards
 from leaderboard.settings import Settings, get_settings
 from leaderboard.standings import StandingsError
 from leaderboard.stores import StoreUnavailable
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/health", "/metrics", "/schema"],
         middleware_class=RetryAfterRateLimit,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
         state=State({"settings": settings}),  # for the guards, which get no dependencies
         dependencies=dependencies(services),
@@ -195,11 +195,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StoreUnavailable: _unavailable,
             Exception: _internal_error,
         },
+        before_request=reject_unknown_query,
         logging_config=None,  # configure_logging above owns the handlers (JSON or text)
-        openapi_config=OpenAPIConfig(
-            title="Leaderboard API",
-            version="0.1.0",
-            path="/schema",
-            components=Components(security_schemes={SCHEME_NAME: BEARER_SCHEME}),
-        ),
+        openapi_config=openapi_config(),
     )
+    app.state.query_names = query_names(app)
+    forbid_unknown_fields(app, ConfigUpdate, BoardConfigPatch)
+    document_boards(app, load_boards(settings.LEADERBOARD_BOARDS, settings.LEADERBOARD_TIMEZONE))
+    return app

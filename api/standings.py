@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
-from api.params import MAX_OFFSET, local_date
+from api.params import MAX_OFFSET, At, PeriodType, local_date
 from api.reader import Reader, bounded_put
 from api.schemas import BoardInfo, Periods, Standings, problems
 
@@ -59,8 +59,8 @@ class StandingsController(Controller):
         self,
         reader: Reader,
         board: str,
-        period: str,
-        at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
+        period: PeriodType,
+        at: At = None,
         limit: Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")] = None,
         offset: Annotated[
             int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")
@@ -73,6 +73,6 @@ class StandingsController(Controller):
         return Response(Standings(**page.body))
 
     @get("/{board:str}/{period:str}/periods", responses=problems(400, 404, 429, 503))
-    async def periods(self, reader: Reader, board: str, period: str) -> Periods:
+    async def periods(self, reader: Reader, board: str, period: PeriodType) -> Periods:
         """Published period keys, newest first."""
         return Periods(board, period, await reader.periods(board, period))

@@ -9,7 +9,7 @@ from litestar.params import Parameter
 
 from api.auth import Caller
 from api.guards import BEARER, requires_self_or_admin, requires_token
-from api.params import local_date
+from api.params import At, PeriodType, local_date
 from api.reader import Reader
 from api.schemas import UserStanding, problems
 
@@ -26,8 +26,8 @@ class UsersController(Controller):
         reader: Reader,
         caller: Caller,
         board: str,
-        period: str,
-        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+        period: PeriodType,
+        at: At = None,
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """The caller's entry (bearer JWT `sub`) and `around` neighbours on each side."""
@@ -42,9 +42,9 @@ class UsersController(Controller):
         self,
         reader: Reader,
         board: str,
-        period: str,
+        period: PeriodType,
         user_id: str,
-        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+        at: At = None,
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """One user's entry: the user themself or an admin."""

@@ -34,8 +34,11 @@ def status_at(end: dt.datetime, now: dt.datetime | None = None) -> Status:
 
 
 def parse_date(text: str) -> dt.date:
-    """A local date as users type it (`2026-11-26`), or a PeriodError saying the expected form."""
+    """A local date as users type it (`2026-11-26`), or a PeriodError saying the expected form.
+    Only that form: `fromisoformat` alone would also take `20261126` and `2026-W48-4`."""
     try:
+        if len(text) != 10 or text[4] != "-" or text[7] != "-":
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
         raise PeriodError(f"{text!r} is not a date like 2026-11-26") from None

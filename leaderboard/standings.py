@@ -119,13 +119,15 @@ class PublishedStandings(Protocol):
 
 
 def resolve_key(boards: BoardSet, period_type: str, at: dt.date | None) -> str:
-    """The period key containing local date `at` (today in the boards' zone by default)."""
+    """The period key containing local date `at` (today in the boards' zone by default); the
+    one all-time period contains every date."""
     if period_type == "all_time":
-        if at is not None:
-            raise StandingsError("all_time has a single period ('all'); --at/?at= does not apply", 400)
         return ALL_TIME_KEY
     day = at or dt.datetime.now(boards.tz).date()
-    return period_of(period_type, day).key
+    try:
+        return period_of(period_type, day).key
+    except OverflowError:  # a period that would end after 9999-12-31: none was ever published
+        raise StandingsError(f"no {period_type} period contains {day} (dates end at 9999-12-31)") from None
 
 
 def check_board(boards: BoardSet, board_id: str, period_type: str) -> Board:

@@ -111,7 +111,15 @@ def test_paging_returns_every_user_once_in_rank_order(client):
         ("/leaderboard/points/daily", {"limit": 0}, 400, None),
         ("/leaderboard/points/daily", {"limit": 101}, 400, None),
         ("/leaderboard/points/daily", {"offset": -1}, 400, None),
-        ("/leaderboard/points/all_time", {"at": "2026-04-21"}, 400, "single period"),
+        ("/leaderboard/points/daily", {"at": "20260421"}, 400, "not a date like 2026-11-26"),
+        ("/leaderboard/points/weekly", {"at": "9999-12-31"}, 404, "no weekly period contains 9999-12-31"),
+        (
+            "/leaderboard/points/daily",
+            {"limt": 5},
+            400,
+            "unknown query parameter limt; this route takes: at, limit, offset",
+        ),
+        ("/leaderboard/points/daily/periods", {"at": str(LAST)}, 400, "this route takes: none"),
     ],
 )
 def test_errors_are_problem_details(client, path, params, status, detail):
@@ -122,6 +130,12 @@ def test_errors_are_problem_details(client, path, params, status, detail):
     assert body["status"] == status and "Traceback" not in response.text
     if detail:
         assert detail in body["detail"]
+
+
+def test_the_all_time_period_contains_every_date(client):
+    assert client.get("/leaderboard/points/all_time", params={"at": "2026-04-21"}).json() == (
+        client.get("/leaderboard/points/all_time").json()
+    )
 
 
 def test_the_same_body_from_redis_postgres_and_the_lake(env):
@@ -180,6 +194,14 @@ def test_openapi_schema_is_served(env):
             assert operation.get("security") == expected, (method, path)
     patch = schema["components"]["schemas"]["BoardConfigPatch"]["properties"]["display_limit"]
     assert (patch["minimum"], patch["maximum"]) == (1, 1000)
+    # the values a client may send, where the handlers' types cannot say them
+    standings = {p["name"]: p["schema"] for p in paths["/leaderboard/{board}/{period}"]["get"]["parameters"]}
+    assert standings["board"]["enum"] == ["points", "referrals", "high_score", "fastest_lap"]
+    assert standings["period"]["enum"] == ["daily", "weekly", "monthly", "all_time"]
+    assert standings["at"]["format"] == "date"
+    update = schema["components"]["schemas"]["ConfigUpdate"]
+    assert update["additionalProperties"] is False and update["properties"]["boards"]["additionalProperties"] is False
+    assert set(update["properties"]["boards"]["properties"]) == set(standings["board"]["enum"])
     # the dependencies are not request parameters
     names = {p["name"] for ops in paths.values() for op in ops.values() for p in op.get("parameters", [])}
     assert not names & {"reader", "settings", "caller", "state", "request"}
@@ -370,6 +392,18 @@ def test_display_limit_bounds_are_accepted_and_unknown_boards_refused(guarded):
         assert response.status_code == 200 and response.json()["boards"]["points"]["display_limit"] == limit
     unknown = guarded.put("/leaderboard/config", json={"boards": {"nope": {"enabled": False}}}, headers=admin)
     assert unknown.status_code == 400 and unknown.json()["detail"] == "unknown board 'nope'"
+
+
+def test_config_body_is_checked_as_documented_and_options_lists_every_method(guarded):
+    admin = bearer(token("boss", roles=["admin"]))
+    lax = guarded.put("/leaderboard/config", json={"boards": {"points": {"enabled": "false"}}}, headers=admin)
+    assert lax.status_code == 400 and "Expected `bool | null`, got `str`" in lax.json()["detail"]
+    assert guarded.get("/leaderboard/config", headers=admin).json()["boards"]["points"]["enabled"] is True
+    # an integral number is an integer to JSON Schema
+    whole = guarded.put("/leaderboard/config", json={"boards": {"points": {"display_limit": 7.0}}}, headers=admin)
+    assert whole.status_code == 200 and whole.json()["boards"]["points"]["display_limit"] == 7
+    options = guarded.options("/leaderboard/config", headers=admin)
+    assert options.status_code == 204 and options.headers["allow"] == "GET, OPTIONS, PUT"
 
 
 def test_short_secret_is_refused_outside_development():

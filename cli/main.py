@@ -324,6 +324,7 @@ def retention(dry_run: bool, now_text: str | None) -> None:
     for name in plan.trim_partitions:
         click.echo(f"  trim partition {name}")
     click.echo(f"  {len(plan.snapshots)} lake snapshots, {len(plan.clean_event_files)} clean-event files")
+    click.echo(f"  {len(plan.abandoned_workdirs)} scratch folders of killed runs")
 
 
 if __name__ == "__main__":

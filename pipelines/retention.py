@@ -9,6 +9,7 @@ Redis keys, lake snapshots and old clean-event files follow. All-time standings 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from leaderboard.periods import PeriodError, local_midnight, parse_period_key
 from leaderboard.stores import postgres
 from leaderboard.stores.lake import Lake
 from leaderboard.stores.redis import CacheKeys, forget
+
+# No step runs this long: a scratch folder untouched for longer belongs to a killed process.
+WORKDIR_MAX_AGE = dt.timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class RetentionPlan:
     trim_partitions: list[str] = field(default_factory=list)
     snapshots: list[Path] = field(default_factory=list)
     clean_event_files: list[Path] = field(default_factory=list)
+    abandoned_workdirs: list[Path] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -47,6 +52,7 @@ class RetentionPlan:
             "postgres_partitions_trimmed": self.trim_partitions,
             "lake_snapshots": len(self.snapshots),
             "clean_event_files": len(self.clean_event_files),
+            "abandoned_workdirs": len(self.abandoned_workdirs),
         }
 
 
@@ -80,6 +86,8 @@ def plan(
     for day in lake.days("clean_events"):
         if local_midnight(day + dt.timedelta(days=1), boards.tz) < cutoff:
             result.clean_event_files.append(lake.day_file("clean_events", day))
+    # scratch folders of runs killed mid-step (a finished step removes its own)
+    result.abandoned_workdirs = [p for p, changed in lake.workdirs() if changed < now - WORKDIR_MAX_AGE]
     return result
 
 
@@ -96,3 +104,5 @@ def apply(
         forget(client, keys, [(e.board_id, e.period_type, e.period_key) for e in p.periods], p.cutoff)
     for path in [*p.snapshots, *p.clean_event_files]:
         path.unlink(missing_ok=True)
+    for folder in p.abandoned_workdirs:
+        shutil.rmtree(folder, ignore_errors=True)

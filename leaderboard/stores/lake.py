@@ -71,6 +71,13 @@ class Lake:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def workdirs(self) -> list[tuple[Path, dt.datetime]]:
+        """Every scratch folder with its last change: a process killed inside `workdir` leaves its own."""
+        folder = self.root / ".staging"
+        if not folder.is_dir():
+            return []
+        return [(p, dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC)) for p in sorted(folder.iterdir())]
+
     def install(self, staged: Path, path: Path) -> None:
         """Move a file written in a `workdir` into place in one rename (same file system)."""
         path.parent.mkdir(parents=True, exist_ok=True)

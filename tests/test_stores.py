@@ -177,7 +177,10 @@ def test_cache_rebuild_restores_redis_after_flushdb(published, monkeypatch):
             listed = [k.decode() for k in client.zrange(stores.keys.periods(board.id, period_type), 0, -1, desc=True)]
             assert listed == record.published_keys(board.id, period_type)
     client.flushdb()
+    publishing = f"{key}:staging:0123abcd"  # a publish in flight: its keys are renamed into place at the end
+    client.set(publishing, b"{}")
     cli("cache", "rebuild", "--board", "points")
+    assert client.exists(publishing), "a rebuild must not delete a live publish's staging keys"
     assert client.exists(key) and not client.exists(
         stores.keys.rankings("referrals", "weekly", period_of("weekly", LAST).key)
     )

@@ -198,9 +198,10 @@ def forget(client: redis.Redis, keys: CacheKeys, periods: list[tuple[str, str, s
         client.zremrangebyscore(keys.periods(board, period_type), "-inf", f"({cutoff.timestamp()}")
 
 
-def delete_matching(client: redis.Redis, pattern: str) -> int:
-    """Delete every key matching `pattern` (SCAN, not KEYS: the server keeps serving)."""
-    names = list(client.scan_iter(match=pattern, count=DELETE_CHUNK))
+def delete_matching(client: redis.Redis, pattern: str, keep: str | None = None) -> int:
+    """Delete every key matching `pattern` but those containing `keep` (SCAN, not KEYS: the
+    server keeps serving)."""
+    names = [n for n in client.scan_iter(match=pattern, count=DELETE_CHUNK) if keep is None or keep.encode() not in n]
     delete_keys(client, names)
     return len(names)
 
@@ -220,7 +221,8 @@ def rebuild(
     """
     now = now or dt.datetime.now(dt.UTC)
     today = now.astimezone(boards.tz).date()
-    delete_matching(client, f"{keys.prefix}:{board_id or '*'}:*")
+    # staging keys are a publish in flight: deleting them would fail its final RENAME
+    delete_matching(client, f"{keys.prefix}:{board_id or '*'}:*", keep=":staging:")
     written = 0
     registered = record.periods(board_id)
     ends: dict[tuple[str, str], dict[str, dt.datetime]] = {}

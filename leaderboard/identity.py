@@ -136,7 +136,7 @@ def _post(client: httpx.Client, service: IdentityService, batch: list[str], dead
     return parse_answer(bytes(body), batch)
 
 
-def _batches(service: IdentityService, ids: Sequence[str], deadline: float, progress: _Progress) -> None:
+def _batches(service: IdentityService, ids: Sequence[str] | pl.Series, deadline: float, progress: _Progress) -> None:
     try:
         with httpx.Client(timeout=service.timeout_seconds) as client:
             for start in range(0, len(ids), service.batch_size):
@@ -170,14 +170,14 @@ class Answers:
     seconds: float
 
 
-def ask(service: IdentityService, ids: Sequence[str]) -> Answers:
+def ask(service: IdentityService, ids: Sequence[str] | pl.Series) -> Answers:
     """Ask for `ids` in batches, in order, for at most `service.timeout_seconds` in all.
 
     Never raises for the service's sake: a failed batch ends the asking with its reason in
     `error`, and the batches answered before it are kept.
     """
     t0 = time.monotonic()
-    if not ids:
+    if len(ids) == 0:
         return Answers(pl.DataFrame(schema=ANSWER_SCHEMA), None, 0.0)
     deadline = t0 + service.timeout_seconds
     progress = _Progress()
@@ -195,16 +195,17 @@ def ask(service: IdentityService, ids: Sequence[str]) -> Answers:
     return Answers(answered, error, round(time.monotonic() - t0, 3))
 
 
-def users_by_rank(table: pl.DataFrame, boards: Sequence[str]) -> list[str]:
+def users_by_rank(table: pl.DataFrame, boards: Sequence[str]) -> pl.Series:
     """The users of those boards in a standings frame, each once, best rank first: the order
     they are asked in, so a budget that runs out leaves the bottom of the boards unasked."""
     return (
-        table.filter(pl.col("board_id").is_in(list(boards)))
-        .group_by("user_id")
-        .agg(pl.col("rank").min())
+        table.lazy()
+        .filter(pl.col("board_id").is_in(list(boards)))
+        .select("user_id", "rank")
         .sort("rank", "user_id")
+        .unique("user_id", keep="first", maintain_order=True)
+        .collect()
         .get_column("user_id")
-        .to_list()
     )
 
 
@@ -242,12 +243,7 @@ def name_standings(
     users = users_by_rank(table, boards)
     cached = cache.lookup(users)
     fresh = cached.filter(pl.col("fetched_at") >= now - dt.timedelta(hours=service.cache_hours))
-    wanted = (
-        pl.DataFrame({"user_id": users}, schema={"user_id": pl.String})
-        .join(fresh.select("user_id"), on="user_id", how="anti", maintain_order="left")
-        .get_column("user_id")
-        .to_list()
-    )
+    wanted = users.to_frame().join(fresh, on="user_id", how="anti", maintain_order="left").get_column("user_id")
     answers = ask(service, wanted)
     cache.save(answers.rows.with_columns(pl.lit(now).cast(CACHE_SCHEMA["fetched_at"]).alias("fetched_at")))
     older = cached.join(answers.rows.select("user_id"), on="user_id", how="anti")

@@ -179,7 +179,7 @@ def test_apply_names_adds_the_column_and_overrides_only_known_names_on_the_given
 
 def test_users_are_asked_best_rank_first_each_once():
     table = pl.concat([_table(["x", "y", "z"]), _table(["z", "w"], board="other"), _table(["q"], board="teams")])
-    assert users_by_rank(table, ["points", "other"]) == ["x", "z", "w", "y"]
+    assert users_by_rank(table, ["points", "other"]).to_list() == ["x", "z", "w", "y"]
 
 
 def test_parse_answer_keeps_what_the_contract_allows_and_refuses_the_rest():
@@ -362,7 +362,7 @@ def test_an_unmigrated_cache_table_says_to_run_migrations(migrated_url):
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("DROP TABLE leaderboard_identity_cache")
     with pytest.raises(SchemaMissing, match="leaderboard migrate deploy"):
-        PostgresIdentityCache(migrated_url).lookup(["a"])
+        PostgresIdentityCache(migrated_url).lookup(pl.Series(["a"]))
 
 
 def test_ask_measures_ids_per_second_on_loopback(capsys):

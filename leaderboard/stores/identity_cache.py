@@ -16,6 +16,7 @@ from typing import Protocol
 import polars as pl
 import psycopg
 
+from leaderboard.stores import pgcopy
 from leaderboard.stores.errors import SchemaMissing, server_of
 from leaderboard.stores.lake import Lake, write_atomic
 from leaderboard.stores.postgres import connect
@@ -27,22 +28,34 @@ CACHE_SCHEMA = {
     "fetched_at": pl.Datetime("us", "UTC"),
 }
 
+# Both directions go through COPY: a period can publish a million users, and a million-element
+# array parameter or a million Python tuples cost seconds where COPY costs a fraction of one.
+# Times cross as epoch microseconds, exact and independent of the session's time zone.
+STAGE_ASKED = 'CREATE TEMP TABLE identity_asked (user_id text COLLATE "C") ON COMMIT DROP'
+COPY_ASKED = "COPY identity_asked (user_id) FROM STDIN (FORMAT BINARY)"
 LOOKUP = (
-    "SELECT c.user_id, c.display_name, c.avatar_url, c.fetched_at FROM leaderboard_identity_cache c "
-    "JOIN unnest(%s::text[]) AS asked(user_id) ON asked.user_id = c.user_id"
+    "COPY (SELECT c.user_id, c.display_name, c.avatar_url, (extract(epoch FROM c.fetched_at) * 1000000)::bigint "
+    "FROM leaderboard_identity_cache c JOIN identity_asked a ON a.user_id = c.user_id) TO STDOUT (FORMAT csv)"
 )
+STAGE_ANSWERED = (
+    'CREATE TEMP TABLE identity_answered (user_id text COLLATE "C", display_name text, avatar_url text, '
+    "fetched_us bigint) ON COMMIT DROP"
+)
+COPY_ANSWERED = "COPY identity_answered FROM STDIN (FORMAT csv)"
 # Rows in user_id order: two publishes saving overlapping users lock them in the same order,
 # so they wait for each other instead of deadlocking.
 SAVE = (
     "INSERT INTO leaderboard_identity_cache (user_id, display_name, avatar_url, fetched_at) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ORDER BY 1 "
+    "SELECT user_id, display_name, avatar_url, timestamptz 'epoch' + fetched_us * interval '1 microsecond' "
+    "FROM identity_answered ORDER BY user_id "
     "ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name, "
     "avatar_url = EXCLUDED.avatar_url, fetched_at = EXCLUDED.fetched_at"
 )
+_TEXT = ("user_id", "display_name", "avatar_url")
 
 
 class IdentityCache(Protocol):
-    def lookup(self, user_ids: list[str]) -> pl.DataFrame:
+    def lookup(self, user_ids: pl.Series) -> pl.DataFrame:
         """The cached rows (CACHE_SCHEMA) of those users that have one, fresh or expired."""
         ...
 
@@ -62,23 +75,42 @@ def _missing_table(database_url: str, exc: psycopg.errors.UndefinedTable) -> Sch
 class PostgresIdentityCache:
     database_url: str
 
-    def lookup(self, user_ids: list[str]) -> pl.DataFrame:
-        if not user_ids:
+    def lookup(self, user_ids: pl.Series) -> pl.DataFrame:
+        if user_ids.is_empty():
             return pl.DataFrame(schema=CACHE_SCHEMA)
-        with connect(self.database_url) as conn:
+        out = bytearray()
+        with connect(self.database_url) as conn, conn.transaction():
             try:
-                rows = conn.execute(LOOKUP, (user_ids,)).fetchall()
+                conn.execute(STAGE_ASKED)
+                asked = pl.DataFrame({"user_id": user_ids.cast(pl.String)})
+                with conn.cursor() as cur, cur.copy(COPY_ASKED) as copy:
+                    for part in pgcopy.encode(asked, {"user_id": "text"}):
+                        copy.write(part)
+                with conn.cursor() as cur, cur.copy(LOOKUP) as copy:
+                    for part in copy:
+                        out += part
             except psycopg.errors.UndefinedTable as exc:
                 raise _missing_table(self.database_url, exc) from exc
-        return pl.DataFrame(rows, schema=CACHE_SCHEMA, orient="row")
+        if not out:
+            return pl.DataFrame(schema=CACHE_SCHEMA)
+        found = pl.read_csv(
+            bytes(out),
+            has_header=False,
+            new_columns=list(CACHE_SCHEMA),
+            schema_overrides=dict.fromkeys(_TEXT, pl.String) | {"fetched_at": pl.Int64},
+        )
+        return found.with_columns(pl.from_epoch("fetched_at", "us").dt.replace_time_zone("UTC"))
 
     def save(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():
             return
-        columns = [rows[c].to_list() for c in CACHE_SCHEMA]
         with connect(self.database_url) as conn, conn.transaction():
             try:
-                conn.execute(SAVE, columns)
+                conn.execute(STAGE_ANSWERED)
+                csv = rows.select(*_TEXT, pl.col("fetched_at").dt.epoch("us")).write_csv(include_header=False)
+                with conn.cursor() as cur, cur.copy(COPY_ANSWERED) as copy:
+                    copy.write(csv.encode())
+                conn.execute(SAVE)
             except psycopg.errors.UndefinedTable as exc:
                 raise _missing_table(self.database_url, exc) from exc
 
@@ -102,8 +134,8 @@ class LakeIdentityCache:
             return pl.DataFrame(schema=CACHE_SCHEMA)
         return pl.read_parquet(self.path).select(list(CACHE_SCHEMA)).cast(CACHE_SCHEMA)  # type: ignore[arg-type]
 
-    def lookup(self, user_ids: list[str]) -> pl.DataFrame:
-        return self._all().filter(pl.col("user_id").is_in(user_ids))
+    def lookup(self, user_ids: pl.Series) -> pl.DataFrame:
+        return self._all().join(user_ids.cast(pl.String).alias("user_id").to_frame(), on="user_id", how="semi")
 
     def save(self, rows: pl.DataFrame) -> None:
         if rows.is_empty():

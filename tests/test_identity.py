@@ -6,6 +6,7 @@ garbage) and counts what it is asked; the cache is a real Postgres database or t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import threading
@@ -20,7 +21,7 @@ import polars as pl
 import psycopg
 import pytest
 
-from leaderboard.boards import current_boards
+from leaderboard.boards import Board, current_boards
 from leaderboard.identity import (
     IdentityError,
     IdentityService,
@@ -367,6 +368,29 @@ def test_without_postgres_the_cache_is_a_lake_file(settings):
     name = name_standings(_table(["a", "b", "c"]), ["points"], gone, LakeIdentityCache(lake), later)
     assert name.report.startswith("unavailable: ConnectError from 127.0.0.1")
     assert _names(name.table) == {"a": "Ann", "b": "Ben", "c": "event-c"}
+
+
+class _GroupBoard(Board):
+    """A board whose entries are groups. Stands in for `Board.group_by` until it lands."""
+
+    group_by: str | None = "team_id"
+
+
+def test_boards_of_groups_are_neither_asked_about_nor_renamed(settings, monkeypatch):
+    boards = current_boards()
+    teams = _GroupBoard(id="teams", event_types=("score.earned",), aggregate="sum")
+    boards = dataclasses.replace(boards, boards=(*boards.boards, teams))
+    lake = Lake(settings.LEADERBOARD_LAKE_DIR)
+    table = pl.concat([_table(["a", "b"]), _table(["t1", "a"], board="teams")])
+    with IdentityServer({"a": "Ann", "t1": "Team One"}) as server, _spy_named(monkeypatch) as seen:
+        done = publish_period(lake, boards, PERIOD, table, "r", Stores(lake), NOW, _service(server.url))
+    assert server.ids_asked == ["a", "b"] and done.entries["teams"] == 2
+    assert seen[0].table.select("board_id", "user_id", "display_name").rows() == [
+        ("points", "a", "Ann"),
+        ("points", "b", "event-b"),
+        ("teams", "t1", "event-t1"),
+        ("teams", "a", "event-a"),  # a group's id that is also a user's keeps the group's name
+    ]
 
 
 def test_an_unmigrated_cache_table_says_to_run_migrations(migrated_url):

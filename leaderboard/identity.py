@@ -166,7 +166,8 @@ class Answers:
     """What the service answered within the budget."""
 
     rows: pl.DataFrame  # ANSWER_SCHEMA, one row per id of every answered batch
-    error: str | None  # why not every id was answered (None: all were)
+    error: str | None  # the failed batch's reason, if one failed
+    spent: bool  # the budget ran out before every id was answered
     seconds: float
 
 
@@ -178,7 +179,7 @@ def ask(service: IdentityService, ids: Sequence[str] | pl.Series) -> Answers:
     """
     t0 = time.monotonic()
     if len(ids) == 0:
-        return Answers(pl.DataFrame(schema=ANSWER_SCHEMA), None, 0.0)
+        return Answers(pl.DataFrame(schema=ANSWER_SCHEMA), None, False, 0.0)
     deadline = t0 + service.timeout_seconds
     progress = _Progress()
     worker = threading.Thread(target=_batches, args=(service, ids, deadline, progress), name="identity", daemon=True)
@@ -187,12 +188,8 @@ def ask(service: IdentityService, ids: Sequence[str] | pl.Series) -> Answers:
     with progress.lock:
         progress.closed = True
         answered = pl.concat(progress.answers) if progress.answers else pl.DataFrame(schema=ANSWER_SCHEMA)
-        error = progress.error
-        if error is None and not progress.done:
-            error = f"no answer from {service.server} within {service.timeout_seconds:g} s"
-            if progress.asked:
-                error = f"time budget of {service.timeout_seconds:g} s spent"
-    return Answers(answered, error, round(time.monotonic() - t0, 3))
+        error, spent = progress.error, progress.error is None and not progress.done
+    return Answers(answered, error, spent, round(time.monotonic() - t0, 3))
 
 
 def users_by_rank(table: pl.DataFrame, boards: Sequence[str]) -> pl.Series:
@@ -249,12 +246,16 @@ def name_standings(
     older = cached.join(answers.rows.select("user_id"), on="user_id", how="anti")
     names = pl.concat([answers.rows.select("user_id", "display_name"), older.select("user_id", "display_name")])
     from_cache = older.filter(pl.col("display_name").is_not_null()).height
-    asked = answers.rows.height
-    if answers.error is None:
-        state = f"ok: {asked} asked"
-    elif answers.error.startswith("time budget"):
-        state = f"partial: {answers.error}, {asked} of {len(wanted)} asked, the rest left for later publishes"
-    else:
+    asked, budget = answers.rows.height, f"{service.timeout_seconds:g} s"
+    if answers.error is not None:
         state = f"unavailable: {answers.error}; {asked} of {len(wanted)} asked"
+    elif answers.spent and not asked:
+        state = f"unavailable: no answer from {service.server} within {budget}; 0 of {len(wanted)} asked"
+    elif answers.spent:
+        state = (
+            f"partial: time budget of {budget} spent, {asked} of {len(wanted)} asked, the rest left for later publishes"
+        )
+    else:
+        state = f"ok: {asked} asked"
     report = f"{state}; {from_cache} names from cache"
     return Named(apply_names(table, names, boards), report, asked, len(wanted), from_cache)

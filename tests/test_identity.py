@@ -405,7 +405,7 @@ def test_ask_measures_ids_per_second_on_loopback(capsys):
     users = [f"user-{i:06}" for i in range(20_000)]
     with IdentityServer({u: f"Name {u}" for u in users}) as server:
         answers = ask(_service(server.url, timeout_seconds=20.0, batch_size=500), users)
-    assert answers.error is None and answers.rows.height == 20_000 and len(server.asked) == 40
+    assert answers.error is None and not answers.spent and answers.rows.height == 20_000 and len(server.asked) == 40
     with capsys.disabled():
         print(f"\nidentity: {20_000 / answers.seconds:,.0f} ids/s, batches of 500, one connection")
 

@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     DASHBOARD_REFRESH_SECONDS: int = Field(30, ge=0, le=3600)  # pages re-read their data this often; 0: off
     DASHBOARD_DAYS: int = Field(14, ge=1, le=366)  # days shown by the pipeline health page
     DASHBOARD_STALE_MINUTES: int = Field(60, ge=1)  # a current period published longer ago than this shows red
+    # identity service: display names of published users (docs/contracts.md#identity-service)
+    IDENTITY_SERVICE_URL: str | None = None  # POST {url}/users/batch; unset: names from events only
+    IDENTITY_TIMEOUT_SECONDS: float = Field(5, gt=0, le=600)  # over all batches of one publish
+    IDENTITY_BATCH_SIZE: int = Field(500, ge=1, le=10_000)  # ids per request
+    IDENTITY_CACHE_HOURS: float = Field(24, ge=0)  # an answer older than this is asked again; 0: always
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -126,6 +131,25 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
+
+    @field_validator("IDENTITY_SERVICE_URL")
+    @classmethod
+    def _identity_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        hint = "e.g. http://identity-service:3000 (the pipeline posts to {url}/users/batch)"
+        parts = urlsplit(value)
+        try:
+            port = parts.port  # raises on a port that is not a number in 0-65535
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"the port is not a number in 1-65535; {hint}")
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError(f"must be an http:// or https:// URL with a host; {hint}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must have no ?query or #fragment; {hint}")
+        return value
 
     @model_validator(mode="after")
     def _strong_secret(self) -> Settings:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import dagster as dg
 
 from leaderboard.boards import BoardSet
+from leaderboard.identity import IdentityService
 from leaderboard.periods import Period
 from leaderboard.settings import Settings
 from pipelines import checks
@@ -93,6 +94,7 @@ def build_assets(
     # Current periods are recomputed every REFRESH_INTERVAL_MINUTES: three missed refreshes warn, six fail.
     interval = dt.timedelta(minutes=settings.REFRESH_INTERVAL_MINUTES)
     fresh = dg.FreshnessPolicy.time_window(fail_window=6 * interval, warn_window=3 * interval)
+    identity = IdentityService.from_settings(settings)  # None: display names from events only
 
     landed_events = dg.AssetSpec(
         "landed_events",
@@ -201,15 +203,26 @@ def build_assets(
                     yield dg.AssetMaterialization(asset, partition=key, metadata=r)
                 yield from _blocked(asset, BEFORE_PUBLISH + after_publish, verdicts)
                 return
-            entries = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores)
+            done = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores, identity=identity)
+            entries = done.entries
             if after_publish:
                 verdicts += [(period.key, v) for v in cache_verdicts(stores.stores, boards, period)]
             seconds = round(time.perf_counter() - t0, 3)
-            rows.append({"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds})
+            row = {"period": period.key, "users_ranked": sum(entries.values()), **entries, "seconds": seconds}
+            if done.identity is not None:
+                row["identity"] = done.identity
+                if not done.identity.startswith("ok"):
+                    context.log.warning(f"{period.type} {period.key}: identity service {done.identity}")
+            rows.append(row)
             published.append(partition)
             context.log.info(f"published {period.type} {period.key}: {entries}")
+        metadata: dict[str, object] = {"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)}
+        if identity is not None and rows:
+            # One period (the usual run): its report as is; a range: each period's, by key.
+            each = [f"{r['period']}: {r['identity']}" for r in rows]
+            metadata["identity"] = rows[0]["identity"] if len(rows) == 1 else "\n".join(each)
         yield dg.MaterializeResult(
-            metadata={"users_ranked": sum(r["users_ranked"] for r in rows), "per_period": _table(rows)},
+            metadata=metadata,
             check_results=_results(asset, BEFORE_PUBLISH + after_publish, verdicts),
         )
 

@@ -16,12 +16,14 @@ import polars as pl
 
 from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
+from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
+from leaderboard.stores.identity_cache import identity_cache
 from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from pipelines import checks
@@ -163,6 +165,12 @@ def cache_verdicts(stores: Stores, boards: BoardSet, period: Period) -> list[Ver
     return verdicts
 
 
+@dataclass(frozen=True)
+class Published:
+    entries: dict[str, int]  # entries per board
+    identity: str | None = None  # what the identity service gave, when IDENTITY_SERVICE_URL is set
+
+
 def publish_period(
     lake: Lake,
     boards: BoardSet,
@@ -171,14 +179,25 @@ def publish_period(
     run_id: str,
     stores: Stores | None = None,
     now: dt.datetime | None = None,
-) -> dict[str, int]:
+    identity: IdentityService | None = None,
+) -> Published:
     """Publish one period of every board: Postgres (system of record) and Redis when
-    configured, then an atomic lake snapshot. Returns entries per board."""
+    configured, then an atomic lake snapshot.
+
+    With `identity`, users' display names come from the identity service first (within its
+    time budget, whatever it does; docs/contracts.md#identity-service)."""
     start, end = period.bounds(boards.tz)
     now = now or dt.datetime.now(UTC)
     today = now.astimezone(boards.tz).date()
     status = status_at(end, now)
     stores = stores or Stores(lake)
+    named = None
+    if identity is not None:
+        # Names go to boards whose entries are users, not groups. getattr: `group_by` comes with
+        # group boards; once Board has it, this is `board.group_by is None`.
+        users = [b.id for b in boards.with_period(period.type) if getattr(b, "group_by", None) is None]
+        named = name_standings(table, users, identity, identity_cache(stores.database_url, stores.lake), now)
+        table = named.table
     hot = cache.hot_keys(period.type, today)
     current = period.type == "all_time" or period.start <= today < period.end
     published: list[tuple[dict, pl.DataFrame]] = []
@@ -197,7 +216,7 @@ def publish_period(
         )  # fmt: skip
         published.append((header, snapshot))
     if not published:
-        return {}
+        return Published({})
     with stores.redis() as client:  # Redis unreachable: fail before Postgres changes
 
         def cache_and_lake(locked: bool) -> None:
@@ -225,7 +244,7 @@ def publish_period(
                              status, after_commit=lambda: cache_and_lake(locked=True))  # fmt: skip
         else:
             cache_and_lake(locked=False)
-    return {h["board_id"]: h["total"] for h, _ in published}
+    return Published({h["board_id"]: h["total"] for h, _ in published}, named.report if named else None)
 
 
 def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:

@@ -36,9 +36,10 @@ _PERIOD = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
 # another's rows).
 _SNAPSHOT = (
     "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
-    "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
-    "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-    f"WHERE {_PERIOD} AND {{rows}}) r ON true WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
+    "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change, r.display_name, r.metadata "
+    "FROM leaderboard_periods p LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change, "
+    f"display_name, metadata FROM leaderboard_rankings WHERE {_PERIOD} AND {{rows}}) r ON true "
+    f"WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
 )
 # Ranks are 1..N without gaps, so a page is a rank range the leaf's rank index serves, whatever
 # its offset. Plain bounds (no "IS NULL OR"): a generic plan of a prepared statement keeps the
@@ -47,6 +48,8 @@ SNAPSHOT_RANKS = _SNAPSHOT.format(rows="rank BETWEEN %(first)s AND %(last)s")
 MAX_RANK = 2**31 - 1  # `rank` is an integer column
 _USER_RANK = f"(SELECT rank FROM leaderboard_rankings WHERE {_PERIOD} AND user_id = %(u)s)"
 SNAPSHOT_AROUND = _SNAPSHOT.format(rows=f"rank BETWEEN {_USER_RANK} - %(around)s AND {_USER_RANK} + %(around)s")
+# Some users' rows: the leaf's (user_id, board_id) index, one probe per id.
+SNAPSHOT_USERS = _SNAPSHOT.format(rows="user_id = ANY(%(u)s)")
 PERIOD_KEYS = (
     "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s ORDER BY period_start DESC"
 )
@@ -333,6 +336,10 @@ class AsyncPostgres:
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
         found = await self._rows(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k))
+        return _snapshot(board_id, period_type, key, found)
+
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
+        found = await self._rows(SNAPSHOT_USERS, _params(board_id, period_type, key, u=user_ids))
         return _snapshot(board_id, period_type, key, found)
 
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:

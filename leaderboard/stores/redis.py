@@ -2,7 +2,7 @@
 
 Keys, extending the seed's `leaderboard:DAILY:2024-01-15:rankings` with the board:
   {prefix}:{board}:{PERIOD}:{key}:rankings   top display_limit as the ready standings body (JSON)
-  {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON, for the hot periods only
+  {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON (no user id), hot periods only
   {prefix}:{board}:{PERIOD}:{key}:ranks      hash rank block -> user ids, and `header`, hot periods only
   {prefix}:{board}:{PERIOD}:current          the key of the current period
   {prefix}:{board}:{PERIOD}:periods          sorted set: published keys scored by period end
@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
-from leaderboard.standings import json_number
+from leaderboard.standings import json_number, with_name_columns
 from leaderboard.stores.errors import StoreUnavailable, server_of
 from leaderboard.stores.postgres import PostgresStore
 
@@ -75,8 +75,22 @@ def connect(url: str, max_connections: int = 50) -> redis.Redis:
 
 
 def user_entries(rows: pl.DataFrame) -> dict[str, str]:
+    """user_id -> `{"rank","score","previous_rank","rank_change"}`, with `"display_name"` and
+    `"metadata"` (the JSON object itself, not a string of it) after them when not null: absent
+    means null, so a million users without names cost no more than before, and a value written
+    before names existed reads the same."""
+    rows = with_name_columns(rows)
+    name, metadata = pl.col("display_name"), pl.col("metadata")
+    core = pl.struct("rank", "score", "previous_rank", "rank_change").struct.json_encode().str.strip_suffix("}")
+    named = pl.struct(name).struct.json_encode().str.strip_prefix("{").str.strip_suffix("}")
     encoded = rows.select(
-        "user_id", pl.struct("rank", "score", "previous_rank", "rank_change").struct.json_encode().alias("entry")
+        "user_id",
+        pl.concat_str(
+            core,
+            pl.when(name.is_not_null()).then(pl.lit(",") + named).otherwise(pl.lit("")),
+            pl.when(metadata.is_not_null()).then(pl.lit(',"metadata":') + metadata).otherwise(pl.lit("")),
+            pl.lit("}"),
+        ).alias("entry"),
     )
     return dict(zip(encoded["user_id"].to_list(), encoded["entry"].to_list(), strict=True))
 
@@ -250,9 +264,13 @@ AROUND_ATTEMPTS = 3  # reads of one user's neighbourhood before giving way to th
 
 def _entry(raw: bytes | str, user_id: str) -> dict:
     """A `:users` value (no user id in it) as the standings body lists an entry."""
-    e = json.loads(raw)
+    return _as_entry(json.loads(raw), user_id)
+
+
+def _as_entry(e: dict, user_id: str) -> dict:
     return {"rank": e["rank"], "user_id": user_id, "score": json_number(e["score"]),
-            "previous_rank": e["previous_rank"], "rank_change": e["rank_change"]}  # fmt: skip
+            "previous_rank": e["previous_rank"], "rank_change": e["rank_change"],
+            "display_name": e.get("display_name"), "metadata": e.get("metadata")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -264,6 +282,16 @@ class Neighbourhood:
     header: dict
     entry: dict | None
     neighbors: list[dict]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Some users' entries in one published snapshot: its header (as in `Neighbourhood`), the
+    entries of those ranked, in rank order, and the ids of those not ranked, in the order asked."""
+
+    header: dict
+    entries: list[dict]
+    absent: list[str]
 
 
 def _failed(exc: Exception) -> StoreUnavailable:
@@ -347,5 +375,32 @@ class AsyncBodies:
         except (redis.RedisError, OSError) as exc:
             raise _failed(exc) from exc
 
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Selection | None:
+        """These users' entries from `:users` and the header from `:ranks`, one MULTI (one round
+        trip; the two keys are renamed together, so both are of one publish), or None where
+        Redis cannot tell (not a hot period, or not cached). `user_ids` hold no duplicates."""
+        ids = (board_id, period_type, key)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                found, raw_header = (
+                    await pipe.hmget(self.keys.users(*ids), user_ids)
+                    .hget(self.keys.ranks(*ids), RANKS_HEADER)
+                    .execute()
+                )
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
+        if raw_header is None:
+            return None
+        ranked = [(raw, uid) for raw, uid in zip(found, user_ids, strict=True) if raw is not None]
+        # One parse for all of them: up to 200 values, each a short JSON object.
+        values = json.loads(b"[" + b",".join(raw for raw, _ in ranked) + b"]") if ranked else []
+        entries = sorted((_as_entry(v, uid) for v, (_, uid) in zip(values, ranked, strict=True)), key=_rank)
+        absent = [uid for raw, uid in zip(found, user_ids, strict=True) if raw is None]
+        return Selection(json.loads(raw_header), entries, absent)
+
     async def ping(self) -> None:
         await self.client.ping()
+
+
+def _rank(entry: dict) -> int:
+    return entry["rank"]

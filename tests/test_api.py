@@ -681,6 +681,14 @@ def test_the_friends_board_answers_those_users_in_rank_order_and_the_absent(frie
     many = [f"nobody-{i}" for i in range(199)] + [ranked[3]["user_id"]]
     full = friendly.post(url, params=params, json={"user_ids": many}, headers=bearer(token("x")))
     assert full.status_code == 200 and full.json()["entries"] == [ranked[3]] and full.json()["absent"] == many[:199]
+    # Postgres text cannot hold a NUL character: such an id is not ranked, not an error
+    nul = friendly.post(
+        url, params=params, json={"user_ids": ["a\x00b", ranked[4]["user_id"]]}, headers=bearer(token("x"))
+    )
+    assert nul.status_code == 200 and (nul.json()["entries"], nul.json()["absent"]) == ([ranked[4]], ["a\x00b"])
+    alone = friendly.get(f"/leaderboard/points/{period}/users/a%00b", params=params,
+                         headers=bearer(token("boss", roles=["admin"])))  # fmt: skip
+    assert alone.status_code == 404 and "has no entry" in alone.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,19 @@ def _params(board_id: str, period_type: str, key: str, **more: object) -> dict[s
     return {"b": board_id, "t": period_type, "k": key, **more}
 
 
+def _around(board_id: str, period_type: str, key: str, user_id: str, k: int) -> tuple[str, dict[str, object]]:
+    """The statement and parameters of one user's neighbourhood. Postgres text cannot hold a NUL
+    character, so no such id is ranked there: it asks for the period's entry with no user."""
+    if "\x00" in user_id:
+        return SNAPSHOT_USERS, _params(board_id, period_type, key, u=[])
+    return SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k)
+
+
+def _users(board_id: str, period_type: str, key: str, user_ids: list[str]) -> dict[str, object]:
+    """Parameters of SNAPSHOT_USERS; an id with a NUL character cannot be ranked in Postgres (as `_around`)."""
+    return _params(board_id, period_type, key, u=[u for u in user_ids if "\x00" not in u])
+
+
 def _ranks(board_id: str, period_type: str, key: str, top: int | None, after: int) -> dict[str, object]:
     """Parameters of SNAPSHOT_RANKS: ranks after `after` up to `top` (no bound when None)."""
     return _params(board_id, period_type, key, first=after + 1, last=MAX_RANK if top is None else top)
@@ -169,7 +182,7 @@ class PostgresStore:
 
     def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
         with self.connection() as conn:
-            found = conn.execute(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k)).fetchall()
+            found = conn.execute(*_around(board_id, period_type, key, user_id, k)).fetchall()
         return _snapshot(board_id, period_type, key, found)
 
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
@@ -335,11 +348,11 @@ class AsyncPostgres:
         return _snapshot(board_id, period_type, key, found)
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
-        found = await self._rows(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k))
+        found = await self._rows(*_around(board_id, period_type, key, user_id, k))
         return _snapshot(board_id, period_type, key, found)
 
     async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
-        found = await self._rows(SNAPSHOT_USERS, _params(board_id, period_type, key, u=user_ids))
+        found = await self._rows(SNAPSHOT_USERS, _users(board_id, period_type, key, user_ids))
         return _snapshot(board_id, period_type, key, found)
 
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:

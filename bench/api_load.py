@@ -8,7 +8,7 @@ Publishes one day of sample standings to a scratch Postgres database and Redis p
 hit) and `GET /health` (no I/O) with wrk, and prints requests/s, p50/p99 and the ratio.
 The friends board, `POST /leaderboard/points/all_time/users` with 200 ranked ids and a user's
 token (all-time is a hot period: Redis's `:users` answers, one HMGET), is a scenario of its
-own with --friends-connections (default 8) connections: its target is a p99 under 5 ms, a
+own with --friends-connections (default 4: two per worker) connections: its target is a p99 under 5 ms, a
 latency, which a closed loop of 64 connections would measure as queueing.
 
     apt-get install -y wrk
@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per route; medians are printed")
-    p.add_argument("--friends-connections", type=int, default=8, help="connections of the friends-board scenario")
+    p.add_argument("--friends-connections", type=int, default=4, help="connections of the friends-board scenario")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument(

@@ -788,3 +788,16 @@ def test_rows_published_before_migration_0004_read_as_nulls_and_the_period_repub
     assert after.body(dt.UTC, 10)["entries"] == [
         expected_entry(r) for r in named_table("points", 4, start).iter_rows(named=True)
     ]
+
+
+def test_hiredis_packing_sends_the_bytes_redis_py_would():
+    """The API's Redis connections pack text commands with hiredis: byte for byte what redis-py
+    packs, and a command with a number or a multi-word name is left to redis-py."""
+    plain = aioredis.Connection()
+    packed = cache.hiredis_packing(aioredis.Connection)()
+    assert type(packed).__name__ == "HiredisPackedConnection"
+    for args in (("HMGET", "k:users", "u1", "ünï", b"\x00\xff", ""), ("MULTI",), ("SET", "k", "v", "EX", 5),
+                 ("CONFIG GET", "maxmemory"), ("ZADD", "k", 1.5, "m")):  # fmt: skip
+        assert b"".join(packed.pack_command(*args)) == b"".join(plain.pack_command(*args)), args
+    commands = [("MULTI",), ("HMGET", "k", *[f"user-{i}" for i in range(200)]), ("EXEC",)]
+    assert b"".join(packed.pack_commands(commands)) == b"".join(plain.pack_commands(commands))

@@ -23,6 +23,11 @@ import redis
 import redis.asyncio as aioredis
 
 from leaderboard import faults
+
+try:
+    import hiredis
+except ImportError:  # an optional speed-up (redis[hiredis])
+    hiredis = None
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.standings import json_number, with_name_columns
@@ -64,6 +69,27 @@ def hot_keys(period_type: str, today: dt.date) -> tuple[str, ...]:
     current = period_of(period_type, today)
     previous = period_of(period_type, current.start - dt.timedelta(days=1))
     return (current.key, previous.key)
+
+
+def hiredis_packing(connection_class: type[aioredis.connection.AbstractConnection]) -> type:
+    """`connection_class` packing commands of text arguments with hiredis (C).
+
+    redis-py's asyncio connections pack every argument in Python (its sync ones use hiredis
+    when installed): an HMGET of 200 user ids took about 95 µs to pack, against 25 µs. A
+    command with another kind of argument (a number, a multi-word name) is packed as before.
+    """
+    if hiredis is None:
+        return connection_class
+
+    class HiredisPacked(connection_class):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: object) -> list[bytes]:
+            name = args[0] if args else None
+            if isinstance(name, str) and " " not in name and all(type(a) in (str, bytes) for a in args):
+                return [hiredis.pack_command(args)]
+            return super().pack_command(*args)
+
+    HiredisPacked.__name__ = HiredisPacked.__qualname__ = f"HiredisPacked{connection_class.__name__}"
+    return HiredisPacked
 
 
 def connect(url: str, max_connections: int = 50) -> redis.Redis:
@@ -397,8 +423,14 @@ class AsyncBodies:
         for value, user_id in zip(values, user_ids, strict=True):
             if value is None:
                 absent.append(user_id)
-            else:
-                entries.append(_as_entry(value, user_id))
+                continue
+            # The entry completed in place (200 new dicts cost more): its keys as the body's, in
+            # another order, which JSON objects do not have.
+            value["user_id"] = user_id
+            value["score"] = json_number(value["score"])
+            value.setdefault("display_name", None)
+            value.setdefault("metadata", None)
+            entries.append(value)
         entries.sort(key=_rank)
         return Selection(json.loads(raw_header), entries, absent)
 

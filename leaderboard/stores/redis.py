@@ -23,16 +23,16 @@ import redis
 import redis.asyncio as aioredis
 
 from leaderboard import faults
-
-try:
-    import hiredis
-except ImportError:  # an optional speed-up (redis[hiredis])
-    hiredis = None
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
 from leaderboard.standings import json_number, with_name_columns
 from leaderboard.stores.errors import StoreUnavailable, server_of
 from leaderboard.stores.postgres import PostgresStore
+
+try:
+    import hiredis
+except ImportError:  # an optional speed-up (redis[hiredis])
+    hiredis = None
 
 PERIOD_NAMES = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "all_time": "ALL_TIME"}
 STAGING_TTL_SECONDS = 3600  # a crashed publish leaves nothing behind for long
@@ -424,8 +424,7 @@ class AsyncBodies:
             if value is None:
                 absent.append(user_id)
                 continue
-            # The entry completed in place (200 new dicts cost more): its keys as the body's, in
-            # another order, which JSON objects do not have.
+            # Completed in place (200 new dicts cost more): the body's keys, in another order.
             value["user_id"] = user_id
             value["score"] = json_number(value["score"])
             value.setdefault("display_name", None)

@@ -801,3 +801,22 @@ def test_hiredis_packing_sends_the_bytes_redis_py_would():
         assert b"".join(packed.pack_command(*args)) == b"".join(plain.pack_command(*args)), args
     commands = [("MULTI",), ("HMGET", "k", *[f"user-{i}" for i in range(200)]), ("EXEC",)]
     assert b"".join(packed.pack_commands(commands)) == b"".join(plain.pack_commands(commands))
+
+
+def test_show_prints_a_name_column_blank_without_a_name(settings):
+    """`leaderboard show` from a lake snapshot with names: a name column, blank where the entry
+    has none, one line per entry even for a name with a newline, a long name cut."""
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    at = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    table = named_table("points", 6, at).with_columns(
+        pl.Series("display_name", ["Zoë 👾", "two\nlines", None, "n" * 40, "", "Bo"])
+    )
+    publish_named(Stores(lake), boards, period_of("daily", dt.date(2026, 5, 1)), table, at + dt.timedelta(days=1))
+    lines = cli("show", "points", "daily", "--at", "2026-05-01").splitlines()
+    assert lines[1].split() == ["rank", "user", "name", "score", "prev", "move"]
+    rows = lines[2:]
+    assert len(rows) == 6
+    assert rows[0].split()[:3] == ["1", "u001", "Zoë"] and "two lines" in rows[1]
+    assert rows[2].split()[:3] == ["3", "u003", "997"]  # no name: the score follows the user
+    assert ("n" * 23 + "…") in rows[3] and "n" * 24 not in rows[3]
+    assert rows[4].split()[:3] == ["5", "u005", "995"]  # an empty name: blank too

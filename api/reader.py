@@ -215,7 +215,12 @@ class Reader:
         raw = await self._ask(self.cache.name, self.cache.get(*name))
         if raw is DOWN or raw is None:
             return None
-        cached = _Cached(now + LOCAL_CACHE_SECONDS, raw, json.loads(raw))
+        body = json.loads(raw)
+        entries = body.get("entries")
+        if entries and "metadata" not in entries[0]:  # cached before entries had names: they are null
+            body["entries"] = [{**e, "display_name": None, "metadata": None} for e in entries]
+            raw = json.dumps(body, separators=(",", ":")).encode()
+        cached = _Cached(now + LOCAL_CACHE_SECONDS, raw, body)
         bounded_put(self._local, name, cached)
         return cached
 
@@ -276,6 +281,33 @@ class Reader:
                 raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
             return _snapshot_user_body(snapshot, self.boards.tz, user_id)
         raise StoreUnavailable(f"no store can serve {board.id} {period_type} {key} now")
+
+    async def users(self, board_id: str, period_type: str, at: dt.date | None, user_ids: list[str]) -> dict:
+        """These users' entries in rank order, and `absent`, the ids not ranked (in the order
+        given), all of one snapshot: Redis's `:users` for hot periods (one round trip), else each
+        store in turn. `user_ids` hold no duplicates."""
+        board = self.board(board_id, period_type)
+        key = resolve_key(self.boards, period_type, at)
+        if self.cache is not None:
+            cached = await self._ask(self.cache.name, self.cache.users(board.id, period_type, key, user_ids))
+            if cached is not DOWN and cached is not None:
+                header = {**cached.header, "status": status_at(dt.datetime.fromisoformat(cached.header["period_end"]))}
+                return {**header, "entries": cached.entries, "absent": cached.absent}
+        for store in self.stores:
+            snapshot = await self._ask(store.name, store.users(board.id, period_type, key, user_ids))
+            if snapshot is DOWN:
+                continue
+            if snapshot is None:
+                raise StandingsError(f"no published {period_type} standings of {board.id!r} for {key}")
+            return _selected_body(snapshot, self.boards.tz, user_ids)
+        raise StoreUnavailable(f"no store can serve {board.id} {period_type} {key} now")
+
+
+def _selected_body(snapshot: Snapshot, tz: ZoneInfo, user_ids: list[str]) -> dict:
+    body = snapshot.body(tz, max(snapshot.frame.height, 1))
+    entries = sorted(body.pop("entries"), key=lambda e: e["rank"])
+    ranked = {e["user_id"] for e in entries}
+    return {**body, "entries": entries, "absent": [u for u in user_ids if u not in ranked]}
 
 
 def _snapshot_user_body(snapshot: Snapshot, tz: ZoneInfo, user_id: str) -> dict:

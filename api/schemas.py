@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import annotated_types
 import msgspec
 from litestar.openapi import ResponseSpec
 
@@ -43,10 +44,12 @@ def problems(*codes: int) -> dict[int, ResponseSpec]:
 
 class Entry(msgspec.Struct):
     rank: int
-    user_id: str
+    user_id: str  # on a group board, the group's id
     score: float | None  # a whole score is sent as an integer, which a JSON Schema number admits
     previous_rank: int | None
     rank_change: int | None
+    display_name: str | None
+    metadata: dict[str, Any] | None  # a JSON object, as published
 
 
 class PeriodHeader(msgspec.Struct):
@@ -73,6 +76,25 @@ class UserEntry(Entry):
 class UserStanding(PeriodHeader):
     entry: UserEntry
     neighbors: list[Entry]
+
+
+MAX_USER_IDS = 200  # ids one friends-board request may ask for
+
+# msgspec validates the Meta; Litestar documents an item's bound from annotated_types only.
+UserId = Annotated[str, msgspec.Meta(min_length=1), annotated_types.MinLen(1)]
+
+
+class UserIds(msgspec.Struct):
+    """The users a friends board shows (a group board: group ids); an id given twice counts once."""
+
+    user_ids: Annotated[list[UserId], msgspec.Meta(min_length=1, max_length=MAX_USER_IDS)]
+
+
+class Selected(PeriodHeader):
+    """Some users' entries in one snapshot, in rank order, and the ids of those not ranked in it."""
+
+    entries: list[Entry]
+    absent: list[str]
 
 
 class BoardInfo(msgspec.Struct):

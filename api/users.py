@@ -1,17 +1,18 @@
-"""One user's entry with neighbours: the caller's own (`/me`) or anyone's for admins."""
+"""One user's entry with neighbours: the caller's own (`/me`) or anyone's for admins; and a
+friends board, the entries of up to 200 users, for any caller with a token."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get
+from litestar import Controller, get, post
 from litestar.params import Parameter
 
 from api.auth import Caller
 from api.guards import BEARER, requires_self_or_admin, requires_token
 from api.params import At, PeriodType, local_date
 from api.reader import Reader
-from api.schemas import UserStanding, problems
+from api.schemas import Selected, UserIds, UserStanding, problems
 
 
 class UsersController(Controller):
@@ -49,3 +50,15 @@ class UsersController(Controller):
     ) -> UserStanding:
         """One user's entry: the user themself or an admin."""
         return UserStanding(**await reader.user_entry(board, period, local_date(at), user_id, around))
+
+    @post("/{board:str}/{period:str}/users", status_code=200, responses=problems(400, 401, 404, 429, 503))
+    async def users(
+        self,
+        reader: Reader,
+        board: str,
+        period: str,
+        data: UserIds,
+        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+    ) -> Selected:
+        """A friends board: these users' entries in rank order, and the ids not ranked (`absent`)."""
+        return Selected(**await reader.users(board, period, local_date(at), list(dict.fromkeys(data.user_ids))))

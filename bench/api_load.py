@@ -6,6 +6,10 @@ limiter keeps a log of every request of the window per client, and wrk is one cl
 Publishes one day of sample standings to a scratch Postgres database and Redis prefix, serves
 `leaderboard api`, then in the same run loads `GET /leaderboard/points/daily?at=...` (a Redis
 hit) and `GET /health` (no I/O) with wrk, and prints requests/s, p50/p99 and the ratio.
+The friends board, `POST /leaderboard/points/all_time/users` with 200 ranked ids and a user's
+token (all-time is a hot period: Redis's `:users` answers, one HMGET), is a scenario of its
+own with --friends-connections (default 4: two per worker) connections: its target is a p99 under 5 ms, a
+latency, which a closed loop of 64 connections would measure as queueing.
 
     apt-get install -y wrk
     .venv/bin/python bench/api_load.py --connections 64 --duration 6 --rounds 5 --workers 2
@@ -22,6 +26,7 @@ own, and the rounds alternate between them, their medians compared to the first'
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -35,12 +40,15 @@ from pathlib import Path
 
 import checkout
 import httpx
+import jwt
 import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-11-20"
-ROUTES = ("standings", "trivial", "boards")
+ROUTES = ("standings", "trivial", "boards", "friends")
+FRIENDS = 200  # ids per friends-board request, every one ranked
+SECRET = "bench-" + "s" * 40  # JWT_SECRET of the served API
 CLI = [sys.executable, str(Path(checkout.__file__).resolve())]  # + a checkout: that checkout's `leaderboard`
 
 
@@ -57,12 +65,12 @@ def _cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(url: str, connections: int, duration: int, server: int) -> dict[str, float]:
+def _wrk(url: str, connections: int, duration: int, server: int, script: str | None = None) -> dict[str, float]:
     """wrk's figures, and the server's CPU time per request (`server`: its pid), which the
-    machine's other load sways less than throughput."""
+    machine's other load sways less than throughput. `script`: a wrk Lua script (a POST)."""
     cpu = _cpu_seconds(server)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *(["-s", script] if script else []), url],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     cpu = _cpu_seconds(server) - cpu
@@ -97,12 +105,38 @@ def _entries(url: str) -> list:
     return httpx.get(url).json()["entries"]
 
 
+def _friends_script(base: str, folder: str) -> str | None:
+    """A wrk script POSTing FRIENDS ranked all-time ids (spread over the ranks, out of rank order)
+    with a user's token; None where the checkout has no friends route."""
+    total = httpx.get(f"{base}/leaderboard/points/all_time?limit=1").json()["total"]
+    ids = [e["user_id"] for offset in range(0, total - total % 4, total // 4)
+           for e in _entries(f"{base}/leaderboard/points/all_time?limit=50&offset={offset}")]  # fmt: skip
+    ids = ids[1::2] + ids[::2]
+    assert len(ids) == FRIENDS, len(ids)
+    exp = int(time.time()) + 24 * 3600
+    token = jwt.encode({"sub": ids[0], "exp": exp, "roles": []}, SECRET, algorithm="HS256")
+    body = json.dumps({"user_ids": ids})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    answer = httpx.post(f"{base}/leaderboard/points/all_time/users", content=body, headers=headers)
+    if answer.status_code != 200:
+        return None
+    assert len(answer.json()["entries"]) == FRIENDS and not answer.json()["absent"], answer.text[:300]
+    script = Path(folder) / f"friends-{uuid.uuid4().hex[:8]}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        + "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
+    )
+    return str(script)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per route; medians are printed")
+    p.add_argument("--friends-connections", type=int, default=4, help="connections of the friends-board scenario")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument(
@@ -127,7 +161,7 @@ def main() -> None:
                     REDIS_KEY_PREFIX=f"{prefix}-{k}", LEADERBOARD_LANDING_DIR=f"{tmp}/landing",
                     LEADERBOARD_LAKE_DIR=f"{tmp}/lake-{k}", DAGSTER_HOME=f"{tmp}/dagster-{k}",
                     PROMETHEUS_MULTIPROC_DIR=f"{tmp}/metrics-{k}", LOG_LEVEL="WARNING",
-                    RATE_LIMIT_PER_MINUTE=os.environ.get("RATE_LIMIT_PER_MINUTE", "0"),
+                    RATE_LIMIT_PER_MINUTE=os.environ.get("RATE_LIMIT_PER_MINUTE", "0"), JWT_SECRET=SECRET,
                 )  # fmt: skip
                 os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
                 _cli(code, env, "migrate", "deploy")
@@ -148,20 +182,32 @@ def main() -> None:
                     except httpx.HTTPError:
                         time.sleep(0.1)
             targets = {
-                code: dict(zip(ROUTES, (f"{base}/leaderboard/points/daily?at={DAY}", f"{base}/health",
+                code: dict(zip(ROUTES[:3], (f"{base}/leaderboard/points/daily?at={DAY}", f"{base}/health",
                                         f"{base}/leaderboard/boards"), strict=True))
                 for code, base in bases.items()
             }  # fmt: skip
+            scripts: dict[str, str] = {}
             for code in codes:
                 assert httpx.get(targets[code]["standings"]).status_code == 200
                 if _entries(targets[code]["standings"]) != _entries(targets[codes[0]]["standings"]):
                     print(f"standings entries differ between {codes[0]} and {code}")
+                friends = _friends_script(bases[code], tmp)
+                if friends is not None:
+                    scripts[code] = friends
+                    hashed = f"{prefix}-{codes.index(code)}:points:ALL_TIME:all:users"  # what answers it
+                    assert redis.Redis.from_url(args.redis_url).exists(hashed), f"{hashed} is missing"
+                    targets[code]["friends"] = f"{bases[code]}/leaderboard/points/all_time/users"
                 _wrk(targets[code]["standings"], args.connections, 2, pids[code])  # warm up
-            runs: dict[tuple[str, str], list[dict[str, float]]] = {(c, r): [] for c in codes for r in ROUTES}
+            routes = ROUTES if len(scripts) == len(codes) else ROUTES[:3]  # a checkout without the route: left out
+            if routes != ROUTES:
+                print("friends board left out: not served by every checkout")
+            runs: dict[tuple[str, str], list[dict[str, float]]] = {(c, r): [] for c in codes for r in routes}
             for i in range(args.rounds):  # interleaved rounds: machine noise hits every route and checkout alike
                 for code in codes if i % 2 == 0 else codes[::-1]:
-                    for route in ROUTES[i % 3 :] + ROUTES[: i % 3]:
-                        r = _wrk(targets[code][route], args.connections, args.duration, pids[code])
+                    for route in routes[i % len(routes) :] + routes[: i % len(routes)]:
+                        friends = route == "friends"
+                        r = _wrk(targets[code][route], args.friends_connections if friends else args.connections,
+                                 args.duration, pids[code], scripts[code] if friends else None)  # fmt: skip
                         runs[code, route].append(r)
                         print(f"  {route:9} {r['rps']:7.0f} req/s  {r['cpu_us']:4.0f} µs/req  {code}", flush=True)
             med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
@@ -179,7 +225,9 @@ def main() -> None:
     for code in codes:
         print(code)
         for label, route in (("standings (Redis)", "standings"), ("trivial /health", "trivial"),
-                             ("/leaderboard/boards", "boards")):  # fmt: skip
+                             ("/leaderboard/boards", "boards"), (f"friends {FRIENDS} ids", "friends")):  # fmt: skip
+            if (code, route) not in med:
+                continue
             r = med[code, route]
             vs = f"  {r['rps'] / med[codes[0], route]['rps']:.2f}x the first" if code != codes[0] else ""
             if code != codes[0]:
@@ -189,8 +237,8 @@ def main() -> None:
                 f"server CPU {r['cpu_us']:5.0f} µs/req  non-2xx {r['errors']:.0f}{vs}"
             )
         print(f"  ratio standings/trivial {med[code, 'standings']['rps'] / med[code, 'trivial']['rps']:.2f}")
-    print(f"(medians of {args.rounds} interleaved rounds, {args.connections} connections, {args.duration}s each, "
-          f"granian {args.workers} workers per checkout)")  # fmt: skip
+    print(f"(medians of {args.rounds} interleaved rounds, {args.connections} connections ({args.friends_connections} "
+          f"for the friends board), {args.duration}s each, granian {args.workers} workers per checkout)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -174,12 +174,19 @@ def show(board: str, period: str, at: dt.date | None, limit: int | None, offset:
         f"({body['period_start']} .. {body['period_end']}, {body['status']}), "
         f"{body['total']} ranked, published {body['published_at']}"
     )
-    click.echo(f"{'rank':>6}  {'user':<24} {'score':>14}  {'prev':>5}  move")
+    click.echo(f"{'rank':>6}  {'user':<24} {'name':<24} {'score':>14}  {'prev':>5}  move")
     for e in body["entries"]:
         change = e["rank_change"]
         move = "new" if e["previous_rank"] is None else ("=" if change == 0 else f"{change:+d}")
         prev = "" if e["previous_rank"] is None else e["previous_rank"]
-        click.echo(f"{e['rank']:>6}  {e['user_id']:<24} {e['score']!s:>14}  {prev!s:>5}  {move}")
+        name = _cell(e["display_name"] or "", 24)
+        click.echo(f"{e['rank']:>6}  {e['user_id']:<24} {name:<24} {e['score']!s:>14}  {prev!s:>5}  {move}")
+
+
+def _cell(text: str, width: int) -> str:
+    """A table cell on one line: control characters (a newline in a name) as spaces, cut to `width`."""
+    flat = "".join(" " if not c.isprintable() else c for c in text)
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 @main.command()

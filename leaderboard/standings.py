@@ -8,6 +8,7 @@ Redis cache answer alike.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,9 +19,19 @@ import polars as pl
 from leaderboard.boards import PERIOD_TYPES, Board, BoardSet
 from leaderboard.periods import ALL_TIME_KEY, Status, period_of, status_at
 
-# One entry of a period, as stores return it and the body lists it.
+# One entry of a period, as stores return it and the body lists it. `metadata` is a JSON object
+# as text, kept as published (its key order and spacing), and parsed only into a body.
 ENTRY_SCHEMA = {"user_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "previous_rank": pl.Int64,
-                "rank_change": pl.Int64}  # fmt: skip
+                "rank_change": pl.Int64, "display_name": pl.String, "metadata": pl.String}  # fmt: skip
+# Columns an entry gained after snapshots were first published: a frame or file without them
+# (published before, or by older code) reads them as nulls.
+NAME_COLUMNS = {"display_name": pl.String, "metadata": pl.String}
+
+
+def with_name_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `display_name` and `metadata`, as nulls where it has none (an older snapshot)."""
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in NAME_COLUMNS.items() if name not in frame.columns]
+    return frame.with_columns(missing) if missing else frame
 
 
 class StandingsError(LookupError):
@@ -68,6 +79,9 @@ class Snapshot:
     header: dict
     frame: pl.DataFrame
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", with_name_columns(self.frame))  # an older snapshot: nulls
+
     @property
     def period_end(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.header["period_end"])
@@ -88,17 +102,22 @@ class Snapshot:
             "status": self.status(now),
             "published_at": h["published_at"],
             "total": int(h["total"]),
-            "entries": [
-                {
-                    "rank": r["rank"],
-                    "user_id": r["user_id"],
-                    "score": json_number(r["score"]),
-                    "previous_rank": r["previous_rank"],
-                    "rank_change": r["rank_change"],
-                }
-                for r in page.iter_rows(named=True)
-            ],
+            "entries": [entry_of(r) for r in page.iter_rows(named=True)],
         }
+
+
+def entry_of(row: dict) -> dict:
+    """A standings row (ENTRY_SCHEMA) as the body lists it."""
+    metadata = row["metadata"]
+    return {
+        "rank": row["rank"],
+        "user_id": row["user_id"],
+        "score": json_number(row["score"]),
+        "previous_rank": row["previous_rank"],
+        "rank_change": row["rank_change"],
+        "display_name": row["display_name"],
+        "metadata": None if metadata is None else json.loads(metadata),
+    }
 
 
 def page_of(body: dict, limit: int, offset: int, now: dt.datetime | None = None) -> dict:

@@ -20,7 +20,7 @@ from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
-from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
+from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
@@ -198,6 +198,7 @@ def publish_period(
         users = [b.id for b in boards.with_period(period.type) if getattr(b, "group_by", None) is None]
         named = name_standings(table, users, identity, identity_cache(stores.database_url, stores.lake), now)
         table = named.table
+    table = with_name_columns(table)
     hot = cache.hot_keys(period.type, today)
     current = period.type == "all_time" or period.start <= today < period.end
     published: list[tuple[dict, pl.DataFrame]] = []
@@ -211,6 +212,7 @@ def publish_period(
             pl.lit(start).alias("period_start"),
             pl.lit(end).alias("period_end"),
             "user_id", "rank", "score", "previous_rank", "rank_change", "event_count", "reached_at",
+            "display_name", "metadata",
             pl.lit(now).alias("published_at"),
             pl.lit(run_id).alias("run_id"),
         )  # fmt: skip

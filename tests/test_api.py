@@ -187,7 +187,8 @@ def test_openapi_schema_is_served(env):
     assert schema["components"]["securitySchemes"]["BearerToken"] == {"type": "http", "scheme": "bearer",
                                                                       "bearerFormat": "JWT", "description": ANY}  # fmt: skip
     guarded = {("get", "/leaderboard/{board}/{period}/me"), ("get", "/leaderboard/{board}/{period}/users/{user_id}"),
-               ("get", "/leaderboard/config"), ("put", "/leaderboard/config"), ("post", "/leaderboard/config/refresh")}  # fmt: skip
+               ("post", "/leaderboard/{board}/{period}/users"), ("get", "/leaderboard/config"),
+               ("put", "/leaderboard/config"), ("post", "/leaderboard/config/refresh")}  # fmt: skip
     for path, operations in paths.items():
         for method, operation in operations.items():
             expected = [{"BearerToken": []}] if (method, path) in guarded else None
@@ -202,6 +203,19 @@ def test_openapi_schema_is_served(env):
     update = schema["components"]["schemas"]["ConfigUpdate"]
     assert update["additionalProperties"] is False and update["properties"]["boards"]["additionalProperties"] is False
     assert set(update["properties"]["boards"]["properties"]) == set(standings["board"]["enum"])
+    # the friends board's request as validated, and entries' names and metadata as sent
+    components = schema["components"]["schemas"]
+    assert components["UserIds"]["properties"]["user_ids"] == {
+        "type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 200
+    }  # fmt: skip
+    assert components["UserIds"]["required"] == ["user_ids"]
+    entry = components["Entry"]
+    assert entry["properties"]["display_name"] == {"oneOf": [{"type": "string"}, {"type": "null"}]}
+    assert entry["properties"]["metadata"] == {"oneOf": [{"type": "object", "additionalProperties": {}},
+                                                         {"type": "null"}]}  # fmt: skip
+    assert {"display_name", "metadata"} <= set(entry["required"]) and set(components["Selected"]["required"]) >= {
+        "entries", "absent", "published_at", "total"
+    }  # fmt: skip
     # the dependencies are not request parameters
     names = {p["name"] for ops in paths.values() for op in ops.values() for p in op.get("parameters", [])}
     assert not names & {"reader", "settings", "caller", "state", "request"}
@@ -307,13 +321,16 @@ def guarded(tmp_path):
 
 
 GUARDED = [("GET", "/leaderboard/points/daily/me"), ("GET", "/leaderboard/points/daily/users/u1"),
-           ("GET", "/leaderboard/config"), ("PUT", "/leaderboard/config"), ("POST", "/leaderboard/config/refresh")]  # fmt: skip
+           ("POST", "/leaderboard/points/daily/users"), ("GET", "/leaderboard/config"), ("PUT", "/leaderboard/config"),
+           ("POST", "/leaderboard/config/refresh")]  # fmt: skip
 ADMIN_ONLY = [route for route in GUARDED if "config" in route[1]]
 
 
 def call(c: TestClient, method: str, path: str, headers: dict | None = None, **kwargs) -> httpx.Response:
     if method == "PUT":
         kwargs.setdefault("json", {"boards": {}})
+    elif path.endswith("/users"):
+        kwargs.setdefault("json", {"user_ids": ["u1"]})
     return c.request(method, path, headers=headers or {}, **kwargs)
 
 
@@ -661,5 +678,154 @@ def test_a_remembered_live_page_ends_with_its_period(tmp_path, monkeypatch):
             sync.set(name, b'{"status":"final","v":2}')  # the closing publish
             await asyncio.sleep(0.4)  # past the end, well inside LOCAL_CACHE_SECONDS
             assert (await reader.standings("points", "daily", day, None, 0)).raw == b'{"status":"final","v":2}'
+
+    asyncio.run(scenario())
+
+
+FRIENDS = "/leaderboard/{board}/{period}/users"
+
+
+@pytest.fixture(params=["lake", "postgres", "redis"])
+def friendly(request, env):
+    """The app over one store (Redis: with Postgres behind it), tokens accepted."""
+    stores = {"lake": {"DATABASE_URL": None, "REDIS_URL": None}, "postgres": {"REDIS_URL": None}, "redis": {}}
+    settings = {"DATABASE_URL": env["url"], "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": env["prefix"],
+                "LEADERBOARD_LAKE_DIR": env["root"] / "lake", "JWT_SECRET": SECRET, "RATE_LIMIT_PER_MINUTE": 0}  # fmt: skip
+    with TestClient(create_app(load_settings(**{**settings, **stores[request.param]}))) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("period", "params"), [("daily", {"at": str(LAST)}), ("all_time", {})])
+def test_the_friends_board_answers_those_users_in_rank_order_and_the_absent(friendly, period, params):
+    """All-time is a hot period (Redis answers from `:users`); April's days are not (Postgres, the lake)."""
+    url = FRIENDS.format(board="points", period=period)
+    page = friendly.get(f"/leaderboard/points/{period}", params={**params, "limit": 40}).json()
+    ranked = {e["rank"]: e for e in page["entries"]}
+    asked = [ranked[30]["user_id"], "ghost", ranked[1]["user_id"], ranked[7]["user_id"], ranked[30]["user_id"]]
+    response = friendly.post(url, params=params, json={"user_ids": asked}, headers=bearer(token("someone")))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["entries"] == [ranked[1], ranked[7], ranked[30]]  # the board's order; a duplicate once
+    assert body["absent"] == ["ghost"]
+    assert {k: v for k, v in body.items() if k not in ("entries", "absent")} == {
+        k: v for k, v in page.items() if k != "entries"
+    }
+    one = friendly.post(url, params=params, json={"user_ids": [ranked[2]["user_id"]]}, headers=bearer(token("x")))
+    assert one.status_code == 200 and (one.json()["entries"], one.json()["absent"]) == ([ranked[2]], [])
+    many = [f"nobody-{i}" for i in range(199)] + [ranked[3]["user_id"]]
+    full = friendly.post(url, params=params, json={"user_ids": many}, headers=bearer(token("x")))
+    assert full.status_code == 200 and full.json()["entries"] == [ranked[3]] and full.json()["absent"] == many[:199]
+    # Postgres text cannot hold a NUL character: such an id is not ranked, not an error
+    nul = friendly.post(
+        url, params=params, json={"user_ids": ["a\x00b", ranked[4]["user_id"]]}, headers=bearer(token("x"))
+    )
+    assert nul.status_code == 200 and (nul.json()["entries"], nul.json()["absent"]) == ([ranked[4]], ["a\x00b"])
+    alone = friendly.get(f"/leaderboard/points/{period}/users/a%00b", params=params,
+                         headers=bearer(token("boss", roles=["admin"])))  # fmt: skip
+    assert alone.status_code == 404 and "has no entry" in alone.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "says"),
+    [
+        ({"user_ids": []}, {}, 400, "Expected `array` of length >= 1"),
+        ({"user_ids": [f"u{i}" for i in range(201)]}, {}, 400, "Expected `array` of length <= 200"),
+        ({"user_ids": [""]}, {}, 400, "Expected `str` of length >= 1"),
+        ({"user_ids": [7]}, {}, 400, "Expected `str`, got `int`"),
+        ({"user_ids": "u1"}, {}, 400, "Expected `array`, got `str`"),
+        ({}, {}, 400, "missing required field `user_ids`"),
+        (["u1"], {}, 400, "Expected `object`, got `array`"),
+        ({"user_ids": ["u1"]}, {"at": "2026-02-30"}, 400, "not a date"),
+        ({"user_ids": ["u1"]}, {"at": "2025-01-01"}, 404, "no published daily standings"),
+    ],
+)
+def test_the_friends_board_refuses_what_it_cannot_answer(friendly, body, params, status, says):
+    response = friendly.post(FRIENDS.format(board="points", period="daily"), params=params, json=body,
+                             headers=bearer(token("someone")))  # fmt: skip
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert says in response.text
+
+
+def test_the_friends_board_needs_a_token(env):
+    with TestClient(auth_app(env)) as c:
+        url = FRIENDS.format(board="points", period="all_time")
+        response = c.post(url, json={"user_ids": ["u1"]})
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert c.post(url, json={"user_ids": []}).status_code == 401  # the guard answers before the body is read
+        assert c.post(url, json={"user_ids": ["u1"]}, headers=bearer(token("u", secret="w" * 40))).status_code == 401
+        assert c.get(url, headers=bearer(token("u"))).status_code == 405
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory):
+    """Today's daily standings of `points` with names and metadata (a hot period: Redis holds its
+    `:users`), and a day of last month (not hot), in Postgres, Redis and the lake."""
+    from leaderboard.periods import period_of
+    from leaderboard.stores import Stores
+    from tests.named_entries import named_table, publish_named
+
+    root = tmp_path_factory.mktemp("named")
+    boards = current_boards()
+    now = dt.datetime.now(dt.UTC)
+    today = now.astimezone(boards.tz).date()
+    with scratch_database(migrated=True) as url, scratch_redis_prefix() as prefix:
+        stores = Stores(Lake(root / "lake"), url, REDIS_URL, prefix)
+        for day in (today, today - dt.timedelta(days=35)):
+            publish_named(stores, boards, period_of("daily", day), named_table("points", 45, now), now)
+        yield {"url": url, "prefix": prefix, "root": root, "today": today, "old": today - dt.timedelta(days=35)}
+
+
+def test_names_and_metadata_are_served_alike_from_redis_postgres_and_the_lake(named):
+    """Every route's entries carry the published names and metadata, whichever store answers."""
+    answers: dict[str, list] = {}
+    for store, (database, cache) in {"lake": (None, None), "postgres": ("env", None), "redis": ("env", "env")}.items():
+        with TestClient(create_app(load_settings(
+            DATABASE_URL=named["url"] if database else None, REDIS_URL=REDIS_URL if cache else None,
+            REDIS_KEY_PREFIX=named["prefix"], LEADERBOARD_LAKE_DIR=named["root"] / "lake", JWT_SECRET=SECRET,
+            RATE_LIMIT_PER_MINUTE=0,
+        ))) as c:  # fmt: skip
+            got = []
+            for day in (named["today"], named["old"]):
+                at = {"at": str(day)}
+                got.append(c.get("/leaderboard/points/daily", params={**at, "limit": 45}).json())
+                got.append(c.get("/leaderboard/points/daily", params={**at, "limit": 5, "offset": 38}).json())
+                got.append(c.get("/leaderboard/points/daily/me", params={**at, "around": 2},
+                                 headers=bearer(token("u002"))).json())  # fmt: skip
+                got.append(c.post("/leaderboard/points/daily/users", params=at, headers=bearer(token("u009")),
+                                  json={"user_ids": ["u044", "u001", "nobody", "u015"]}).json())  # fmt: skip
+            got.append(c.get("/leaderboard/points/daily").content)  # today's first page as published
+            answers[store] = got
+    assert answers["lake"] == answers["postgres"]
+    assert answers["redis"][:-1] == answers["lake"][:-1]
+    assert json.loads(answers["redis"][-1]) == json.loads(answers["lake"][-1])
+    top, _, me, friends = answers["redis"][:4]
+    assert [e["display_name"] for e in top["entries"][:5]] == ["", "Robert'); DROP TABLE students;--", "a" * 64,
+                                                                 "Zoë 👾", None]  # fmt: skip
+    assert top["entries"][0]["metadata"] == {"z": 1, "a": {"nested": [1, 2.5, None, True]}, "emoji": "👾"}
+    assert top["entries"][2]["metadata"] is None  # every third has none
+    assert me["entry"]["display_name"] == "Robert'); DROP TABLE students;--" and me["entry"]["rank"] == 2
+    assert [e["user_id"] for e in friends["entries"]] == ["u001", "u015", "u044"] and friends["absent"] == ["nobody"]
+    assert friends["entries"][1] == top["entries"][14]
+
+
+def test_a_body_cached_before_entries_had_names_is_served_with_nulls(tmp_path):
+    """A `:rankings` body written by the code before names (its entries without the two keys) is
+    still served as documented: each entry with `display_name` and `metadata` null."""
+    day = dt.date(2026, 4, 20)
+    old = {"board": "points", "period": "daily", "period_key": str(day), "period_start": "2026-04-20T00:00:00-04:00",
+           "period_end": "2026-04-21T00:00:00-04:00", "status": "final", "published_at": "2026-04-21T04:05:00+00:00",
+           "total": 2, "entries": [{"rank": 1, "user_id": "a", "score": 5, "previous_rank": None, "rank_change": None},
+                                   {"rank": 2, "user_id": "b", "score": 4, "previous_rank": 1, "rank_change": -1}]}  # fmt: skip
+
+    async def scenario() -> None:
+        async with redis_reader(tmp_path, day) as (reader, _, sync, name):
+            sync.set(name, json.dumps(old))
+            page = await reader.standings("points", "daily", day, None, 0)
+            assert page.raw is not None  # still the whole body, sent as bytes
+            for body in (json.loads(page.raw), page.body):
+                assert body["entries"] == [{**e, "display_name": None, "metadata": None} for e in old["entries"]]
+            deeper = await reader.standings("points", "daily", day, 1, 1)
+            assert deeper.body["entries"] == [{**old["entries"][1], "display_name": None, "metadata": None}]
 
     asyncio.run(scenario())

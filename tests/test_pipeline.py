@@ -156,7 +156,15 @@ def test_show_prints_the_table_and_the_api_body(env):
     assert body["period_key"] == "2026-W11" and body["status"] == "final"
     assert body["period_start"] == "2026-03-09T00:00:00-04:00"
     assert [e["rank"] for e in body["entries"]] == [2, 3]
-    assert set(body["entries"][0]) == {"rank", "user_id", "score", "previous_rank", "rank_change"}
+    assert set(body["entries"][0]) == {
+        "rank",
+        "user_id",
+        "score",
+        "previous_rank",
+        "rank_change",
+        "display_name",
+        "metadata",
+    }
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,7 @@ def test_each_route_asks_redis_then_postgres_then_the_lake(published, case):
                 "deep": lambda: reader.standings("points", "daily", day, 5, 40),
                 "me": lambda: reader.user_entry("points", "daily", day, "u010", 2),
                 "periods": lambda: reader.periods("points", "daily"),
+                "friends": lambda: reader.users("points", "daily", day, ["u045", "nobody", "u003", "u031"]),
             }.items():
                 try:
                     answers[route] = await call()
@@ -138,7 +139,7 @@ def test_each_route_asks_redis_then_postgres_then_the_lake(published, case):
 
     answers = asyncio.run(scenario())
     by_time = {at: name for name, at in published["published_at"].items()}
-    top, deep, me, periods = (answers[k] for k in ("top", "deep", "me", "periods"))
+    top, deep, me, periods, friends = (answers[k] for k in ("top", "deep", "me", "periods", "friends"))
     assert (by_time[top.body["published_at"]] if top else None) == expected(*case)
     assert top is None or [e["rank"] for e in top.body["entries"]] == list(range(1, 31))
     # a page past the cached top is never cut from the Redis body: Postgres or the lake read its ranks
@@ -148,6 +149,13 @@ def test_each_route_asks_redis_then_postgres_then_the_lake(published, case):
     assert me is None or ([e["rank"] for e in me["neighbors"]], me["entry"]["rank"]) == ([8, 9, 10, 11, 12], 10)
     source = expected(*case)
     assert periods == (None if source is None else [day.isoformat(), published["extra"][source]])
+    # Redis's `:users` holds every user of today's (hot) period: ranks past its body come from it too
+    assert (by_time[friends["published_at"]] if friends else None) == expected(*case)
+    assert friends is None or (
+        [(e["user_id"], e["rank"]) for e in friends["entries"]],
+        friends["absent"],
+        friends["total"],
+    ) == ([("u003", 3), ("u031", 31), ("u045", 45)], ["nobody"], USERS)
 
 
 def test_a_store_that_is_up_saying_not_published_is_404_and_only_then(published):
@@ -184,6 +192,10 @@ def test_redis_answers_a_user_without_an_entry_from_its_own_hash(published):
                 await reader.user_entry("points", "daily", published["today"], "nobody", 3)
             top = await reader.user_entry("points", "daily", published["today"], "u001", 3)
             assert [e["rank"] for e in top["neighbors"]] == [1, 2, 3, 4] and top["entry"]["percentile"] == 100.0
+            # nobody asked for is ranked: every id absent, from Redis alone
+            none = await reader.users("points", "daily", published["today"], ["nobody", "ghost"])
+            assert (none["entries"], none["absent"]) == ([], ["nobody", "ghost"])
+            assert none["published_at"] == published["published_at"]["redis"]
 
     asyncio.run(scenario())
 
@@ -238,15 +250,17 @@ def test_no_store_means_503_with_retry_after_on_every_read_route(published):
     token = mint(load_settings(JWT_SECRET="s" * 40), "u001")
     paths = ["/leaderboard/points/daily", "/leaderboard/points/daily/periods", "/leaderboard/points/daily/me",
              "/leaderboard/points/daily/users/u001", "/leaderboard/points/daily?offset=40&limit=5"]  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
+    friends = ("/leaderboard/points/daily/users", {"user_ids": ["u001", "u002"]})
     with _app(published, published["lake"].with_name("no-such-lake")) as c:
-        for path in paths:
-            r = c.get(path, headers={"Authorization": f"Bearer {token}"})
-            assert r.status_code == 503, (path, r.text)
+        for r in [c.get(path, headers=auth) for path in paths] + [c.post(friends[0], json=friends[1], headers=auth)]:
+            assert r.status_code == 503, (r.url, r.text)
             assert r.headers["retry-after"] == "5" and r.headers["content-type"].startswith("application/problem+json")
             assert "127.0.0.1" not in r.text  # the detail names no server
     with _app(published, published["lake"]) as c:  # the lake behind Postgres serves them all
         for path in paths:
-            assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200, path
+            assert c.get(path, headers=auth).status_code == 200, path
+        assert c.post(friends[0], json=friends[1], headers=auth).status_code == 200
 
 
 @pytest.mark.parametrize("offset", [100_000, 100_001])
@@ -274,6 +288,7 @@ def test_every_route_documents_the_statuses_it_answers(published):
         ("get", "/leaderboard/{board}/{period}/periods"): [200, 400, 404, 429, 503],
         ("get", "/leaderboard/{board}/{period}/me"): [200, 400, 401, 404, 429, 503],
         ("get", "/leaderboard/{board}/{period}/users/{user_id}"): [200, 400, 401, 403, 404, 429, 503],
+        ("post", "/leaderboard/{board}/{period}/users"): [200, 400, 401, 404, 429, 503],
         ("get", "/leaderboard/config"): [200, 401, 403, 429],
         ("put", "/leaderboard/config"): [200, 400, 401, 403, 429, 503],
         ("post", "/leaderboard/config/refresh"): [202, 401, 403, 429, 503],

@@ -22,10 +22,13 @@ from leaderboard.settings import get_settings
 from leaderboard.stores import Stores, errors, pgcopy, postgres_publish
 from leaderboard.stores import redis as cache
 from leaderboard.stores.lake import Lake, read_snapshot
-from leaderboard.stores.migrations import deploy, status
+from leaderboard.stores.lake_async import AsyncLake
+from leaderboard.stores.migrations import MIGRATIONS_DIR, deploy, status, yoyo_url
 from leaderboard.stores.postgres import AsyncPostgres, PostgresStore
+from leaderboard.stores.redis import AsyncBodies
 from pipelines.steps import publish_period
 from tests.conftest import REDIS_URL
+from tests.named_entries import METADATA, expected_entry, named_table, publish_named
 
 FIRST, LAST = dt.date(2026, 3, 27), dt.date(2026, 4, 2)  # a month boundary inside one ISO week
 
@@ -45,7 +48,7 @@ def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url, 
     assert "applied 4 migration(s)" in cli("migrate", "deploy")
     assert "up to date" in cli("migrate", "deploy")
     listed = cli("migrate", "status")
-    assert "applied  0001.initial-schema" in listed and "applied  0002.index-key-order" in listed
+    assert "applied  0001.initial-schema" in listed and "applied  0004.entry-names" in listed
     assert deploy(database_url) == []
     with psycopg.connect(database_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
@@ -577,16 +580,20 @@ def test_an_unmigrated_database_says_to_run_migrations(settings, database_url):
 
 
 @pytest.mark.parametrize(
-    "window_rows, key_bits", [(16_384, 62), (2, 62), (2, 0)], ids=["one-window", "windows", "struct-key"]
+    "window_rows, key_bits, min_group_rows",
+    [(16_384, 62, 1), (2, 62, 1), (2, 0, 1), (16_384, 62, 10**9), (2, 0, 10**9)],
+    ids=["one-window", "windows", "struct-key", "joined", "joined-windows"],
 )
 def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
-    migrated_url, monkeypatch, window_rows, key_bits
+    migrated_url, monkeypatch, window_rows, key_bits, min_group_rows
 ):
     """postgres_publish.USER_COLUMNS go by binary COPY, which needs each type to be the column's exactly; and
-    every shape of row (NULLs, text lengths, multi-byte text, timestamps before 2000) comes back,
-    whether a window holds one shape or several, and with shapes keyed by packed lengths or not."""
+    every shape of row (NULLs, NULL text and empty text, text lengths, multi-byte text, timestamps
+    before 2000) comes back, whether a window holds one shape or several, with shapes keyed by
+    packed lengths or not, grouped by shape or joined row by row."""
     monkeypatch.setattr(pgcopy, "WINDOW_ROWS", window_rows)
     monkeypatch.setattr(pgcopy, "KEY_BITS", key_bits)
+    monkeypatch.setattr(pgcopy, "MIN_GROUP_ROWS", min_group_rows)
     names = {"int4": "integer", "int8": "bigint", "float8": "double precision",
              "timestamptz": "timestamp with time zone", "text": "text"}  # fmt: skip
     with psycopg.connect(migrated_url, autocommit=True) as conn:
@@ -611,6 +618,8 @@ def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
                                dt.datetime(2026, 11, 26, 12, 0, 0, 1, tzinfo=utc),
                                dt.datetime(2000, 1, 1, tzinfo=utc), dt.datetime(2038, 1, 19, 3, 14, 8, tzinfo=utc),
                                dt.datetime(1970, 1, 1, tzinfo=utc)],
+                "display_name": [None, "", "Zoë 👾", "a" * 64, "x"],
+                "metadata": [METADATA[1], None, "{}", METADATA[3], '{"a": 1}'],
             },
             schema_overrides={"previous_rank": pl.Int64, "rank_change": pl.Int64},
         )  # fmt: skip
@@ -627,7 +636,190 @@ def test_binary_copy_matches_the_table_and_round_trips_every_row_shape(
                          (pl.lit(1.7), "'rank' must be integers for int4, got Float64")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             list(pgcopy.encode(frame.with_columns(rank=bad), postgres_publish.USER_COLUMNS))
-    with pytest.raises(ValueError, match="'user_id' must be non-NULL text"):
-        list(pgcopy.encode(frame.with_columns(user_id=pl.lit(None, pl.String)), postgres_publish.USER_COLUMNS))
+    with pytest.raises(ValueError, match="'user_id' must be strings for text, got Int32"):
+        list(pgcopy.encode(frame.with_columns(user_id=pl.lit(1, pl.Int32)), postgres_publish.USER_COLUMNS))
     with pytest.raises(ValueError, match="column 'rank': no binary COPY encoding for 'int2'"):
         list(pgcopy.encode(frame, {"rank": "int2"}))
+
+
+def _redis_values(prefix: str, period_type: str, key: str) -> dict[str, dict]:
+    client = redis.Redis.from_url(REDIS_URL)
+    raw = client.hgetall(cache.CacheKeys(prefix).users("points", period_type, key))
+    client.close()
+    return {u.decode(): json.loads(v) for u, v in raw.items()}
+
+
+def test_names_and_metadata_round_trip_through_every_store(settings, migrated_url, redis_prefix):
+    """One publish of a hot period with names and metadata: Postgres keeps the metadata text
+    byte for byte, and every read (Postgres rows and their page, the lake snapshot, Redis's
+    body, `:users` by around and by ids, a rebuild from Postgres) gives the same entries."""
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    stores = Stores(lake, migrated_url, REDIS_URL, redis_prefix)
+    now = dt.datetime.now(dt.UTC)
+    period = period_of("daily", now.astimezone(boards.tz).date())  # today's: Redis keeps its per-user hash
+    table = named_table("points", 45, now - dt.timedelta(minutes=5))
+    publish_named(stores, boards, period, table, now)
+    expected = [expected_entry(r) for r in table.iter_rows(named=True)]
+
+    with psycopg.connect(migrated_url) as conn:
+        stored = conn.execute(
+            "SELECT user_id, display_name, metadata FROM leaderboard_rankings WHERE board_id = 'points' "
+            "AND period_key = %s ORDER BY rank",
+            (period.key,),
+        ).fetchall()
+    assert stored == table.select("user_id", "display_name", "metadata").rows()  # the text as published
+    assert (
+        PostgresStore(migrated_url).snapshot("points", "daily", period.key).body(boards.tz, 45)["entries"] == expected
+    )
+    lake_snapshot = read_snapshot(lake, "points", "daily", period.key)
+    assert lake_snapshot is not None and lake_snapshot.body(boards.tz, 45)["entries"] == expected
+    client = redis.Redis.from_url(REDIS_URL)
+    body = json.loads(client.get(stores.keys.rankings("points", "daily", period.key)))
+    assert body["entries"] == expected[:30]  # the board's display limit
+    assert list(body["entries"][0]["metadata"]) == ["z", "a", "emoji"]  # key order as published
+    assert body["entries"][0]["metadata"]["emoji"] == "👾"
+
+    # `:users` values carry the two keys only when not null, metadata as the object itself
+    values = _redis_values(redis_prefix, "daily", period.key)
+    assert set(values["u015"]) == {"rank", "score", "previous_rank", "rank_change"}  # neither name nor metadata
+    assert values["u001"]["display_name"] == "" and values["u001"]["metadata"] == {
+        "z": 1,
+        "a": {"nested": [1, 2.5, None, True]},
+        "emoji": "👾",
+    }
+
+    ids = ["u040", "nobody", "u002", "u015", "u001"]
+
+    async def reads() -> dict[str, object]:
+        redis_async = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            async with AsyncConnectionPool(migrated_url, min_size=1, max_size=1) as pool:
+                bodies = AsyncBodies(redis_async, stores.keys)
+                return {
+                    "redis": await bodies.users("points", "daily", period.key, ids),
+                    "around": await bodies.around("points", "daily", period.key, "u020", 2),
+                    "postgres": await AsyncPostgres(pool).users("points", "daily", period.key, ids),
+                    "lake": await AsyncLake(lake).users("points", "daily", period.key, ids),
+                }
+        finally:
+            await redis_async.aclose()
+
+    found = asyncio.run(reads())
+    wanted = [expected[0], expected[1], expected[14], expected[39]]  # u001, u002, u015, u040: rank order
+    assert found["redis"].entries == wanted and found["redis"].absent == ["nobody"]
+    assert found["around"].neighbors == expected[17:22]
+    for name in ("postgres", "lake"):
+        assert found[name].body(boards.tz, 45)["entries"] == wanted, name
+
+    # a rebuild from Postgres writes the same values again
+    before = client.hgetall(stores.keys.users("points", "daily", period.key))
+    client.delete(stores.keys.users("points", "daily", period.key), stores.keys.rankings("points", "daily", period.key))
+    assert cache.rebuild(PostgresStore(migrated_url), client, stores.keys, boards, "points", now) > 0
+    assert client.hgetall(stores.keys.users("points", "daily", period.key)) == before
+    assert json.loads(client.get(stores.keys.rankings("points", "daily", period.key)))["entries"] == expected[:30]
+    client.close()
+
+
+def test_a_frame_without_names_is_published_and_read_with_nulls(settings, migrated_url, redis_prefix):
+    """Code that publishes the standings columns without `display_name` and `metadata` still
+    publishes: Postgres stores NULLs, Redis's values are as before names existed, the lake file
+    has no such columns, and every read gives nulls."""
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    stores = Stores(lake, migrated_url, REDIS_URL, redis_prefix)
+    now = dt.datetime.now(dt.UTC)
+    period = period_of("daily", now.astimezone(boards.tz).date())
+    table = _table(["a", "b", "c"], [3.0, 2.0, 1.0])
+    assert "display_name" not in table.columns
+    publish_period(lake, boards, period, table, "r", stores, now=now)
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute(
+            "SELECT count(*), count(display_name), count(metadata) FROM leaderboard_rankings WHERE period_key = %s",
+            (period.key,),
+        ).fetchone() == (3, 0, 0)
+    assert "metadata" not in pl.read_parquet_schema(lake.snapshot("points", "daily", period.key))
+    assert {frozenset(v) for v in _redis_values(redis_prefix, "daily", period.key).values()} == {
+        frozenset({"rank", "score", "previous_rank", "rank_change"})
+    }
+    pages = [
+        PostgresStore(migrated_url).snapshot("points", "daily", period.key).body(boards.tz, 10),
+        read_snapshot(lake, "points", "daily", period.key).body(boards.tz, 10),
+        json.loads(redis.Redis.from_url(REDIS_URL).get(stores.keys.rankings("points", "daily", period.key))),
+    ]
+    for page in pages:
+        assert [(e["user_id"], e["display_name"], e["metadata"]) for e in page["entries"]] == [
+            ("a", None, None),
+            ("b", None, None),
+            ("c", None, None),
+        ]
+
+
+def test_rows_published_before_migration_0004_read_as_nulls_and_the_period_republishes(database_url, tmp_path):
+    """A database migrated to 0003 holding a published period: 0004 adds the columns without
+    touching its rows, which then read as NULL names; the period's next publish swaps in a leaf
+    with names."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(database_url))
+    with backend.lock():
+        backend.apply_migrations(backend.to_apply(read_migrations(str(MIGRATIONS_DIR))[:3]))
+    start, end = dt.datetime(2026, 5, 1, tzinfo=dt.UTC), dt.datetime(2026, 5, 2, tzinfo=dt.UTC)
+    with psycopg.connect(database_url) as conn:
+        part = conn.execute("SELECT leaderboard_ensure_partition('daily', %s)", (end,)).fetchone()[0]
+        conn.execute(f"CREATE TABLE lr_before PARTITION OF {part} FOR VALUES IN ('2026-05-01')")
+        conn.execute(
+            "INSERT INTO leaderboard_rankings (board_id, period_type, period_key, period_start, period_end, user_id, "
+            "rank, score, event_count, reached_at, published_at, run_id) VALUES "
+            "('points', 'daily', '2026-05-01', %s, %s, 'old', 1, 5, 1, %s, %s, 'r0')",
+            (start, end, start, end),
+        )
+        conn.execute(
+            "INSERT INTO leaderboard_periods VALUES ('points', 'daily', '2026-05-01', %s, %s, 'final', 1, %s, 'r0', '')",
+            (start, end, end),
+        )
+    assert deploy(database_url) == ["0004.entry-names"]
+    before = PostgresStore(database_url).snapshot("points", "daily", "2026-05-01")
+    assert before is not None and before.body(dt.UTC, 10)["entries"] == [
+        {"rank": 1, "user_id": "old", "score": 5, "previous_rank": None, "rank_change": None,
+         "display_name": None, "metadata": None}
+    ]  # fmt: skip
+
+    boards = current_boards()
+    stores = Stores(Lake(tmp_path / "lake"), database_url)
+    publish_named(stores, boards, period_of("daily", dt.date(2026, 5, 1)), named_table("points", 4, start), end)
+    after = PostgresStore(database_url).snapshot("points", "daily", "2026-05-01")
+    assert after is not None
+    assert after.body(dt.UTC, 10)["entries"] == [
+        expected_entry(r) for r in named_table("points", 4, start).iter_rows(named=True)
+    ]
+
+
+def test_hiredis_packing_sends_the_bytes_redis_py_would():
+    """The API's Redis connections pack text commands with hiredis: byte for byte what redis-py
+    packs, and a command with a number or a multi-word name is left to redis-py."""
+    plain = aioredis.Connection()
+    packed = cache.hiredis_packing(aioredis.Connection)()
+    assert type(packed).__name__ == "HiredisPackedConnection"
+    for args in (("HMGET", "k:users", "u1", "ünï", b"\x00\xff", ""), ("MULTI",), ("SET", "k", "v", "EX", 5),
+                 ("CONFIG GET", "maxmemory"), ("ZADD", "k", 1.5, "m")):  # fmt: skip
+        assert b"".join(packed.pack_command(*args)) == b"".join(plain.pack_command(*args)), args
+    commands = [("MULTI",), ("HMGET", "k", *[f"user-{i}" for i in range(200)]), ("EXEC",)]
+    assert b"".join(packed.pack_commands(commands)) == b"".join(plain.pack_commands(commands))
+
+
+def test_show_prints_a_name_column_blank_without_a_name(settings):
+    """`leaderboard show` from a lake snapshot with names: a name column, blank where the entry
+    has none, one line per entry even for a name with a newline, a long name cut."""
+    boards, lake = current_boards(), Lake(settings.LEADERBOARD_LAKE_DIR)
+    at = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+    table = named_table("points", 6, at).with_columns(
+        pl.Series("display_name", ["Zoë 👾", "two\nlines", None, "n" * 40, "", "Bo"])
+    )
+    publish_named(Stores(lake), boards, period_of("daily", dt.date(2026, 5, 1)), table, at + dt.timedelta(days=1))
+    lines = cli("show", "points", "daily", "--at", "2026-05-01").splitlines()
+    assert lines[1].split() == ["rank", "user", "name", "score", "prev", "move"]
+    rows = lines[2:]
+    assert len(rows) == 6
+    assert rows[0].split()[:3] == ["1", "u001", "Zoë"] and "two lines" in rows[1]
+    assert rows[2].split()[:3] == ["3", "u003", "997"]  # no name: the score follows the user
+    assert ("n" * 23 + "…") in rows[3] and "n" * 24 not in rows[3]
+    assert rows[4].split()[:3] == ["5", "u005", "995"]  # an empty name: blank too

@@ -193,6 +193,13 @@ class LakeStandings:
         r = int(rank[0])
         return Snapshot(found.header, found.frame.filter(pl.col("rank").is_between(r - k, r + k)))
 
+    def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
+        """The period with the rows of these users (those ranked), in rank order."""
+        found = read_snapshot(self.lake, board_id, period_type, key)
+        if found is None:
+            return None
+        return Snapshot(found.header, found.frame.filter(pl.col("user_id").is_in(user_ids)))
+
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
         return self.lake.published_keys(board_id, period_type)
 

@@ -51,6 +51,9 @@ class AsyncLake:
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
         return await self._read(LakeStandings(self.lake).around, board_id, period_type, key, user_id, k)
 
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
+        return await self._read(LakeStandings(self.lake).users, board_id, period_type, key, user_ids)
+
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:
         return await self._read(self.lake.published_keys, board_id, period_type)
 

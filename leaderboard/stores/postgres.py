@@ -36,9 +36,10 @@ _PERIOD = "board_id = %(b)s AND period_type = %(t)s AND period_key = %(k)s"
 # another's rows).
 _SNAPSHOT = (
     "SELECT p.period_start, p.period_end, p.published_at, p.run_id, p.entries, "
-    "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change FROM leaderboard_periods p "
-    "LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change FROM leaderboard_rankings "
-    f"WHERE {_PERIOD} AND {{rows}}) r ON true WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
+    "r.user_id, r.rank, r.score, r.previous_rank, r.rank_change, r.display_name, r.metadata "
+    "FROM leaderboard_periods p LEFT JOIN LATERAL (SELECT user_id, rank, score, previous_rank, rank_change, "
+    f"display_name, metadata FROM leaderboard_rankings WHERE {_PERIOD} AND {{rows}}) r ON true "
+    f"WHERE p.{_PERIOD.replace(' AND ', ' AND p.')} ORDER BY r.rank"
 )
 # Ranks are 1..N without gaps, so a page is a rank range the leaf's rank index serves, whatever
 # its offset. Plain bounds (no "IS NULL OR"): a generic plan of a prepared statement keeps the
@@ -47,6 +48,8 @@ SNAPSHOT_RANKS = _SNAPSHOT.format(rows="rank BETWEEN %(first)s AND %(last)s")
 MAX_RANK = 2**31 - 1  # `rank` is an integer column
 _USER_RANK = f"(SELECT rank FROM leaderboard_rankings WHERE {_PERIOD} AND user_id = %(u)s)"
 SNAPSHOT_AROUND = _SNAPSHOT.format(rows=f"rank BETWEEN {_USER_RANK} - %(around)s AND {_USER_RANK} + %(around)s")
+# Some users' rows: the leaf's (user_id, board_id) index, one probe per id.
+SNAPSHOT_USERS = _SNAPSHOT.format(rows="user_id = ANY(%(u)s)")
 PERIOD_KEYS = (
     "SELECT period_key FROM leaderboard_periods WHERE board_id = %s AND period_type = %s ORDER BY period_start DESC"
 )
@@ -112,6 +115,19 @@ def _params(board_id: str, period_type: str, key: str, **more: object) -> dict[s
     return {"b": board_id, "t": period_type, "k": key, **more}
 
 
+def _around(board_id: str, period_type: str, key: str, user_id: str, k: int) -> tuple[str, dict[str, object]]:
+    """The statement and parameters of one user's neighbourhood. Postgres text cannot hold a NUL
+    character, so no such id is ranked there: it asks for the period's entry with no user."""
+    if "\x00" in user_id:
+        return SNAPSHOT_USERS, _params(board_id, period_type, key, u=[])
+    return SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k)
+
+
+def _users(board_id: str, period_type: str, key: str, user_ids: list[str]) -> dict[str, object]:
+    """Parameters of SNAPSHOT_USERS; an id with a NUL character cannot be ranked in Postgres (as `_around`)."""
+    return _params(board_id, period_type, key, u=[u for u in user_ids if "\x00" not in u])
+
+
 def _ranks(board_id: str, period_type: str, key: str, top: int | None, after: int) -> dict[str, object]:
     """Parameters of SNAPSHOT_RANKS: ranks after `after` up to `top` (no bound when None)."""
     return _params(board_id, period_type, key, first=after + 1, last=MAX_RANK if top is None else top)
@@ -166,7 +182,7 @@ class PostgresStore:
 
     def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
         with self.connection() as conn:
-            found = conn.execute(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k)).fetchall()
+            found = conn.execute(*_around(board_id, period_type, key, user_id, k)).fetchall()
         return _snapshot(board_id, period_type, key, found)
 
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
@@ -332,7 +348,11 @@ class AsyncPostgres:
         return _snapshot(board_id, period_type, key, found)
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None:
-        found = await self._rows(SNAPSHOT_AROUND, _params(board_id, period_type, key, u=user_id, around=k))
+        found = await self._rows(*_around(board_id, period_type, key, user_id, k))
+        return _snapshot(board_id, period_type, key, found)
+
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
+        found = await self._rows(SNAPSHOT_USERS, _users(board_id, period_type, key, user_ids))
         return _snapshot(board_id, period_type, key, found)
 
     async def published_keys(self, board_id: str, period_type: str) -> list[str]:

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from leaderboard import faults
 from leaderboard.periods import utc_month
+from leaderboard.standings import with_name_columns
 from leaderboard.stores import pgcopy
 from leaderboard.stores.postgres import connect
 
@@ -36,12 +37,15 @@ RANKING_COLUMNS = (
 PERIOD_COLUMNS = ("period_type", "period_key", "period_start", "period_end", "published_at", "run_id")
 # The other columns with their Postgres types, as binary COPY sends them (they must be the table's).
 USER_COLUMNS = {"board_id": "text", "user_id": "text", "rank": "int4", "score": "float8", "previous_rank": "int4",
-                "rank_change": "int4", "event_count": "int8", "reached_at": "timestamptz"}  # fmt: skip
+                "rank_change": "int4", "event_count": "int8", "reached_at": "timestamptz", "display_name": "text",
+                "metadata": "text"}  # fmt: skip
 
 
 def content_hash(rows: pl.DataFrame) -> str:
-    """Hash of what readers see (who, rank, score), not of when or by which run."""
-    stable = rows.select("user_id", "rank", "score", "previous_rank", "event_count", "reached_at")
+    """Hash of what readers see (who, rank, score, name, metadata), not of when or by which run."""
+    stable = with_name_columns(rows).select(
+        "user_id", "rank", "score", "previous_rank", "event_count", "reached_at", "display_name", "metadata"
+    )
     return hashlib.sha256(stable.hash_rows(seed=0).to_arrow().buffers()[1]).hexdigest() if rows.height else ""
 
 
@@ -76,12 +80,14 @@ def publish(
 
     The rows are loaded into a new table outside any partition (in parallel for a large
     period), indexed, and then attached in place of the period's old leaf together with the
-    registry upsert; readers see the old leaf or the new one. `rows` has RANKING_COLUMNS;
+    registry upsert; readers see the old leaf or the new one. `rows` has RANKING_COLUMNS, and
+    `display_name` and `metadata` (JSON object text) when it names its users (else NULLs);
     `before_commit` runs just before that COMMIT (tests kill it there). `after_commit` runs
     after it, with the period's lock still held: a caller's other stores written there are
     written by one publisher at a time too, so a second publish of the period cannot land
     in Postgres between this one's Postgres and its other stores.
     """
+    rows = with_name_columns(rows)
     first = headers[0]
     period_type, period_key = first["period_type"], first["period_key"]
     period_end = dt.datetime.fromisoformat(first["period_end"])

@@ -125,6 +125,10 @@ class AsyncStandingsSource(Protocol):
 
     async def around(self, board_id: str, period_type: str, key: str, user_id: str, k: int) -> Snapshot | None: ...
 
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Snapshot | None:
+        """The rows of these users that are ranked (rank order), with the period's header."""
+        ...
+
     async def published_keys(self, board_id: str, period_type: str) -> list[str]: ...
 
     async def published_at(self, periods: list[PeriodId]) -> dict[PeriodId, dt.datetime]:

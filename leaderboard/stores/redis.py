@@ -2,7 +2,7 @@
 
 Keys, extending the seed's `leaderboard:DAILY:2024-01-15:rankings` with the board:
   {prefix}:{board}:{PERIOD}:{key}:rankings   top display_limit as the ready standings body (JSON)
-  {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON, for the hot periods only
+  {prefix}:{board}:{PERIOD}:{key}:users      hash user_id -> entry JSON (no user id), hot periods only
   {prefix}:{board}:{PERIOD}:{key}:ranks      hash rank block -> user ids, and `header`, hot periods only
   {prefix}:{board}:{PERIOD}:current          the key of the current period
   {prefix}:{board}:{PERIOD}:periods          sorted set: published keys scored by period end
@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import msgspec
 import polars as pl
 import redis
 import redis.asyncio as aioredis
@@ -24,9 +25,14 @@ import redis.asyncio as aioredis
 from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.periods import ALL_TIME_KEY, period_of
-from leaderboard.standings import json_number
+from leaderboard.standings import json_number, with_name_columns
 from leaderboard.stores.errors import StoreUnavailable, server_of
 from leaderboard.stores.postgres import PostgresStore
+
+try:
+    import hiredis
+except ImportError:  # an optional speed-up (redis[hiredis])
+    hiredis = None
 
 PERIOD_NAMES = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "all_time": "ALL_TIME"}
 STAGING_TTL_SECONDS = 3600  # a crashed publish leaves nothing behind for long
@@ -65,6 +71,27 @@ def hot_keys(period_type: str, today: dt.date) -> tuple[str, ...]:
     return (current.key, previous.key)
 
 
+def hiredis_packing(connection_class: type[aioredis.connection.AbstractConnection]) -> type:
+    """`connection_class` packing commands of text arguments with hiredis (C).
+
+    redis-py's asyncio connections pack every argument in Python (its sync ones use hiredis
+    when installed): an HMGET of 200 user ids took about 95 µs to pack, against 25 µs. A
+    command with another kind of argument (a number, a multi-word name) is packed as before.
+    """
+    if hiredis is None:
+        return connection_class
+
+    class HiredisPacked(connection_class):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: object) -> list[bytes]:
+            name = args[0] if args else None
+            if isinstance(name, str) and " " not in name and all(type(a) in (str, bytes) for a in args):
+                return [hiredis.pack_command(args)]
+            return super().pack_command(*args)
+
+    HiredisPacked.__name__ = HiredisPacked.__qualname__ = f"HiredisPacked{connection_class.__name__}"
+    return HiredisPacked
+
+
 def connect(url: str, max_connections: int = 50) -> redis.Redis:
     client = redis.Redis.from_url(url, max_connections=max_connections, socket_timeout=10, socket_connect_timeout=5)
     try:
@@ -75,8 +102,22 @@ def connect(url: str, max_connections: int = 50) -> redis.Redis:
 
 
 def user_entries(rows: pl.DataFrame) -> dict[str, str]:
+    """user_id -> `{"rank","score","previous_rank","rank_change"}`, with `"display_name"` and
+    `"metadata"` (the JSON object itself, not a string of it) after them when not null: absent
+    means null, so a million users without names cost no more than before, and a value written
+    before names existed reads the same."""
+    rows = with_name_columns(rows)
+    name, metadata = pl.col("display_name"), pl.col("metadata")
+    core = pl.struct("rank", "score", "previous_rank", "rank_change").struct.json_encode().str.strip_suffix("}")
+    named = pl.struct(name).struct.json_encode().str.strip_prefix("{").str.strip_suffix("}")
     encoded = rows.select(
-        "user_id", pl.struct("rank", "score", "previous_rank", "rank_change").struct.json_encode().alias("entry")
+        "user_id",
+        pl.concat_str(
+            core,
+            pl.when(name.is_not_null()).then(pl.lit(",") + named).otherwise(pl.lit("")),
+            pl.when(metadata.is_not_null()).then(pl.lit(',"metadata":') + metadata).otherwise(pl.lit("")),
+            pl.lit("}"),
+        ).alias("entry"),
     )
     return dict(zip(encoded["user_id"].to_list(), encoded["entry"].to_list(), strict=True))
 
@@ -252,9 +293,13 @@ AROUND_ATTEMPTS = 3  # reads of one user's neighbourhood before giving way to th
 
 def _entry(raw: bytes | str, user_id: str) -> dict:
     """A `:users` value (no user id in it) as the standings body lists an entry."""
-    e = json.loads(raw)
+    return _as_entry(json.loads(raw), user_id)
+
+
+def _as_entry(e: dict, user_id: str) -> dict:
     return {"rank": e["rank"], "user_id": user_id, "score": json_number(e["score"]),
-            "previous_rank": e["previous_rank"], "rank_change": e["rank_change"]}  # fmt: skip
+            "previous_rank": e["previous_rank"], "rank_change": e["rank_change"],
+            "display_name": e.get("display_name"), "metadata": e.get("metadata")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -266,6 +311,16 @@ class Neighbourhood:
     header: dict
     entry: dict | None
     neighbors: list[dict]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Some users' entries in one published snapshot: its header (as in `Neighbourhood`), the
+    entries of those ranked, in rank order, and the ids of those not ranked, in the order asked."""
+
+    header: dict
+    entries: list[dict]
+    absent: list[str]
 
 
 def _failed(exc: Exception) -> StoreUnavailable:
@@ -349,5 +404,40 @@ class AsyncBodies:
         except (redis.RedisError, OSError) as exc:
             raise _failed(exc) from exc
 
+    async def users(self, board_id: str, period_type: str, key: str, user_ids: list[str]) -> Selection | None:
+        """These users' entries from `:users` and the header from `:ranks`, one MULTI (one round
+        trip; the two keys are renamed together, so both are of one publish), or None where
+        Redis cannot tell (not a hot period, or not cached). `user_ids` hold no duplicates."""
+        ids = (board_id, period_type, key)
+        fields = [u.encode() for u in user_ids]  # bytes: redis-py packs them without encoding each
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                found, raw_header = (
+                    await pipe.hmget(self.keys.users(*ids), fields).hget(self.keys.ranks(*ids), RANKS_HEADER).execute()
+                )
+        except (redis.RedisError, OSError) as exc:
+            raise _failed(exc) from exc
+        if raw_header is None:
+            return None
+        # One parse for all the values (C, not 200 calls); a missing one is null.
+        values = msgspec.json.decode(b"[" + b",".join(b"null" if raw is None else raw for raw in found) + b"]")
+        entries, absent = [], []
+        for value, user_id in zip(values, user_ids, strict=True):
+            if value is None:
+                absent.append(user_id)
+                continue
+            # Completed in place (200 new dicts cost more): the body's keys, in another order.
+            value["user_id"] = user_id
+            value["score"] = json_number(value["score"])
+            value.setdefault("display_name", None)
+            value.setdefault("metadata", None)
+            entries.append(value)
+        entries.sort(key=_rank)
+        return Selection(json.loads(raw_header), entries, absent)
+
     async def ping(self) -> None:
         await self.client.ping()
+
+
+def _rank(entry: dict) -> int:
+    return entry["rank"]

@@ -1,0 +1,11 @@
+-- Entries carry a display name and metadata (docs/contracts.md#postgres), both nullable.
+--
+-- Added to the partitioned parent, so every level and every leaf gains them: a column added
+-- without a default is a catalog change only (no leaf is rewritten), and rows published before
+-- read NULL. A publish creates its leaf LIKE the parent, so it has them too.
+--
+-- metadata is the JSON object's text, stored as published: text keeps its bytes exactly (jsonb
+-- would reorder keys and drop duplicates, so the three stores could answer different bodies)
+-- and binary COPY sends it as it is, without the server parsing each value. Query it as
+-- `metadata::jsonb`.
+ALTER TABLE leaderboard_rankings ADD COLUMN display_name text, ADD COLUMN metadata text;

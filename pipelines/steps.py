@@ -113,7 +113,9 @@ def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame
     files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
     if not files:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    return rollup_scores(pl.scan_parquet(files), boards.boards)
+    # Days scored before names and metadata existed lack their columns: read as nulls.
+    daily = pl.scan_parquet(files, schema=SCORES_SCHEMA, missing_columns="insert")  # type: ignore[arg-type]
+    return rollup_scores(daily, boards.boards)
 
 
 def period_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:

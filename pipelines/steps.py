@@ -18,7 +18,7 @@ from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
-from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
+from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
@@ -39,6 +39,8 @@ class IngestStats:
     conflicts: int
     quarantined: int
     seconds: float
+    # per group board, events of its types naming no group (not counted on it), as a JSON object
+    ungrouped: str = "{}"
 
 
 class QuarantineRateExceeded(RuntimeError):
@@ -74,6 +76,7 @@ def ingest_day(
         staged_clean = workdir / "clean.parquet"
         kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
+        ungrouped = ungrouped_counts(pl.scan_parquet(staged_clean), boards.boards)
         stats = IngestStats(
             day=day.isoformat(),
             files=len(landed.files),
@@ -84,6 +87,7 @@ def ingest_day(
             conflicts=kept.conflicts,
             quarantined=landed.quarantine.height,
             seconds=round(time.perf_counter() - t0, 3),
+            ungrouped=json.dumps(ungrouped, separators=(",", ":")),
         )
         if read != counted + kept.duplicates + landed.quarantine.height:
             raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")

@@ -99,12 +99,27 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
     return pl.DataFrame({"json": json_col, "text": text_col}).to_struct()
 
 
+def attribute_string(path: str, longest: int) -> pl.Expr:
+    """`attributes.<path>` when it is a string of 1 to `longest` characters, else null.
+
+    One call of the reader: an expression naming `attribute(...)` twice reads the text twice
+    (Polars does not share the work of a Python function between its uses)."""
+    parts = tuple(path.split("."))
+
+    def strings(attributes: pl.Series) -> pl.Series:
+        text = _attribute_values(attributes, parts).struct.field("text")
+        return (
+            text.to_frame("t").select(pl.when(pl.col("t").str.len_chars().is_between(1, longest)).then("t")).to_series()
+        )
+
+    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=True)
+
+
 def group_of(board: Board) -> pl.Expr:
     """The group an event counts for on a group board: a string of 1-64 characters, else null
     (the event is ungrouped: absent, null, a number, an object, empty or too long)."""
     assert board.group_by is not None
-    text = attribute(board.group_by).struct.field("text")
-    return pl.when(text.str.len_chars().is_between(1, MAX_GROUP_CHARS)).then(text)
+    return attribute_string(board.group_by, MAX_GROUP_CHARS)
 
 
 def _combine(board: Board) -> list[pl.Expr]:
@@ -130,14 +145,13 @@ class _Latest:
 
     @property
     def hint(self) -> str:
-        return f"{self.column}_hint"
+        """The column of an event's time where it mentions the attribute (`_mentions`), else null."""
+        return f"{self.column}_mentioned_at"
 
     def value(self) -> pl.Expr:
-        found = attribute(self.path)
         if self.is_name:
-            text = found.struct.field("text")
-            return pl.when(text.str.len_chars().is_between(1, MAX_NAME_CHARS)).then(text)
-        return found.struct.field("json")
+            return attribute_string(self.path, MAX_NAME_CHARS)
+        return attribute(self.path).struct.field("json")
 
 
 def _latest_of(board: Board) -> list[_Latest]:
@@ -173,26 +187,41 @@ def _latest_valid(rows: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
     )
 
 
-def _resolve(counted: pl.LazyFrame, found: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """The latest value per user. Only the events of the user's latest time that mention the
-    attribute's name are read first; users none of whose are a value (empty, null, another
-    type, a name found in a nested object) are read again over all their events that mention it."""
-    candidates = found.select("user_id", latest.column).explode(latest.column).unnest(latest.column)
-    best = _latest_valid(candidates.drop_nulls("attributes"), latest)
-    unresolved = found.filter(pl.col(latest.column).list.len() > 0).join(best, on="user_id", how="anti")
+def _mentions(latest: _Latest) -> pl.Expr:
+    """Whether an event's attributes mention the attribute's name: a substring test, far cheaper
+    than reading the value, true for every event that has it (and for a few that do not)."""
+    return pl.col("attributes").str.contains(f'"{latest.path.split(".")[-1]}"', literal=True).fill_null(False)
+
+
+def _candidate(latest: _Latest) -> list[pl.Expr]:
+    """Per user (in the aggregation that scores them): the attributes of the latest event that
+    mentions the attribute's name, its time, and whether another such event shares that time.
+
+    `latest.hint` holds each event's time where it mentions the name, else null. A tie is a
+    first and a last position of the greatest time that differ (cheaper than counting them)."""
+    mentioned = pl.col(latest.hint)
+    first, from_end = mentioned.arg_max(), mentioned.reverse().arg_max()
+    return [
+        pl.col("attributes").get(first, null_on_oob=True).alias(latest.column),
+        mentioned.max().alias(f"{latest.column}_at"),
+        (first + from_end + 1 != pl.len()).alias(f"{latest.column}_tie"),
+    ]
+
+
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """The latest value per user: usually the candidate's. Users whose candidate shares its time
+    with another mentioning event, or is no value (empty, null, another type, the name found in
+    a nested object), are read again over all their events that mention it."""
+    column, at, tie = latest.column, f"{latest.column}_at", f"{latest.column}_tie"
+    mentioned = found.filter(pl.col(at).is_not_null())
+    single = mentioned.filter(~pl.col(tie)).select("user_id", pl.col(column).alias("attributes"), at)
+    best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
+    best = best.select("user_id", column, at)
+    unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
-    key = f'"{latest.path.split(".")[-1]}"'
-    rows = counted.filter(pl.col("attributes").str.contains(key, literal=True))
-    rows = rows.join(unresolved.select("user_id").lazy(), on="user_id", how="semi").collect()
-    return pl.concat([best, _latest_valid(rows, latest)])
-
-
-def _candidates(latest: _Latest) -> pl.Expr:
-    """The events of a user's latest time among those that mention the attribute's name (a
-    substring test, far cheaper than reading the value): usually one, whose value is the answer."""
-    at, hint = pl.col("occurred_at"), pl.col(latest.hint)
-    return pl.struct("attributes", *ORDER).filter(hint & (at == at.filter(hint).max())).alias(latest.column)
+    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi").collect()
+    return pl.concat([best, _latest_valid(again, latest)])
 
 
 def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
@@ -201,14 +230,12 @@ def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     counted = [_counted(events, b) for b in boards]
-    plans = []
-    for b, rows in zip(boards, counted, strict=True):
-        latest = _latest_of(b)
-        hints = [
-            pl.col("attributes").str.contains(f'"{x.path.split(".")[-1]}"', literal=True).fill_null(False).alias(x.hint)
-            for x in latest
-        ]
-        plans.append(rows.with_columns(hints).group_by("user_id").agg(*_combine(b), *(_candidates(x) for x in latest)))
+    plans = [
+        rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in _latest_of(b))
+        .group_by("user_id")
+        .agg(*_combine(b), *(e for x in _latest_of(b) for e in _candidate(x)))
+        for b, rows in zip(boards, counted, strict=True)
+    ]
     parts = []
     for b, rows, found in zip(boards, counted, pl.collect_all(plans), strict=True):
         frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(

@@ -4,6 +4,7 @@ file, board and field named."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PeriodType = Literal["daily", "weekly", "monthly", "all_time"]
 PERIOD_TYPES: tuple[PeriodType, ...] = ("daily", "weekly", "monthly", "all_time")
+ATTRIBUTES = "attributes."  # how the boards file names a field of the event's `attributes`
+# One name of a dotted attribute path: plain characters, so it needs no quoting in a JSON path
+# and is written as-is (unescaped) in the JSON text of `attributes`.
+PATH_PART = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_METADATA = 16
 
 
 class BoardsFileError(ValueError):
@@ -32,6 +38,36 @@ class Board(BaseModel):
     periods: tuple[PeriodType, ...] = PERIOD_TYPES
     display_limit: int | None = Field(None, ge=1, le=10_000)
     min_score: float | None = None
+    # `attributes.<path>` in the file; kept without the prefix ("team_id"). Set: the board ranks
+    # the values of that attribute (teams, referrers) instead of users.
+    group_by: str | None = None
+    metadata: tuple[str, ...] = ()  # attribute paths whose latest values each entry carries
+
+    @field_validator("group_by")
+    @classmethod
+    def _attribute_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = value.removeprefix(ATTRIBUTES)
+        if not value.startswith(ATTRIBUTES) or not is_attribute_path(path):
+            raise ValueError(
+                f"must be attributes.<name>, a dotted path into the event's attributes whose names are "
+                f"1-64 letters, digits, '_' or '-' (e.g. attributes.team_id); got {value!r}"
+            )
+        return path
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not is_attribute_path(v)]
+        if bad:
+            raise ValueError(
+                f"names an attribute of the events, without 'attributes.' (e.g. level or profile.country), in "
+                f"1-64 letters, digits, '_' or '-' per dotted part; got {bad[0]!r}"
+            )
+        if len(set(value)) != len(value) or len(value) > MAX_METADATA:
+            raise ValueError(f"must list each attribute once, at most {MAX_METADATA}")
+        return value
 
     @field_validator("periods")
     @classmethod
@@ -56,6 +92,11 @@ class BoardsDoc(BaseModel):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"{value!r} is not an IANA time zone name") from exc
         return value
+
+
+def is_attribute_path(path: str) -> bool:
+    """`team_id`, `profile.country`: dotted names of plain characters."""
+    return all(PATH_PART.match(part) for part in path.split("."))
 
 
 @dataclass(frozen=True)

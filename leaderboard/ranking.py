@@ -2,30 +2,124 @@
 
 Everything here takes and returns frames; the Dagster assets only move files around them.
 A "scores" frame has one row per (board_id, user_id) with `score`, `event_count` and
-`reached_at`; it is what `daily_scores` stores and what weekly, monthly and all-time roll up.
+`reached_at`, and what the entry shows beside them: the latest display name with the time it
+was given (`named_at`), and the latest value of each metadata attribute with its time
+(`metadata_values`). It is what `daily_scores` stores and what weekly, monthly and all-time roll
+up. On a group board (`group_by`) `user_id` holds the group id.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import polars as pl
 
 from leaderboard.boards import Board
 
+UTC_US = pl.Datetime("us", "UTC")
+METADATA_ITEM = pl.Struct({"key": pl.String, "value": pl.String, "at": UTC_US})  # value: JSON text
 SCORES_SCHEMA = {
     "board_id": pl.String,
     "user_id": pl.String,
     "score": pl.Float64,
     "event_count": pl.Int64,
-    "reached_at": pl.Datetime("us", "UTC"),
+    "reached_at": UTC_US,
+    "display_name": pl.String,
+    "named_at": UTC_US,
+    "metadata_values": pl.List(METADATA_ITEM),
 }
 STANDINGS_SCHEMA = {
-    **SCORES_SCHEMA,
+    **{c: SCORES_SCHEMA[c] for c in ("board_id", "user_id", "score", "event_count", "reached_at")},
     "rank": pl.Int64,
     "previous_rank": pl.Int64,
     "rank_change": pl.Int64,
+    "display_name": pl.String,
+    "metadata": pl.String,  # JSON object text, at most MAX_METADATA_BYTES
 }
+MAX_GROUP_CHARS = 64  # a group id is a string of 1-64 characters, like a user id
+MAX_NAME_CHARS = 64
+MAX_METADATA_BYTES = 1024
+# Of two events, the later is the one last in this order: event time, then Kafka order of the
+# files (`file_idx`), then event id. Not the line: it is known for some rows of a file only.
+ORDER = ["occurred_at", "file_idx", "event_id"]
+ATTRIBUTE = pl.Struct({"json": pl.String, "text": pl.String})
+
+
+def attribute(path: str) -> pl.Expr:
+    """`attributes.<path>` of each event: `json`, the value's JSON text (null when absent or
+    JSON null), and `text`, the string when the value is a JSON string."""
+    parts = tuple(path.split("."))
+    return pl.col("attributes").map_batches(
+        lambda s: _attribute_values(s, parts), return_dtype=ATTRIBUTE, is_elementwise=True
+    )
+
+
+def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
+    """Most `attributes` are flat objects without escapes, where the value is read from the text
+    itself (a JSON path costs several times more); the others go through Polars' JSON path.
+
+    Flat (one `{`, no `[`, no `\\`): no string holds a quote, so a key is the one quoted name
+    followed by `:`, and a string value runs to the next quote.
+    """
+    key = f'"{parts[-1]}"'  # names are plain characters (boards.PATH_PART): no escapes in the text
+    a = pl.col("a")
+    flat = ~a.str.contains("\\", literal=True) & (a.str.count_matches("{", literal=True) == 1)
+    flat = flat & ~a.str.contains("[", literal=True)
+    once = (a.str.count_matches(key, literal=True) == 1) & a.str.contains(key + ":", literal=True)
+    frame = pl.DataFrame({"a": attributes.cast(pl.String)}).with_columns(
+        has=a.str.contains(key, literal=True).fill_null(False)
+    )
+    frame = frame.with_columns(fast=pl.col("has") & flat & once if len(parts) == 1 else pl.lit(False))
+    raw = a.str.extract(re.escape(key) + r':\s*("[^"]*"|[^,}\s]+)', 1)
+    frame = frame.with_columns(json=pl.when(pl.col("fast") & (raw != "null")).then(raw))
+    frame = frame.with_columns(
+        text=pl.when(pl.col("json").str.starts_with('"')).then(
+            pl.col("json").str.strip_prefix('"').str.strip_suffix('"')
+        )
+    )
+    slow = frame.get_column("has") & ~frame.get_column("fast")
+    if not slow.any():
+        return frame.select("json", "text").to_struct()
+    plain_path = "$" + "".join(f"['{p}']" for p in parts)
+    typed_path = "$" + "".join(f"['{p}']" for p in parts[:-1]) + f"[?(@['{parts[-1]}'] > '')]['{parts[-1]}']"
+    plain, typed = a.str.json_path_match(plain_path), a.str.json_path_match(typed_path)
+    # A non-empty string matches the typed path too; no other value is written as "" by the plain one.
+    text = pl.when(plain.is_not_null()).then(
+        pl.when(typed.is_not_null()).then(typed).when(plain == "").then(pl.lit(""))
+    )
+    encoded = pl.struct(text.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
+    found = frame.filter(slow).select(json=pl.when(text.is_not_null()).then(encoded).otherwise(plain), text=text)
+    idx = slow.arg_true()
+    json_col, text_col = frame.get_column("json").clone(), frame.get_column("text").clone()
+    json_col.scatter(idx, found.get_column("json"))
+    text_col.scatter(idx, found.get_column("text"))
+    return pl.DataFrame({"json": json_col, "text": text_col}).to_struct()
+
+
+def attribute_string(path: str, longest: int) -> pl.Expr:
+    """`attributes.<path>` when it is a string of 1 to `longest` characters, else null.
+
+    One call of the reader: an expression naming `attribute(...)` twice reads the text twice
+    (Polars does not share the work of a Python function between its uses)."""
+    parts = tuple(path.split("."))
+
+    def strings(attributes: pl.Series) -> pl.Series:
+        text = _attribute_values(attributes, parts).struct.field("text")
+        return (
+            text.to_frame("t").select(pl.when(pl.col("t").str.len_chars().is_between(1, longest)).then("t")).to_series()
+        )
+
+    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=True)
+
+
+def group_of(board: Board) -> pl.Expr:
+    """The group an event counts for on a group board: a string of 1-64 characters, else null
+    (the event is ungrouped: absent, null, a number, an object, empty or too long)."""
+    assert board.group_by is not None
+    return attribute_string(board.group_by, MAX_GROUP_CHARS)
 
 
 def _combine(board: Board) -> list[pl.Expr]:
@@ -41,30 +135,167 @@ def _combine(board: Board) -> list[pl.Expr]:
     return [best, pl.col("event_count").sum(), at.filter(score == best).min()]
 
 
-def rollup_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
-    """Combine score rows (daily rows, or single events) per board and user."""
-    parts = [scores.filter(pl.col("board_id") == b.id).group_by("board_id", "user_id").agg(_combine(b)) for b in boards]
-    if not parts:
-        return pl.LazyFrame(schema=SCORES_SCHEMA)
-    return pl.concat(parts).select(list(SCORES_SCHEMA)).cast(SCORES_SCHEMA)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class _Latest:
+    """An attribute whose latest value an entry carries: the display name, or a metadata key."""
+
+    path: str
+    column: str  # of the candidates, then of the value
+    is_name: bool  # a name counts only as a string of 1-64 characters; metadata any non-null value
+
+    @property
+    def hint(self) -> str:
+        """The column of an event's time where it mentions the attribute (`_mentions`), else null."""
+        return f"{self.column}_mentioned_at"
+
+    def value(self) -> pl.Expr:
+        if self.is_name:
+            return attribute_string(self.path, MAX_NAME_CHARS)
+        return attribute(self.path).struct.field("json")
+
+
+def _latest_of(board: Board) -> list[_Latest]:
+    names = [] if board.group_by else [_Latest("display_name", "_name", True)]
+    return names + [_Latest(key, f"_meta{i}", False) for i, key in enumerate(board.metadata)]
+
+
+def _counted(events: pl.LazyFrame, board: Board) -> pl.LazyFrame:
+    """The events a board counts, one row each, `user_id` the group id on a group board."""
+    rows = events.filter(pl.col("event_type").is_in(list(board.event_types)))
+    if board.group_by:
+        rows = rows.with_columns(group_of(board).alias("user_id")).filter(pl.col("user_id").is_not_null())
+    return rows.select(
+        "user_id",
+        (pl.lit(1.0) if board.aggregate == "count" else pl.col("value")).alias("score"),
+        pl.lit(1, pl.Int64).alias("event_count"),
+        pl.col("occurred_at").alias("reached_at"),
+        "attributes",
+        *ORDER,
+    )
+
+
+def _latest_valid(rows: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """Per user, the latest value of the attribute among `rows` (user_id, attributes, ORDER)."""
+    return (
+        rows.lazy()
+        .with_columns(latest.value().alias("_value"))
+        .filter(pl.col("_value").is_not_null())
+        .sort(ORDER)
+        .group_by("user_id")
+        .agg(pl.col("_value").last().alias(latest.column), pl.col("occurred_at").last().alias(f"{latest.column}_at"))
+        .collect()
+    )
+
+
+def _mentions(latest: _Latest) -> pl.Expr:
+    """Whether an event's attributes mention the attribute's name: a substring test, far cheaper
+    than reading the value, true for every event that has it (and for a few that do not)."""
+    return pl.col("attributes").str.contains(f'"{latest.path.split(".")[-1]}"', literal=True).fill_null(False)
+
+
+def _candidate(latest: _Latest) -> list[pl.Expr]:
+    """Per user (in the aggregation that scores them): the attributes of the latest event that
+    mentions the attribute's name, its time, and whether another such event shares that time.
+
+    `latest.hint` holds each event's time where it mentions the name, else null. A tie is a
+    first and a last position of the greatest time that differ (cheaper than counting them)."""
+    mentioned = pl.col(latest.hint)
+    first, from_end = mentioned.arg_max(), mentioned.reverse().arg_max()
+    return [
+        pl.col("attributes").get(first, null_on_oob=True).alias(latest.column),
+        mentioned.max().alias(f"{latest.column}_at"),
+        (first + from_end + 1 != pl.len()).alias(f"{latest.column}_tie"),
+    ]
+
+
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """The latest value per user: usually the candidate's. Users whose candidate shares its time
+    with another mentioning event, or is no value (empty, null, another type, the name found in
+    a nested object), are read again over all their events that mention it."""
+    column, at, tie = latest.column, f"{latest.column}_at", f"{latest.column}_tie"
+    mentioned = found.filter(pl.col(at).is_not_null())
+    single = mentioned.filter(~pl.col(tie)).select("user_id", pl.col(column).alias("attributes"), at)
+    best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
+    best = best.select("user_id", column, at)
+    unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
+    if unresolved.is_empty():
+        return best
+    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi").collect()
+    return pl.concat([best, _latest_valid(again, latest)])
 
 
 def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     """One day's clean events to that day's scores per board and user (`daily_scores`)."""
     boards = list(boards)
-    rows = [
-        events.filter(pl.col("event_type").is_in(list(b.event_types))).select(
-            pl.lit(b.id).alias("board_id"),
-            "user_id",
-            (pl.lit(1.0) if b.aggregate == "count" else pl.col("value")).alias("score"),
-            pl.lit(1, pl.Int64).alias("event_count"),
-            pl.col("occurred_at").alias("reached_at"),
-        )
-        for b in boards
-    ]
-    if not rows:
+    if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    return rollup_scores(pl.concat(rows), boards)
+    counted = [_counted(events, b) for b in boards]
+    plans = [
+        rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in _latest_of(b))
+        .group_by("user_id")
+        .agg(*_combine(b), *(e for x in _latest_of(b) for e in _candidate(x)))
+        for b, rows in zip(boards, counted, strict=True)
+    ]
+    parts = []
+    for b, rows, found in zip(boards, counted, pl.collect_all(plans), strict=True):
+        frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
+            pl.lit(b.id).alias("board_id"),
+            pl.lit(None, pl.String).alias("display_name"),
+            pl.lit(None, UTC_US).alias("named_at"),
+        )
+        items = []
+        for x in _latest_of(b):
+            best = _resolve(rows, found, x)
+            if x.is_name:
+                best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
+                frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")
+            else:
+                frame = frame.join(best, on="user_id", how="left")
+                items.append(pl.struct(pl.lit(x.path).alias("key"), pl.col(x.column).alias("value"),
+                                       pl.col(f"{x.column}_at").alias("at")))  # fmt: skip
+        meta = (
+            pl.concat_list(items).list.filter(pl.element().struct.field("value").is_not_null())
+            if items
+            else pl.lit(None, SCORES_SCHEMA["metadata_values"])
+        )
+        parts.append(frame.with_columns(meta.alias("metadata_values")).select(list(SCORES_SCHEMA)))
+    return pl.concat(parts).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+
+
+def _rolled_metadata(rows: pl.LazyFrame, board: Board) -> pl.LazyFrame:
+    """Per user, the latest value of each of the board's metadata keys over the daily rows."""
+    at = pl.col("at")
+    return (
+        rows.select("user_id", "metadata_values")
+        .explode("metadata_values")
+        .unnest("metadata_values")
+        .filter(pl.col("key").is_in(list(board.metadata)) & pl.col("value").is_not_null())
+        .group_by("user_id", "key")
+        .agg(pl.col("value").filter(at == at.max()).max(), at.max())
+        .group_by("user_id")
+        .agg(pl.struct("key", "value", "at").alias("metadata_values"))
+    )
+
+
+def rollup_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
+    """Combine daily score rows per board and user: the scores by the board's aggregate, the
+    display name and each metadata value by its latest time (days never share a time: each
+    holds the events of its own local day; the greater value breaks a tie all the same)."""
+    parts = []
+    for b in boards:
+        rows = scores.filter(pl.col("board_id") == b.id)
+        named = pl.col("named_at")
+        rolled = rows.group_by("board_id", "user_id").agg(
+            *_combine(b), pl.col("display_name").filter(named == named.max()).max(), named.max()
+        )
+        if b.metadata:
+            rolled = rolled.join(_rolled_metadata(rows, b), on="user_id", how="left")
+        else:
+            rolled = rolled.with_columns(pl.lit(None, SCORES_SCHEMA["metadata_values"]).alias("metadata_values"))
+        parts.append(rolled.select(list(SCORES_SCHEMA)).cast(SCORES_SCHEMA))  # type: ignore[arg-type]
+    if not parts:
+        return pl.LazyFrame(schema=SCORES_SCHEMA)
+    return pl.concat(parts)
 
 
 def rank_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
@@ -84,10 +315,34 @@ def rank_scores(scores: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     return pl.concat(parts).with_columns(pl.col("rank").cast(pl.Int64))
 
 
+def with_metadata(ranked: pl.LazyFrame, board: Board) -> pl.LazyFrame:
+    """`metadata`: a JSON object of the board's metadata keys that have a value, in the board's
+    order, at most MAX_METADATA_BYTES (UTF-8): a key that would take it past the cap is left
+    out and the next ones are tried. Null on a board without `metadata`."""
+    if not board.metadata:
+        return ranked.with_columns(pl.lit(None, pl.String).alias("metadata"))
+    items = pl.col("metadata_values")
+    frame = ranked.with_columns(pl.lit(2, pl.Int64).alias("_size"))  # "{}"
+    for i, key in enumerate(board.metadata):
+        value = items.list.eval(pl.element().filter(pl.element().struct.field("key") == key).struct.field("value"))
+        fragment = pl.lit(json.dumps(key) + ":") + value.list.first()
+        cost = fragment.str.len_bytes() + (pl.col("_size") > 2).cast(pl.Int64)  # and a comma after the first
+        fits = fragment.is_not_null() & (pl.col("_size") + cost <= MAX_METADATA_BYTES)
+        frame = frame.with_columns(pl.when(fits).then(fragment).alias(f"_f{i}")).with_columns(
+            (pl.col("_size") + pl.when(pl.col(f"_f{i}").is_not_null()).then(cost).otherwise(0)).alias("_size")
+        )
+    fragments = pl.concat_str([pl.col(f"_f{i}") for i in range(len(board.metadata))], separator=",", ignore_nulls=True)
+    return frame.with_columns(pl.format("{{{}}}", fragments).alias("metadata")).drop(
+        "_size", *(f"_f{i}" for i in range(len(board.metadata)))
+    )
+
+
 def standings(current: pl.LazyFrame, previous: pl.LazyFrame | None, boards: Iterable[Board]) -> pl.LazyFrame:
     """Ranked standings of a period with `previous_rank` from the period before and the change."""
     boards = list(boards)
-    ranked = rank_scores(current, boards)
+    if not boards:
+        return pl.LazyFrame(schema=STANDINGS_SCHEMA)
+    ranked = pl.concat([with_metadata(rank_scores(current, [b]), b) for b in boards])
     if previous is None:
         prev = pl.LazyFrame(schema={"board_id": pl.String, "user_id": pl.String, "previous_rank": pl.Int64})
     else:
@@ -97,3 +352,15 @@ def standings(current: pl.LazyFrame, previous: pl.LazyFrame | None, boards: Iter
         .with_columns((pl.col("previous_rank") - pl.col("rank")).alias("rank_change"))
         .select(list(STANDINGS_SCHEMA))
     )
+
+
+def ungrouped_counts(events: pl.LazyFrame, boards: Iterable[Board]) -> dict[str, int]:
+    """Per group board, the events of its types that name no group (not counted on it)."""
+    grouped = [b for b in boards if b.group_by]
+    plans = [
+        events.filter(pl.col("event_type").is_in(list(b.event_types))).select(
+            (pl.len() - group_of(b).is_not_null().sum()).alias("n")
+        )
+        for b in grouped
+    ]
+    return {b.id: int(found.item()) for b, found in zip(grouped, pl.collect_all(plans), strict=True)}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from leaderboard.boards import Board
+from leaderboard.ranking import group_of
 
 RANKS_CONTIGUOUS = "ranks_contiguous"
 ONE_ROW_PER_USER = "one_row_per_user"
@@ -58,6 +59,8 @@ def counted_users(events: pl.LazyFrame, boards: list[Board]) -> pl.DataFrame:
     parts = []
     for b in boards:
         mine = events.filter(pl.col("event_type").is_in(list(b.event_types)))
+        if b.group_by:  # a group board's "users" are its groups; events naming none are not counted
+            mine = mine.with_columns(group_of(b).alias("user_id")).filter(pl.col("user_id").is_not_null())
         value = pl.col("value")
         score = {"sum": value.sum(), "count": pl.len().cast(pl.Float64), "max": value.max(), "min": value.min()}
         per_user = mine.group_by("user_id").agg(score[b.aggregate].alias("score"))

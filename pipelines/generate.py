@@ -21,13 +21,20 @@ import polars as pl
 from leaderboard.landing import hour_folder
 from leaderboard.periods import local_midnight
 
-# event type -> (topic, share of events)
+# event type -> (topic, share of events). Sign-ups are drawn apart (`_registrations`, from a random
+# stream of their own), hence a share of 0 here: the other types' draws stay as they were.
 EVENT_TYPES = {
     "score.earned": ("game-events", 0.55),
     "game.finished": ("game-events", 0.25),
     "lap.completed": ("race-events", 0.12),
     "referral.bound": ("social-events", 0.08),
+    "user.registered": ("user-events", 0.0),
 }
+EVENTS_PER_SIGN_UP = 20
+REFERRED_SHARE = 0.75  # of sign-ups, those with a referrer_id; the others are ungrouped on `referrers`
+TEAMS = 12
+COUNTRIES = ("FR", "DE", "US", "JP", "BR", "IN")
+ATTRIBUTE_FIELDS = ("display_name", "level", "country", "team_id", "referrer_id")
 PARTITIONS_PER_TOPIC = 3
 FORMATS = ("json", "json.gz", "parquet")
 
@@ -105,6 +112,73 @@ def _day_events(spec: GenerateSpec, day_index: int, rng: np.random.Generator) ->
     )
 
 
+def _attributes(day_index: int) -> pl.Expr:
+    """Attributes by event type, from the user and the day (no random draw, so the events
+    themselves are what they were without them).
+
+    - `display_name` on score.earned, game.finished and user.registered: "Player 42"; every
+      seventh user renames each day, every eleventh after 12:00 UTC; game.finished of every
+      thirteenth user carries an empty name (which must not win).
+    - `level` (a number rising day by day) on score.earned and game.finished; `country` on
+      score.earned (every ninth user moves every day); `team_id` on score.earned, but for
+      every twenty-fifth user (teamless: ungrouped on `teams`); `referrer_id` on referral.bound.
+    """
+    uid = pl.col("user_id").str.slice(5).cast(pl.Int64)  # user-000042
+    kind = pl.col("event_type")
+    named = kind.is_in(["score.earned", "game.finished", "user.registered"])
+    name = (
+        pl.when((kind == "game.finished") & (uid % 13 == 0))
+        .then(pl.lit(""))
+        .when(uid % 7 == 0)
+        .then(pl.format(f"Player {{}} (day {day_index + 1})", uid))
+        .when((uid % 11 == 0) & (pl.col("occurred_at").dt.hour() >= 12))
+        .then(pl.format("Ace {}", uid))
+        .otherwise(pl.format("Player {}", uid))
+    )
+    moved = pl.when(uid % 9 == 0).then(day_index).otherwise(0)
+    country = ((uid + moved) % len(COUNTRIES)).replace_strict(dict(enumerate(COUNTRIES)), return_dtype=pl.String)
+    fields = {
+        "display_name": pl.when(named).then(name),
+        "level": pl.when(kind.is_in(["score.earned", "game.finished"])).then(1 + uid % 20 + day_index),
+        "country": pl.when(kind == "score.earned").then(country),
+        "team_id": pl.when((kind == "score.earned") & (uid % 25 != 0)).then(
+            pl.format("team-{}", (uid % TEAMS).cast(pl.String).str.zfill(2))
+        ),
+        "referrer_id": pl.when(kind.is_in(["referral.bound", "user.registered"])).then(pl.col("referrer_id")),
+    }
+    present = pl.any_horizontal(*(f.is_not_null() for f in fields.values()))
+    return pl.when(present).then(pl.struct(**fields)).alias("attributes")
+
+
+def _registrations(spec: GenerateSpec, day_index: int, rng: np.random.Generator) -> pl.DataFrame:
+    """A day's sign-ups of new users, most of them referred by an active one."""
+    day = spec.start + dt.timedelta(days=day_index)
+    tz = ZoneInfo(spec.timezone)
+    start = local_midnight(day, tz)
+    seconds = (local_midnight(day + dt.timedelta(days=1), tz) - start).total_seconds()
+    n = max(1, spec.events_per_day // EVENTS_PER_SIGN_UP)
+    offsets_us = np.sort(rng.integers(0, int(seconds * 1e3), n)) * 1000
+    referrer = np.where(rng.random(n) < REFERRED_SHARE, rng.integers(0, spec.users, n), -1)
+    epoch_us = int(start.timestamp() * 1e6)
+    return pl.DataFrame(
+        {
+            "event_id": [f"{day:%Y%m%d}-{spec.seed}-r{i}" for i in range(n)],
+            "event_type": "user.registered",
+            "uid": spec.users + day_index * n + np.arange(n),  # ids past the active users'
+            "occurred_at": pl.Series(offsets_us + epoch_us, dtype=pl.Int64),
+            "value": pl.Series([1] * n, dtype=pl.Int64),
+            "referrer": referrer,
+        }
+    ).with_columns(
+        user_names(pl.col("uid")).alias("user_id"),
+        pl.from_epoch("occurred_at", time_unit="us").dt.replace_time_zone("UTC"),
+        pl.lit(EVENT_TYPES["user.registered"][0]).alias("topic"),
+        (pl.col("event_id").hash(spec.seed) % PARTITIONS_PER_TOPIC).cast(pl.Int32).alias("partition"),
+        pl.when(pl.col("referrer") >= 0).then(user_names(pl.col("referrer"))).alias("referrer_id"),
+        pl.lit(False).alias("redelivered"),
+    )
+
+
 def _with_duplicates(frame: pl.DataFrame, rate: float, rng: np.random.Generator) -> pl.DataFrame:
     """Redeliveries: copies of some events, a tenth of them with a changed value (conflicts)."""
     if rate <= 0 or frame.is_empty():
@@ -132,6 +206,9 @@ def _json_lines(group: pl.DataFrame, rng: np.random.Generator) -> pl.Series:
         .when(style == 1)
         .then(encode(at.dt.convert_time_zone("Asia/Kolkata").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z")))
         .otherwise(encode(at.dt.epoch("ms")))
+        # an attribute an event does not have is left out of its line (in Parquet it is a null field)
+        .str.replace_all(f'"(?:{"|".join(ATTRIBUTE_FIELDS)})":null,?', "")
+        .str.replace(",}", "}", literal=True)
         .alias("line")
     ).to_series()
 
@@ -166,49 +243,59 @@ def _write_parquet(group: pl.DataFrame, path: Path) -> None:
 def generate(spec: GenerateSpec, progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Write `spec.days` days of landed files; returns counts of what was written."""
     rng = np.random.default_rng(spec.seed)
+    sign_ups = np.random.default_rng([spec.seed, 17])  # apart, so the activity is drawn as before them
     offsets: dict[tuple[str, int], int] = {}
     totals = {"files": 0, "events": 0, "redeliveries": 0, "bad": 0}
     for d in range(spec.days):
         frame = _day_events(spec, d, rng)
         frame = _with_duplicates(frame, spec.dup_rate, rng).with_columns(
-            pl.when(pl.col("event_type") == "referral.bound")
-            .then(pl.struct(user_names(pl.col("referrer")).alias("referrer_id")))
-            .alias("attributes"),
+            user_names(pl.col("referrer")).alias("referrer_id"),
             pl.when(pl.col("event_type") == "referral.bound").then(1).otherwise("value").alias("value"),
-            pl.col("occurred_at").dt.truncate("1h").alias("hour"),
         )
-        totals["events"] += int((~frame["redelivered"]).sum())
-        totals["redeliveries"] += int(frame["redelivered"].sum())
-        groups = frame.sort("occurred_at").partition_by(
-            ["topic", "partition", "hour"], as_dict=True, maintain_order=True
-        )
-        for (topic, part, hour), group in sorted(groups.items()):
-            fmt = spec.formats[zlib.crc32(f"{topic}/{part}/{hour:%H}/{spec.seed}".encode()) % len(spec.formats)]
-            folder = hour_folder(spec.landing, str(topic), hour)
-            folder.mkdir(parents=True, exist_ok=True)
-            for redelivered, chunk in (
-                (False, group.filter(~pl.col("redelivered"))),
-                (True, group.filter(pl.col("redelivered"))),
-            ):
-                if chunk.is_empty():
-                    continue
-                key = (str(topic), int(part))
-                offset = offsets.get(key, 0)
-                name = f"{topic}+{part}+{offset}.{fmt}"
-                n_bad = 0
-                if fmt == "parquet":
-                    _write_parquet(chunk, folder / name)
-                else:
-                    lines: pl.Series | list[str] = _json_lines(chunk, rng)
-                    if spec.bad_rate > 0 and not redelivered:
-                        n_bad = int(rng.binomial(len(lines), spec.bad_rate))
-                        lines = lines.to_list()
-                        for bad in _bad_lines(n_bad, hour, rng, f"{topic}-{part}-{offset}"):
-                            lines.insert(int(rng.integers(0, len(lines) + 1)), bad)
-                    _write_lines(lines, folder / name)
-                offsets[key] = offset + chunk.height + n_bad
-                totals["files"] += 1
-                totals["bad"] += n_bad
+        _write_day(spec, frame.with_columns(_attributes(d)), offsets, totals, rng, spec.bad_rate)
+        _write_day(spec, _registrations(spec, d, sign_ups).with_columns(_attributes(d)), offsets, totals, sign_ups, 0.0)
         if progress:
             progress(1)
     return totals
+
+
+def _write_day(
+    spec: GenerateSpec,
+    frame: pl.DataFrame,
+    offsets: dict[tuple[str, int], int],
+    totals: dict[str, int],
+    rng: np.random.Generator,
+    bad_rate: float,
+) -> None:
+    """One file per topic, partition and UTC hour (redeliveries in a later file), as the sink does."""
+    frame = frame.with_columns(pl.col("occurred_at").dt.truncate("1h").alias("hour"))
+    totals["events"] += int((~frame["redelivered"]).sum())
+    totals["redeliveries"] += int(frame["redelivered"].sum())
+    groups = frame.sort("occurred_at").partition_by(["topic", "partition", "hour"], as_dict=True, maintain_order=True)
+    for (topic, part, hour), group in sorted(groups.items()):
+        fmt = spec.formats[zlib.crc32(f"{topic}/{part}/{hour:%H}/{spec.seed}".encode()) % len(spec.formats)]
+        folder = hour_folder(spec.landing, str(topic), hour)
+        folder.mkdir(parents=True, exist_ok=True)
+        for redelivered, chunk in (
+            (False, group.filter(~pl.col("redelivered"))),
+            (True, group.filter(pl.col("redelivered"))),
+        ):
+            if chunk.is_empty():
+                continue
+            key = (str(topic), int(part))
+            offset = offsets.get(key, 0)
+            name = f"{topic}+{part}+{offset}.{fmt}"
+            n_bad = 0
+            if fmt == "parquet":
+                _write_parquet(chunk, folder / name)
+            else:
+                lines: pl.Series | list[str] = _json_lines(chunk, rng)
+                if bad_rate > 0 and not redelivered:
+                    n_bad = int(rng.binomial(len(lines), bad_rate))
+                    lines = lines.to_list()
+                    for bad in _bad_lines(n_bad, hour, rng, f"{topic}-{part}-{offset}"):
+                        lines.insert(int(rng.integers(0, len(lines) + 1)), bad)
+                _write_lines(lines, folder / name)
+            offsets[key] = offset + chunk.height + n_bad
+            totals["files"] += 1
+            totals["bad"] += n_bad

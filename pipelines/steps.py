@@ -19,7 +19,7 @@ from leaderboard.boards import BoardSet, display_limit
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
-from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings
+from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
@@ -41,6 +41,8 @@ class IngestStats:
     conflicts: int
     quarantined: int
     seconds: float
+    # per group board, events of its types naming no group (not counted on it), as a JSON object
+    ungrouped: str = "{}"
 
 
 class QuarantineRateExceeded(RuntimeError):
@@ -76,6 +78,7 @@ def ingest_day(
         staged_clean = workdir / "clean.parquet"
         kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
+        ungrouped = ungrouped_counts(pl.scan_parquet(staged_clean), boards.boards)
         stats = IngestStats(
             day=day.isoformat(),
             files=len(landed.files),
@@ -86,6 +89,7 @@ def ingest_day(
             conflicts=kept.conflicts,
             quarantined=landed.quarantine.height,
             seconds=round(time.perf_counter() - t0, 3),
+            ungrouped=json.dumps(ungrouped, separators=(",", ":")),
         )
         if read != counted + kept.duplicates + landed.quarantine.height:
             raise AssertionError(f"{day}: read {read} != counted + duplicates + quarantined ({stats})")
@@ -115,7 +119,9 @@ def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame
     files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
     if not files:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    return rollup_scores(pl.scan_parquet(files), boards.boards)
+    # Days scored before names and metadata existed lack their columns: read as nulls.
+    daily = pl.scan_parquet(files, schema=SCORES_SCHEMA, missing_columns="insert")  # type: ignore[arg-type]
+    return rollup_scores(daily, boards.boards)
 
 
 def period_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
@@ -193,9 +199,8 @@ def publish_period(
     stores = stores or Stores(lake)
     named = None
     if identity is not None:
-        # Names go to boards whose entries are users, not groups. getattr: `group_by` comes with
-        # group boards; once Board has it, this is `board.group_by is None`.
-        users = [b.id for b in boards.with_period(period.type) if getattr(b, "group_by", None) is None]
+        # names go to boards whose entries are users, not groups
+        users = [b.id for b in boards.with_period(period.type) if b.group_by is None]
         named = name_standings(table, users, identity, identity_cache(stores.database_url, stores.lake), now)
         table = named.table
     table = with_name_columns(table)

@@ -82,7 +82,7 @@ def client(request, env):
 
 def test_boards_and_periods(client):
     boards = client.get("/leaderboard/boards").json()
-    assert {b["id"] for b in boards} == {"points", "referrals", "high_score", "fastest_lap"}
+    assert {b["id"] for b in boards} == {"points", "referrals", "high_score", "fastest_lap", "teams", "referrers"}
     assert next(b for b in boards if b["id"] == "high_score")["display_limit"] == 50
     keys = client.get("/leaderboard/points/daily/periods").json()["keys"]
     assert keys == ["2026-04-22", "2026-04-21", "2026-04-20"]

@@ -149,12 +149,12 @@ def test_a_disabled_board_has_no_series(stores: Stores, monkeypatch: pytest.Monk
     config.save({"referrals": Override(enabled=False)}, by="test")
     with app_for(stores, stores.database_url, stores.redis_url) as c:
         found = scrape_until(lambda: c.get("/metrics").text, lambda f: bool(boards_in(f)))
-        assert boards_in(found) == {"points", "high_score", "fastest_lap"}
+        assert boards_in(found) == {"points", "high_score", "fastest_lap", "teams", "referrers"}
         assert not any(board == "referrals" for board, _ in of(found, "leaderboard_period_start_timestamp_seconds"))
         # an admin's change reaches the metrics as it reaches the routes, without a restart
         config.save({"referrals": Override(enabled=True), "points": Override(enabled=False)}, by="test")
         found = scrape_until(lambda: c.get("/metrics").text, lambda f: "referrals" in boards_in(f))
-        assert boards_in(found) == {"referrals", "high_score", "fastest_lap"}
+        assert boards_in(found) == {"referrals", "high_score", "fastest_lap", "teams", "referrers"}
 
 
 def test_a_store_down_is_0_and_never_slows_a_scrape(stores: Stores):

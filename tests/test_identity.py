@@ -370,15 +370,9 @@ def test_without_postgres_the_cache_is_a_lake_file(settings):
     assert _names(name.table) == {"a": "Ann", "b": "Ben", "c": "event-c"}
 
 
-class _GroupBoard(Board):
-    """A board whose entries are groups. Stands in for `Board.group_by` until it lands."""
-
-    group_by: str | None = "team_id"
-
-
 def test_boards_of_groups_are_neither_asked_about_nor_renamed(settings, monkeypatch):
     boards = current_boards()
-    teams = _GroupBoard(id="teams", event_types=("score.earned",), aggregate="sum")
+    teams = Board(id="teams", event_types=("score.earned",), aggregate="sum", group_by="team_id")
     boards = dataclasses.replace(boards, boards=(*boards.boards, teams))
     lake = Lake(settings.LEADERBOARD_LAKE_DIR)
     table = pl.concat([_table(["a", "b"]), _table(["t1", "a"], board="teams")])

@@ -23,6 +23,7 @@ from leaderboard.boards import current_boards
 from leaderboard.periods import period_of, periods_touching
 from leaderboard.settings import get_settings
 from leaderboard.stores.lake import Lake, read_snapshot
+from pipelines.steps import rank_period
 from tests.conftest import event, land
 from tests.reference import Reference
 
@@ -116,6 +117,59 @@ def test_every_board_and_period_matches_an_independent_duckdb_computation(env):
                 assert row["rank_change"] == (None if expected_prev is None else expected_prev - rank)
             checked += 1
     assert checked == len(boards.boards) * len(periods)
+
+
+def test_group_boards_names_and_metadata_match_the_reference_row_for_row(env):
+    """The team and referral boards (published) and every entry's name and metadata (as the
+    pipeline ranks them from its daily_scores: snapshots do not store names yet) against the
+    reference's plain-Python computation over the landed events."""
+    root, _ = env
+    lake, boards = Lake(root / "lake"), current_boards()
+    ref = Reference(root / "landing", TZ)
+    periods = [period_of("daily", FIRST), period_of("daily", dt.date(2026, 3, 8)), period_of("daily", LAST)]
+    periods += periods_touching("weekly", FIRST, LAST) + periods_touching("monthly", FIRST, LAST)
+    periods.append(period_of("all_time", LAST, boards.start_date))
+    named = renamed = 0
+    for period in periods:
+        table = rank_period(lake, boards, period)
+        for board_id in ("teams", "referrers", "points"):
+            board = boards.get(board_id)
+            assert board is not None
+            want = ref.entries(board, period.start, period.end - dt.timedelta(days=1))
+            rows = table.filter(pl.col("board_id") == board_id).sort("rank")
+            columns = ["user_id", "rank", "score", "event_count", "reached_at"]
+            published = snapshot_rows(lake, board_id, period.type, period.key).select(columns)
+            assert rows.select(columns).equals(published), (board_id, period.key)
+            got = [
+                (r["user_id"], r["rank"], r["score"], r["event_count"], r["reached_at"], r["display_name"],
+                 None if r["metadata"] is None else json.loads(r["metadata"]))
+                for r in rows.iter_rows(named=True)
+            ]  # fmt: skip
+            expected = [
+                (k, e.rank, e.score, e.event_count, e.reached_at, e.display_name, e.metadata)
+                for k, e in sorted(want.items(), key=lambda kv: kv[1].rank)
+            ]
+            assert got == expected, (board_id, period.key)
+            assert len(got) > 0
+            named += sum(1 for g in got if g[5])
+            renamed += sum(1 for g in got if g[5] and ("day" in g[5] or "Ace" in g[5]))
+    assert named > 1000 and renamed > 100  # names were there to compare, changing ones among them
+
+
+def test_ingest_stats_count_each_group_boards_ungrouped_events(env):
+    root, _ = env
+    boards = current_boards()
+    ref = Reference(root / "landing", TZ)
+    stats = pl.read_parquet(root / "lake" / "ingest_stats" / "*" / "*.parquet")
+    assert stats.height == (LAST - FIRST).days + 1
+    totals = {"teams": 0, "referrers": 0}
+    for row in stats.iter_rows(named=True):
+        day = dt.date.fromisoformat(row["day"])
+        counts = json.loads(row["ungrouped"])
+        assert counts == {b: ref.ungrouped(boards.get(b), day) for b in ("teams", "referrers")}, day
+        for b in totals:
+            totals[b] += counts[b]
+    assert totals["teams"] > 0 and totals["referrers"] > 0  # teamless players, sign-ups nobody referred
 
 
 def test_counts_match_what_was_generated_and_runs_are_in_the_instance(env):

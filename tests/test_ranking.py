@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from leaderboard.boards import Board, BoardSet
+from leaderboard.landing.contract import CLEAN_SCHEMA
 from leaderboard.periods import period_of
-from leaderboard.ranking import score_events, standings
+from leaderboard.ranking import MAX_METADATA_BYTES, score_events, standings, ungrouped_counts
 from leaderboard.stores.lake import Lake, write_atomic
 from pipelines.steps import rank_period
 
@@ -19,26 +21,30 @@ SUM = Board(id="pts", event_types=("s",), aggregate="sum")
 COUNT = Board(id="cnt", event_types=("s",), aggregate="count")
 MAX = Board(id="best", event_types=("s",), aggregate="max")
 MIN = Board(id="lap", event_types=("s",), aggregate="min", order="asc")
+TEAM = Board(id="teams", event_types=("s",), aggregate="sum", group_by="attributes.team_id")
+CLEAN = {c: t for c, t in CLEAN_SCHEMA.items() if c not in ("content_hash", "seq")}  # as clean_events stores them
 
 
 def t(hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime(2026, 11, 26, hour, minute, tzinfo=UTC)
 
 
-def events(rows: list[tuple[str, float, dt.datetime]], event_type: str = "s") -> pl.LazyFrame:
+def events(rows: list[tuple], event_type: str = "s") -> pl.LazyFrame:
+    """Clean events from (user, value, occurred_at[, attributes[, file_idx]]) rows; event ids
+    follow the rows' order. Attributes are written as the landing writes them (compact JSON)."""
+    attrs = [json.dumps(r[3], separators=(",", ":")) if len(r) > 3 and r[3] is not None else None for r in rows]
     return pl.LazyFrame(
         {
+            "event_id": [f"{event_type}-{i:04d}" for i in range(len(rows))],
             "event_type": [event_type] * len(rows),
             "user_id": [r[0] for r in rows],
-            "value": [float(r[1]) for r in rows],
             "occurred_at": [r[2] for r in rows],
+            "value": [float(r[1]) for r in rows],
+            "attributes": attrs,
+            "file_idx": [r[4] if len(r) > 4 else 0 for r in rows],
+            "line": [None] * len(rows),
         },
-        schema={
-            "event_type": pl.String,
-            "user_id": pl.String,
-            "value": pl.Float64,
-            "occurred_at": pl.Datetime("us", "UTC"),
-        },
+        schema=CLEAN,
     )
 
 
@@ -144,3 +150,172 @@ def test_all_time_previous_is_one_day_earlier(tmp_path):
     )
     table = rank_period(lake, boards, period_of("all_time", dt.date(2026, 6, 2), boards.start_date))
     assert table.select("user_id", "score", "rank", "previous_rank").rows() == [("b", 7.0, 1, 2), ("a", 6.0, 2, 1)]
+
+
+# Group boards, names and metadata (docs/contracts.md#groups-names-and-metadata)
+
+
+def test_a_group_board_ranks_groups_with_ties_broken_by_group_id_bytewise():
+    rows = [
+        ("amy", 5, t(1), {"team_id": "red"}),
+        ("bob", 5, t(1), {"team_id": "Zulu"}),  # "Z" < "r" bytewise
+        ("cat", 3, t(1), {"team_id": "blue"}),
+        ("dan", 2, t(1), {"team_id": "blue"}),
+        ("eve", 4, t(2), {"team_id": "green"}),
+        ("fay", 1, t(0), {"team_id": "green"}),
+    ]
+    table = standings(score_events(events(rows), [TEAM]), None, [TEAM]).collect()
+    assert table.select("rank", "user_id", "score", "event_count", "reached_at").rows() == [
+        (1, "Zulu", 5.0, 1, t(1)),
+        (2, "blue", 5.0, 2, t(1)),
+        (3, "red", 5.0, 1, t(1)),
+        (4, "green", 5.0, 2, t(2)),  # reached last
+    ]
+    assert table["display_name"].to_list() == [None] * 4 and table["metadata"].to_list() == [None] * 4
+
+
+def test_events_without_a_group_are_not_counted_and_are_reported_as_ungrouped():
+    grouped = {"team_id": "red"}
+    ungrouped = [
+        None,  # no attributes
+        {},  # no such attribute
+        {"team_id": None},
+        {"team_id": 7},  # a number is no group id ("7" is)
+        {"team_id": ""},
+        {"team_id": "x" * 65},  # longer than a user id may be
+        {"team_id": ["red"]},
+        {"team_id": {"id": "red"}},
+        {"other": {"team_id": "red"}},  # nested elsewhere: not attributes.team_id
+    ]
+    rows = [("amy", 1, t(1), grouped), ("amy", 1, t(1), {"team_id": "7"}), ("amy", 1, t(1), {"team_id": "x" * 64})]
+    rows += [("amy", 100, t(2), a) for a in ungrouped]
+    lf = pl.concat([events(rows), events([("amy", 1000, t(3), grouped)], "other")])
+    table = standings(score_events(lf, [TEAM, SUM]), None, [TEAM, SUM]).collect()
+    teams = table.filter(pl.col("board_id") == "teams").sort("user_id")
+    assert teams.select("user_id", "score", "event_count").rows() == [
+        ("7", 1.0, 1),
+        ("red", 1.0, 1),
+        ("x" * 64, 1.0, 1),
+    ]
+    assert table.filter(pl.col("board_id") == "pts")["score"].to_list() == [903.0]  # a user board counts them all
+    assert ungrouped_counts(lf, [TEAM, SUM]) == {"teams": len(ungrouped)}
+
+
+def test_a_group_may_sit_in_a_nested_object_and_be_written_with_escapes():
+    board = Board(id="squads", event_types=("s",), aggregate="count", group_by="attributes.squad.id")
+    rows = [
+        ("amy", 1, t(1), {"squad": {"id": 'a"b'}}),
+        ("bob", 1, t(1), {"squad": {"id": 'a"b', "id2": "x"}, "tag": "[{"}),
+        ("cat", 1, t(1), {"squad": {"id": "é"}}),
+        ("dan", 1, t(1), {"squad": [{"id": "array"}]}),  # a path goes through objects only
+        ("eve", 1, t(1), {"squad": {"id": 3}}),
+        ("fay", 1, t(1), {"id": "top"}),
+    ]
+    table = standings(score_events(events(rows), [board]), None, [board]).collect()
+    assert table.select("user_id", "score").rows() == [('a"b', 2.0), ("é", 1.0)]
+    assert ungrouped_counts(events(rows), [board]) == {"squads": 3}
+
+
+def test_the_name_is_the_latest_non_empty_display_name_with_ties_in_file_then_event_id_order():
+    rows = [
+        ("amy", 1, t(1), {"display_name": "Amy"}),
+        ("amy", 1, t(3), {"display_name": ""}),  # later, but empty
+        ("amy", 1, t(4), {"display_name": None}),
+        ("amy", 1, t(5), {"display_name": 42}),  # not a string
+        ("amy", 1, t(6), {"display_name": "y" * 65}),  # too long
+        ("amy", 1, t(7), {"level": 3}),
+        ("amy", 1, t(8), {"profile": {"display_name": "nested"}}),
+        ("amy", 1, t(9)),
+        ("amy", 1, t(2), {"display_name": "Amelia"}),
+        ("bob", 1, t(5), {"display_name": "Bob in file 1"}, 1),
+        ("bob", 1, t(5), {"display_name": "Bob in file 0"}, 0),
+        ("cat", 1, t(5), {"display_name": "Cat, s-0011"}, 3),
+        ("cat", 1, t(5), {"display_name": "Cat, s-0012"}, 3),  # same time and file: the greater event id
+        ("dan", 1, t(5), {"nick": "no name"}),
+    ]
+    table = standings(score_events(events(rows), [SUM]), None, [SUM]).collect()
+    names = dict(table.select("user_id", "display_name").iter_rows())
+    assert names == {"amy": "Amelia", "bob": "Bob in file 1", "cat": "Cat, s-0012", "dan": None}
+
+
+def test_the_latest_name_and_metadata_values_carry_across_days_and_rollups(tmp_path):
+    board = Board(id="pts", event_types=("s",), aggregate="sum", metadata=("level", "country"))
+    lake = Lake(tmp_path)
+    boards = BoardSet((board,), "UTC", dt.date(2024, 1, 1), tmp_path / "boards.yaml")
+
+    def day(date: dt.date, rows: list[tuple]) -> None:
+        at = dt.datetime.combine(date, dt.time(12), tzinfo=UTC)
+        found = score_events(
+            events([(u, v, at + dt.timedelta(minutes=i), a) for i, (u, v, a) in enumerate(rows)]), [board]
+        )
+        write_atomic(found.collect(), lake.day_file("daily_scores", date))
+
+    day(
+        dt.date(2026, 3, 2),
+        [("amy", 1, {"display_name": "Amy", "level": 1, "country": "FR"}), ("bob", 1, {"level": 9})],
+    )
+    day(dt.date(2026, 3, 3), [("amy", 1, {"display_name": "Amy 2", "level": 2}), ("bob", 1, {"display_name": "Bob"})])
+    day(dt.date(2026, 3, 4), [("amy", 5, {"level": 3}), ("bob", 1, None)])
+    day(dt.date(2026, 3, 10), [("amy", 1, {"country": "DE"})])  # the next week
+
+    def entries(period_type: str, at: dt.date) -> dict[str, tuple]:
+        table = rank_period(lake, boards, period_of(period_type, at, boards.start_date))
+        return {r["user_id"]: (r["display_name"], json.loads(r["metadata"])) for r in table.iter_rows(named=True)}
+
+    assert entries("daily", dt.date(2026, 3, 4)) == {"amy": (None, {"level": 3}), "bob": (None, {})}
+    assert entries("weekly", dt.date(2026, 3, 2)) == {
+        "amy": ("Amy 2", {"level": 3, "country": "FR"}),  # each key its own latest value, in the board's order
+        "bob": ("Bob", {"level": 9}),
+    }
+    assert entries("all_time", dt.date(2026, 3, 10)) == {
+        "amy": ("Amy 2", {"level": 3, "country": "DE"}),
+        "bob": ("Bob", {"level": 9}),
+    }
+
+
+def test_daily_scores_written_before_names_still_roll_up_with_nulls(tmp_path):
+    board = Board(id="pts", event_types=("s",), aggregate="sum", metadata=("level",))
+    lake = Lake(tmp_path)
+    boards = BoardSet((board,), "UTC", dt.date(2024, 1, 1), tmp_path / "boards.yaml")
+    old = pl.DataFrame(
+        {"board_id": ["pts"], "user_id": ["amy"], "score": [4.0], "event_count": [2], "reached_at": [t(1)]},
+        schema={"board_id": pl.String, "user_id": pl.String, "score": pl.Float64, "event_count": pl.Int64,
+                "reached_at": pl.Datetime("us", "UTC")},
+    )  # fmt: skip
+    write_atomic(old, lake.day_file("daily_scores", dt.date(2026, 11, 25)))
+    new = score_events(events([("amy", 1, t(9), {"display_name": "Amy", "level": 4})]), [board]).collect()
+    write_atomic(new, lake.day_file("daily_scores", dt.date(2026, 11, 26)))
+
+    old_only = rank_period(lake, boards, period_of("daily", dt.date(2026, 11, 25)))
+    assert old_only.select("user_id", "score", "display_name", "metadata").rows() == [("amy", 4.0, None, "{}")]
+    week = rank_period(lake, boards, period_of("weekly", dt.date(2026, 11, 26)))
+    assert week.select("user_id", "score", "display_name", "metadata").rows() == [("amy", 5.0, "Amy", '{"level":4}')]
+
+
+@pytest.mark.parametrize(("d_chars", "kept"), [(102, ["a", "c", "d"]), (103, ["a", "c", "e"])])
+def test_metadata_leaves_out_a_key_that_would_pass_the_size_cap_and_keeps_trying_the_next(d_chars, kept):
+    board = Board(id="pts", event_types=("s",), aggregate="sum", metadata=("a", "big", "c", "d", "e"))
+    attrs = {"a": "é" * 100, "big": "x" * 2000, "c": "y" * 700, "d": "z" * d_chars, "e": 5}
+    table = standings(score_events(events([("amy", 1, t(1), attrs)]), [board]), None, [board]).collect()
+    text = table["metadata"][0]
+    # {"a":"é..."} is 208 bytes (é is two), "big" never fits, ,"c":"y..." adds 707: 915; ,"d":"z..." adds
+    # 7 + d_chars: 1024 with 102 (kept, the cap is inclusive; then ,"e":5 no longer fits), 1025 with 103
+    # (left out, and ,"e":5 adds 6)
+    assert list(json.loads(text)) == kept
+    assert json.loads(text) == {k: attrs[k] for k in kept}
+    assert len(text.encode()) == (1024 if "d" in kept else 921) <= MAX_METADATA_BYTES
+
+
+def test_metadata_values_keep_their_json_type_and_boards_without_metadata_have_none():
+    board = Board(id="meta", event_types=("s",), aggregate="sum", metadata=("level", "country", "vip", "tags", "p.tz"))
+    attrs = {"level": 7, "country": "FR", "vip": False, "tags": ["a", "b"], "p": {"tz": "Europe/Paris"}, "x": 1}
+    table = standings(score_events(events([("amy", 1, t(1), attrs)]), [board, SUM]), None, [board, SUM]).collect()
+    meta = dict(table.select("board_id", "metadata").iter_rows())
+    assert json.loads(meta["meta"]) == {
+        "level": 7,
+        "country": "FR",
+        "vip": False,
+        "tags": ["a", "b"],
+        "p.tz": "Europe/Paris",
+    }
+    assert meta["pts"] is None

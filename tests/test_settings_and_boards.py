@@ -90,6 +90,26 @@ def test_bad_boards_file_names_file_board_and_field(tmp_path):
             "boards:\n  - {id: a, event_types: [x], aggregate: sum, display_limit: 0}\n",
             "board 'a' field 'display_limit'",
         ),
+        # group_by names a field of the event's attributes, with its prefix, in plain characters
+        ("boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: team_id}\n", "board 't' field 'group_by'"),
+        ("boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: team_id}\n", "got 'team_id'"),
+        ("boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: attributes.}\n", "got 'attributes.'"),
+        ("boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: user_id}\n", "got 'user_id'"),
+        (
+            "boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: attributes.a..b}\n",
+            "got 'attributes.a..b'",
+        ),
+        (
+            'boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: "attributes.a b"}\n',
+            "got 'attributes.a b'",
+        ),
+        (
+            "boards:\n  - {id: t, event_types: [x], aggregate: sum, group_by: [attributes.a]}\n",
+            "board 't' field 'group_by'",
+        ),
+        ('boards:\n  - {id: m, event_types: [x], aggregate: sum, metadata: [level, "a\'b"]}\n', 'got "a\'b"'),
+        ("boards:\n  - {id: m, event_types: [x], aggregate: sum, metadata: [level, level]}\n", "each attribute once"),
+        ("boards:\n  - {id: m, event_types: [x], aggregate: sum, metadata: level}\n", "board 'm' field 'metadata'"),
     ],
 )
 def test_boards_file_errors(tmp_path, text, expected):
@@ -102,3 +122,23 @@ def test_boards_file_errors(tmp_path, text, expected):
 def test_timezone_setting_overrides_boards_file(tmp_path: Path):
     path = write_boards(tmp_path / "b.yaml", "timezone: UTC\nboards:\n  - {id: a, event_types: [x], aggregate: sum}\n")
     assert load_boards(path, "America/New_York").timezone == "America/New_York"
+
+
+def test_group_by_and_metadata_load_as_attribute_paths(tmp_path: Path):
+    text = (
+        "boards:\n"
+        "  - {id: teams, event_types: [x], aggregate: sum, group_by: attributes.team.id, metadata: [level, p.country]}\n"
+        "  - {id: users, event_types: [x], aggregate: sum}\n"
+    )
+    teams, users = load_boards(write_boards(tmp_path / "b.yaml", text)).boards
+    assert (teams.group_by, teams.metadata) == ("team.id", ("level", "p.country"))
+    assert (users.group_by, users.metadata) == (None, ())
+
+
+def test_default_boards_ship_a_team_and_a_referral_board(boards):
+    grouped = {b.id: (b.event_types, b.aggregate, b.group_by) for b in boards.boards if b.group_by}
+    assert grouped == {
+        "teams": (("score.earned",), "sum", "team_id"),
+        "referrers": (("user.registered",), "count", "referrer_id"),
+    }
+    assert boards.get("points").metadata == ("level", "country")

@@ -240,7 +240,12 @@ class LakeIngestStats:
         ]
         if not files:
             return pl.DataFrame(schema=INGEST_STATS_SCHEMA)
-        cols = ", ".join(f"CAST({c} AS DATE) AS day" if c == "day" else c for c in INGEST_STATS_SCHEMA)
+        found = set(_duck("SELECT * FROM read_parquet(?, union_by_name = true) LIMIT 0", [files]).columns)
+        # days ingested before a column existed (ungrouped) read it as NULL
+        cols = ", ".join(
+            "CAST(day AS DATE) AS day" if c == "day" else c if c in found else f"NULL::VARCHAR AS {c}"
+            for c in INGEST_STATS_SCHEMA
+        )
         frame = _duck(f"SELECT {cols} FROM read_parquet(?, union_by_name = true) ORDER BY day", [files])
         return frame.cast(INGEST_STATS_SCHEMA)  # type: ignore[arg-type]
 

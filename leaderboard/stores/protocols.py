@@ -16,7 +16,7 @@ from leaderboard.standings import Snapshot
 
 INGEST_STATS_SCHEMA = {"day": pl.Date, "files": pl.Int64, "skipped_files": pl.Int64, "read": pl.Int64,
                        "counted": pl.Int64, "duplicates": pl.Int64, "conflicts": pl.Int64, "quarantined": pl.Int64,
-                       "seconds": pl.Float64, "run_id": pl.String}  # fmt: skip
+                       "seconds": pl.Float64, "ungrouped": pl.String, "run_id": pl.String}  # fmt: skip
 HISTORY_SCHEMA = {"period_key": pl.String, "rank": pl.Int64, "score": pl.Float64, "total": pl.Int64}
 PeriodId = tuple[str, str, str]  # board_id, period_type, period_key
 

@@ -30,6 +30,7 @@ from api.guards import BEARER_SCHEME, SCHEME_NAME
 from api.health import HealthController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.reader import Reader
+from api.results import ResultsController
 from api.standings import StandingsController
 from api.users import UsersController
 from leaderboard.boards import current_boards
@@ -183,7 +184,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware_class=RetryAfterRateLimit,
     )
     return Litestar(
-        route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
+        route_handlers=[
+            StandingsController,
+            UsersController,
+            AdminController,
+            HealthController,
+            metrics,
+            ResultsController,
+        ],
         state=State({"settings": settings}),  # for the guards, which get no dependencies
         dependencies=dependencies(services),
         middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],

@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
+import polars as pl
 import psycopg
 import pytest
 import redis
@@ -33,9 +34,10 @@ from leaderboard.settlement import (
     signature_matches,
 )
 from leaderboard.stores import Stores
+from leaderboard.stores.errors import SchemaMissing
 from leaderboard.stores.lake import Lake, read_snapshot
 from leaderboard.stores.postgres import PostgresStore
-from leaderboard.stores.settlement import Due, PostgresSettlement, Undelivered, period_lock
+from leaderboard.stores.settlement import Due, PostgresSettlement, Undelivered, period_lock, refuse_settled
 from pipelines.definitions import build_defs
 from pipelines.resources import StoresResource
 from pipelines.settlement import SettlementResource
@@ -444,3 +446,11 @@ def test_without_postgres_nothing_settles_and_every_entry_point_says_why(setting
             assert isinstance(skipped, dg.SkipReason) and "needs Postgres" in (skipped.skip_message or "")
     result = CliRunner().invoke(main, ["settlement", "status"])
     assert result.exit_code == 2 and "settlement needs Postgres: set DATABASE_URL" in result.output
+
+
+def test_a_database_without_the_settlement_tables_says_to_migrate(migrated_url):
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("DROP TABLE leaderboard_settlements")
+    table = pl.DataFrame(schema={"board_id": pl.String, "event_count": pl.Int64})
+    with pytest.raises(SchemaMissing, match=r"0006.settlement.sql\): run `leaderboard migrate deploy`"):
+        refuse_settled(PostgresStore(migrated_url), "daily", str(D1), table, END1)

@@ -30,6 +30,7 @@ from leaderboard.settlement import (
     settles,
 )
 from leaderboard.standings import Snapshot
+from leaderboard.stores.errors import SchemaMissing
 from leaderboard.stores.postgres import SNAPSHOT_RANKS, AsyncPostgres, PostgresStore, _ranks, _snapshot
 from leaderboard.stores.postgres_publish import RANKING_COLUMNS
 
@@ -153,7 +154,12 @@ class Undelivered:
 
 def frozen_in(conn: psycopg.Connection, period_type: str, period_key: str) -> dict[str, Settlement]:
     """board -> settlement of the boards of a period that are settled now."""
-    rows = conn.execute(SETTLED_IN_PERIOD, (period_type, period_key)).fetchall()
+    try:
+        rows = conn.execute(SETTLED_IN_PERIOD, (period_type, period_key)).fetchall()
+    except psycopg.errors.UndefinedTable as exc:  # a schema from before settlement: publishing needs it now
+        raise SchemaMissing(
+            "Postgres has no settlement tables (sql/migrations/0006.settlement.sql): run `leaderboard migrate deploy`"
+        ) from exc
     return {r[0]: _settlement(r) for r in rows}
 
 

@@ -454,3 +454,27 @@ def test_a_database_without_the_settlement_tables_says_to_migrate(migrated_url):
     table = pl.DataFrame(schema={"board_id": pl.String, "event_count": pl.Int64})
     with pytest.raises(SchemaMissing, match=r"0006.settlement.sql\): run `leaderboard migrate deploy`"):
         refuse_settled(PostgresStore(migrated_url), "daily", str(D1), table, END1)
+
+
+def test_deliveries_go_in_revision_order_and_a_claimed_one_is_leased(migrated_url):
+    store = PostgresSettlement(PostgresStore(migrated_url))
+    now = dt.datetime.now(UTC)
+    with psycopg.connect(migrated_url) as conn:
+        for revision, board in ((1, "points"), (2, "points"), (1, "referrals")):
+            conn.execute(
+                "INSERT INTO leaderboard_webhook_outbox (id, event_type, board_id, period_type, period_key, revision, "
+                "body, created_at, next_attempt_at) VALUES (gen_random_uuid(), 'period.settled', %s, 'daily', "
+                "'2026-11-02', %s, %s, %s, %s)",
+                (board, revision, f'{{"r":{revision}}}', now, now - dt.timedelta(seconds=revision)),
+            )
+    first = store.claim(now, dt.timedelta(minutes=5))
+    assert first is not None and (first.board_id, first.revision) == ("points", 1)  # revision 2 waits for it
+    second = store.claim(now, dt.timedelta(minutes=5))
+    assert second is not None and (second.board_id, second.revision) == ("referrals", 1)
+    assert store.claim(now, dt.timedelta(minutes=5)) is None  # points 1 is leased, points 2 behind it
+    store.attempted(first, now, 503, "HTTP 503", now + retry_delay(1, dt.timedelta(seconds=30)))
+    assert store.claim(now + dt.timedelta(seconds=29), dt.timedelta(minutes=5)) is None
+    store.attempted(first, now, 200, None, None)  # delivered on its retry
+    third = store.claim(now, dt.timedelta(minutes=5))
+    assert third is not None and (third.board_id, third.revision, third.body) == ("points", 2, b'{"r":2}')
+    assert store.undelivered() == Undelivered(2, 0, now)  # claimed, not tried yet

@@ -29,6 +29,7 @@ from api.observability import ObservabilityMiddleware, configure_logging, metric
 from api.openapi import document_boards, forbid_unknown_fields, openapi_config
 from api.params import query_names, reject_unknown_query
 from api.reader import Reader
+from api.results import ResultsController
 from api.schemas import BoardConfigPatch, ConfigUpdate
 from api.standings import StandingsController
 from api.users import UsersController
@@ -185,7 +186,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware_class=RetryAfterRateLimit,
     )
     app = Litestar(
-        route_handlers=[StandingsController, UsersController, AdminController, HealthController, metrics],
+        route_handlers=[
+            StandingsController,
+            UsersController,
+            AdminController,
+            HealthController,
+            metrics,
+            ResultsController,
+        ],
         state=State({"settings": settings}),  # for the guards, which get no dependencies
         dependencies=dependencies(services),
         middleware=[ObservabilityMiddleware(), *([rate_limit.middleware] if settings.RATE_LIMIT_PER_MINUTE else [])],

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from api.observability import FRESHNESS, FreshnessCollector
+from api.observability import FRESHNESS, SETTLEMENT, FreshnessCollector, SettlementCollector
 from api.reader import Reader
 from leaderboard.periods import local_midnight, period_of
 from leaderboard.stores.postgres import AsyncPostgres
 from leaderboard.stores.protocols import PeriodId
+from leaderboard.stores.settlement import AsyncSettlement
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 5.0
@@ -36,6 +37,7 @@ class FreshnessWatch:
 
     reader: Reader
     gauges: FreshnessCollector = FRESHNESS
+    settlement: SettlementCollector = SETTLEMENT
     timeout: float = TIMEOUT_SECONDS
     _failing: set[str] = field(default_factory=set)
 
@@ -69,6 +71,7 @@ class FreshnessWatch:
 
         async with anyio.create_task_group() as group:
             group.start_soon(self._primary, up, now or dt.datetime.now(dt.UTC))
+            group.start_soon(self._webhooks)
             if self.reader.cache is not None:
                 group.start_soon(cache, self.reader.cache.ping)
         self.gauges.set_up(up)
@@ -106,6 +109,20 @@ class FreshnessWatch:
              for (b, t, k), start in periods.items()}
         )  # fmt: skip
 
+    async def _webhooks(self) -> None:
+        """The settlement webhooks not delivered yet (Postgres only: the outbox lives there)."""
+        primary = self.reader.primary
+        if not isinstance(primary, AsyncPostgres):
+            return
+        try:
+            with anyio.fail_after(self.timeout):
+                found = await AsyncSettlement(primary.pool).undelivered()
+        except Exception as exc:
+            self._note("webhook outbox", exc)
+            return
+        self._note("webhook outbox", None)
+        self.settlement.set_undelivered(found.pending, found.failing, found.oldest.timestamp() if found.oldest else 0.0)
+
     def _note(self, what: str, failure: Exception | None) -> None:
         """Log a read's changes of state, not every round of a long outage."""
         if failure is not None and what not in self._failing:
@@ -139,3 +156,4 @@ async def watching(reader: Reader, every: float | None = None) -> AsyncIterator[
         with contextlib.suppress(asyncio.CancelledError):
             await task
         watch.gauges.clear()
+        watch.settlement.clear()

@@ -88,6 +88,49 @@ class FreshnessCollector(Collector):
 FRESHNESS = FreshnessCollector()
 REGISTRY.register(FRESHNESS)
 
+
+class SettlementCollector(Collector):
+    """The settlement webhooks not delivered yet, as the API last read the outbox (with
+    Postgres only; docs/contracts.md#settlement). Like the freshness gauges, refreshed in the
+    background (`api.freshness`), never read by a scrape."""
+
+    def __init__(self) -> None:
+        self._undelivered: tuple[int, int, float] | None = None
+
+    def set_undelivered(self, pending: int, failing: int, oldest: float) -> None:
+        """Never tried, tried without a 2xx, and when the oldest of them was queued (Unix seconds; 0: none)."""
+        self._undelivered = (pending, failing, oldest)
+
+    def clear(self) -> None:
+        self._undelivered = None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._undelivered)
+
+    @staticmethod
+    def _families(undelivered: tuple[int, int, float] | None) -> list[Metric]:
+        count = GaugeMetricFamily(
+            "leaderboard_settlement_webhooks_undelivered",
+            "period.settled deliveries not acknowledged with a 2xx: pending (never tried) or failing",
+            labels=["state"],
+        )
+        oldest = GaugeMetricFamily(
+            "leaderboard_settlement_webhook_oldest_undelivered_timestamp_seconds",
+            "When the oldest undelivered period.settled event was queued (Unix time; 0: none)",
+        )
+        if undelivered is not None:
+            count.add_metric(["pending"], undelivered[0])
+            count.add_metric(["failing"], undelivered[1])
+            oldest.add_metric([], undelivered[2])
+        return [count, oldest]
+
+
+SETTLEMENT = SettlementCollector()
+REGISTRY.register(SETTLEMENT)
+
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 # The labelled series per (method, route template, status), bound once: `.labels()` costs more
 # than the increment itself on the hot path.
@@ -138,6 +181,7 @@ def metrics() -> Response[bytes]:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(FRESHNESS)
+        registry.register(SETTLEMENT)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

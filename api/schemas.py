@@ -28,6 +28,8 @@ _PROBLEMS = {
     401: "No bearer token, or a refused one (`WWW-Authenticate: Bearer`)",
     403: "The token lacks the role or user this route needs",
     404: "Unknown or disabled board, board without this period type, period not published, or user not ranked in it",
+    409: "The period is not in the settlement state this route needs (not settled yet, or not reopenable); "
+    "the detail says its state",
     429: "Over the per-address rate limit; `Retry-After` says when to try again",
     503: "No store can answer now (Postgres, Redis and the lake down or unreachable); `Retry-After` says when to retry",
 }
@@ -147,3 +149,30 @@ class RefreshAccepted(msgspec.Struct):
     id: str
     status: str
     cache_periods_rebuilt: int | None
+
+
+class Results(Standings):
+    """Settled standings (docs/contracts.md#settlement): frozen under `revision` and `content_hash`."""
+
+    state: str  # `settled`
+    revision: int
+    content_hash: str
+    settled_at: str
+    late_after_settlement: int  # counted events that arrived after settlement and are not in these standings
+
+
+class ReopenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, description="Why, kept in the audit")]
+
+
+class SettlementState(msgspec.Struct):
+    """A board's period as settlement sees it after an admin's change."""
+
+    board: str
+    period: str
+    period_key: str
+    state: str  # `settled` or `reopened`
+    revision: int  # of the last settlement
+    content_hash: str
+    settled_at: str
+    reopened_at: str | None

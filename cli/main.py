@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from cli.settlement import settlement as settlement_group
 from leaderboard.boards import BoardsFileError
 from leaderboard.periods import PeriodError, parse_date
 from leaderboard.settings import Settings, SettingsError, duration_seconds, get_settings
@@ -332,6 +333,9 @@ def retention(dry_run: bool, now_text: str | None) -> None:
         click.echo(f"  trim partition {name}")
     click.echo(f"  {len(plan.snapshots)} lake snapshots, {len(plan.clean_event_files)} clean-event files")
     click.echo(f"  {len(plan.abandoned_workdirs)} scratch folders of killed runs")
+
+
+main.add_command(settlement_group)
 
 
 if __name__ == "__main__":

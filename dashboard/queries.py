@@ -15,6 +15,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import api_client, pipeline, probes, stores
+from dashboard import settlement as settlement_data
 from dashboard.pipeline import PartitionCell, RunRow
 from leaderboard.boards import BoardSet
 
@@ -94,3 +95,8 @@ def partition_grid(home: Path, first: dt.date, last: dt.date, landing: Path, tz:
         return []
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
     return pipeline.partition_grid(inst, days, landing, ZoneInfo(tz))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def settlement_view(database_url: str | None, lake_dir: Path) -> settlement_data.SettlementView:
+    return settlement_data.settlement_view(database_url, lake_dir)

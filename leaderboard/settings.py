@@ -41,6 +41,9 @@ def redis_url_of(url: str | None, host: str | None, port: int, password: str | N
     return None
 
 
+SECRETS = ("JWT_SECRET", "SETTLEMENT_WEBHOOK_SECRET")  # shown by their length only
+
+
 class SettingsError(ValueError):
     """A bad setting; the message names each variable, its value and what is wrong."""
 
@@ -91,6 +94,11 @@ class Settings(BaseSettings):
     IDENTITY_TIMEOUT_SECONDS: float = Field(5, gt=0, le=600)  # over all batches of one publish
     IDENTITY_BATCH_SIZE: int = Field(500, ge=1, le=10_000)  # ids per request
     IDENTITY_CACHE_HOURS: float = Field(24, ge=0)  # an answer older than this is asked again; 0: always
+    # settlement (docs/contracts.md#settlement)
+    SETTLE_GRACE_MINUTES: int = Field(60, ge=0, le=10_080)  # an ended period stays `closing` this long at least
+    SETTLEMENT_WEBHOOK_URL: str | None = Field(None, pattern=r"^https?://[^/\s]+(/\S*)?$")  # period.settled POSTs
+    SETTLEMENT_WEBHOOK_SECRET: str | None = None  # HMAC-SHA256 key of X-Leaderboard-Signature
+    SETTLEMENT_WEBHOOK_RETRY_SECONDS: int = Field(30, ge=1, le=3600)  # first retry delay, doubled per failure
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -157,6 +165,15 @@ class Settings(BaseSettings):
             raise ValueError("JWT_SECRET must be at least 32 bytes outside NODE_ENV=development")
         return self
 
+    @model_validator(mode="after")
+    def _signed_webhook(self) -> Settings:
+        if self.SETTLEMENT_WEBHOOK_URL and not self.SETTLEMENT_WEBHOOK_SECRET:
+            raise ValueError("SETTLEMENT_WEBHOOK_SECRET must be set with SETTLEMENT_WEBHOOK_URL: deliveries are signed")
+        secret = (self.SETTLEMENT_WEBHOOK_SECRET or "").encode()
+        if secret and len(secret) < 32 and self.NODE_ENV != "development":
+            raise ValueError("SETTLEMENT_WEBHOOK_SECRET must be at least 32 bytes outside NODE_ENV=development")
+        return self
+
     @property
     def jwt_ttl_seconds(self) -> int:
         return duration_seconds(self.JWT_EXPIRES_IN)
@@ -181,9 +198,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(part) for part in err["loc"]) or "JWT_SECRET"  # the one whole-model rule
+            name = ".".join(str(part) for part in err["loc"])
             value = os.environ.get(name, err.get("input"))
-            if name == "JWT_SECRET":
+            if not name:  # a whole-model rule: its message starts with the variable to fix
+                name = err["msg"].removeprefix("Value error, ").split(" ", 1)[0]
+                value = os.environ.get(name, overrides.get(name))
+            if name in SECRETS:
                 value = f"<{len(str(value or '').encode())} bytes>"  # never print a secret
             lines.append(f"  {name}={value!r}: {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

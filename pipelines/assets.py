@@ -45,7 +45,7 @@ def _table(rows: list[dict]) -> dg.MetadataValue:
         return dg.MetadataValue.md("(nothing)")
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -205,6 +205,9 @@ def build_assets(
                 return
             done = publish_period(lake.lake, boards, period, table, context.run_id, stores.stores, identity=identity)
             entries = done.entries
+            if kept := [b.id for b in boards.with_period(period.type) if b.id not in entries]:
+                context.log.warning(f"{period.type} {period.key}: {', '.join(kept)} settled, kept as settled "
+                                    "(late events recorded; docs/contracts.md#settlement)")  # fmt: skip
             if after_publish:
                 verdicts += [(period.key, v) for v in cache_verdicts(stores.stores, boards, period)]
             seconds = round(time.perf_counter() - t0, 3)

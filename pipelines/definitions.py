@@ -18,6 +18,7 @@ from pipelines.jobs import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_
 from pipelines.maintenance import build_retention
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource, StoresResource
+from pipelines.settlement import SettlementResource, build_settlement
 
 # Beta parameters the assets rely on knowingly. Their warnings come each time a process loads
 # the code location (every run worker does), where they would only bury the ones that matter.
@@ -52,6 +53,7 @@ def _build(settings: Settings) -> dg.Definitions:
     ]
     retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)
     schedules, sensors = build_automation(boards, settings)
+    sensors += build_settlement(boards, settings, {"daily": jobs[1], "weekly": jobs[2], "monthly": jobs[3]})
     return dg.Definitions(
         assets=assets,
         jobs=[*jobs, retention_job],
@@ -60,7 +62,11 @@ def _build(settings: Settings) -> dg.Definitions:
         # Steps of a run depend on each other in a line, so a process per step would only add
         # its start-up (and memory); parallelism comes from runs and partitions.
         executor=dg.in_process_executor,
-        resources={"lake": LakeResource.from_settings(settings), "stores": StoresResource.from_settings(settings)},
+        resources={
+            "lake": LakeResource.from_settings(settings),
+            "stores": StoresResource.from_settings(settings),
+            "settlement": SettlementResource.from_settings(settings),
+        },
     )
 
 

@@ -1,7 +1,7 @@
 """Dagster resources: where the landing zone and the lake are, and the stores to publish to.
 
-Secrets (DATABASE_URL, REDIS_URL, REDIS_PASSWORD) reach the resources as `dg.EnvVar`s:
-Dagster shows the variable's name in the UI and reads the value only when a run or a
+Secrets (DATABASE_URL, REDIS_URL, REDIS_PASSWORD, SETTLEMENT_WEBHOOK_URL and _SECRET) reach
+the resources as `dg.EnvVar`s: Dagster shows the variable's name in the UI and reads the value only when a run or a
 sensor tick starts, from the environment of the process doing it. Dagster's own commands
 (`dagster dev`, the daemon, `dagster api grpc`) load a `.env` file of their working
 directory into that environment; runs that the CLI starts in its own process get the
@@ -21,7 +21,7 @@ from leaderboard.settings import Settings, redis_url_of
 from leaderboard.stores import Stores
 from leaderboard.stores.lake import Lake
 
-SECRETS = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD")
+SECRETS = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SETTLEMENT_WEBHOOK_URL", "SETTLEMENT_WEBHOOK_SECRET")
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -69,13 +69,13 @@ class StoresResource(dg.ConfigurableResource):
         redis_host: str | None = None
         redis_password: str | None = None
         if settings.REDIS_URL:
-            redis_url = _env_var("REDIS_URL", settings.REDIS_URL)
+            redis_url = env_var("REDIS_URL", settings.REDIS_URL)
         elif settings.REDIS_HOST:
             redis_host = settings.REDIS_HOST
-            redis_password = _env_var("REDIS_PASSWORD", settings.REDIS_PASSWORD)
+            redis_password = env_var("REDIS_PASSWORD", settings.REDIS_PASSWORD)
         return cls(
             lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
-            database_url=_env_var("DATABASE_URL", settings.DATABASE_URL),
+            database_url=env_var("DATABASE_URL", settings.DATABASE_URL),
             redis_url=redis_url,
             redis_host=redis_host,
             redis_port=settings.REDIS_PORT,
@@ -100,7 +100,7 @@ class StoresResource(dg.ConfigurableResource):
         )
 
 
-def _env_var(name: str, value: str | None) -> dg.EnvVar | None:
+def env_var(name: str, value: str | None) -> dg.EnvVar | None:
     """`name` for Dagster to read when a run starts, if the setting is set at all.
 
     A value in the environment that differs from the settings' would be the one runs use:

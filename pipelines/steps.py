@@ -26,8 +26,11 @@ from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
 from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
+from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
 from pipelines import checks
 from pipelines.checks import Verdict
+
+SETTLEMENT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -191,11 +194,9 @@ def publish_period(
     configured, then an atomic lake snapshot.
 
     With `identity`, users' display names come from the identity service first (within its
-    time budget, whatever it does; docs/contracts.md#identity-service)."""
-    start, end = period.bounds(boards.tz)
-    now = now or dt.datetime.now(UTC)
-    today = now.astimezone(boards.tz).date()
-    status = status_at(end, now)
+    time budget, whatever it does; docs/contracts.md#identity-service). A board whose period is
+    settled is not republished: its late events are recorded instead (docs/contracts.md#settlement).
+    If a board settles or is reopened meanwhile, the publish is planned again."""
     stores = stores or Stores(lake)
     named = None
     if identity is not None:
@@ -204,10 +205,35 @@ def publish_period(
         named = name_standings(table, users, identity, identity_cache(stores.database_url, stores.lake), now)
         table = named.table
     table = with_name_columns(table)
+    for _ in range(SETTLEMENT_RETRIES):
+        try:
+            entries = _publish_period(lake, boards, period, table, run_id, stores, now)
+            return Published(entries, named.report if named else None)
+        except SettlementChanged:
+            continue
+    raise RuntimeError(f"{period.type} {period.key}: settlement changed during each of {SETTLEMENT_RETRIES} publishes")
+
+
+def _publish_period(
+    lake: Lake,
+    boards: BoardSet,
+    period: Period,
+    table: pl.DataFrame,
+    run_id: str,
+    stores: Stores,
+    now: dt.datetime | None,
+) -> dict[str, int]:
+    start, end = period.bounds(boards.tz)
+    now = now or dt.datetime.now(UTC)
+    today = now.astimezone(boards.tz).date()
+    status = status_at(end, now)
+    frozen = refuse_settled(stores.record, period.type, period.key, table, now)
     hot = cache.hot_keys(period.type, today)
     current = period.type == "all_time" or period.start <= today < period.end
     published: list[tuple[dict, pl.DataFrame]] = []
     for board in boards.with_period(period.type):
+        if board.id in frozen:
+            continue
         rows = table.filter(pl.col("board_id") == board.id).sort("rank")
         header = snapshot_header(board.id, period.type, period.key, start, end, now, run_id, rows.height)
         snapshot = rows.select(
@@ -223,7 +249,7 @@ def publish_period(
         )  # fmt: skip
         published.append((header, snapshot))
     if not published:
-        return Published({})
+        return {}
     with stores.redis() as client:  # Redis unreachable: fail before Postgres changes
 
         def cache_and_lake(locked: bool) -> None:
@@ -247,11 +273,15 @@ def publish_period(
         if stores.database_url:
             # Redis and the lake under Postgres's lock on the period: a second publish of it waits
             # for all three, so they end up holding the same publish.
-            publish_postgres(stores.database_url, pl.concat([s for _, s in published]), [h for h, _ in published],
-                             status, after_commit=lambda: cache_and_lake(locked=True))  # fmt: skip
+            rows = pl.concat([s for _, s in published])
+            if frozen and stores.record is not None:  # the period's leaf holds the settled boards too, unchanged
+                rows = pl.concat([rows, kept_rows(stores.record, period.type, period.key, sorted(frozen), rows)])
+            publish_postgres(stores.database_url, rows, [h for h, _ in published], status,
+                             after_commit=lambda: cache_and_lake(locked=True),
+                             under_lock=lambda c: check_unchanged(c, period.type, period.key, set(frozen)))  # fmt: skip
         else:
             cache_and_lake(locked=False)
-    return Published({h["board_id"]: h["total"] for h, _ in published}, named.report if named else None)
+    return {h["board_id"]: h["total"] for h, _ in published}
 
 
 def all_time_period(lake: Lake, boards: BoardSet) -> Period | None:

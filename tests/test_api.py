@@ -188,7 +188,8 @@ def test_openapi_schema_is_served(env):
                                                                       "bearerFormat": "JWT", "description": ANY}  # fmt: skip
     guarded = {("get", "/leaderboard/{board}/{period}/me"), ("get", "/leaderboard/{board}/{period}/users/{user_id}"),
                ("post", "/leaderboard/{board}/{period}/users"), ("get", "/leaderboard/config"),
-               ("put", "/leaderboard/config"), ("post", "/leaderboard/config/refresh")}  # fmt: skip
+               ("put", "/leaderboard/config"), ("post", "/leaderboard/config/refresh"),
+               ("post", "/leaderboard/{board}/{period}/reopen")}  # fmt: skip
     for path, operations in paths.items():
         for method, operation in operations.items():
             expected = [{"BearerToken": []}] if (method, path) in guarded else None

@@ -60,6 +60,8 @@ def test_ranking_assets_carry_checks_automation_and_freshness(settings):
         "refresh_requests_done",
         "refresh_requests_failed",
         "follow_daily_scores",
+        "settle_periods",
+        "settlement_webhooks",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
 

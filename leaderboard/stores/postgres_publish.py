@@ -75,6 +75,7 @@ def publish(
     status: str,
     before_commit: Callable[[], None] | None = None,
     after_commit: Callable[[], None] | None = None,
+    under_lock: Callable[[psycopg.Connection], None] | None = None,
 ) -> None:
     """Swap one period (every board of it) and its registry entries in a single transaction.
 
@@ -85,7 +86,8 @@ def publish(
     `before_commit` runs just before that COMMIT (tests kill it there). `after_commit` runs
     after it, with the period's lock still held: a caller's other stores written there are
     written by one publisher at a time too, so a second publish of the period cannot land
-    in Postgres between this one's Postgres and its other stores.
+    in Postgres between this one's Postgres and its other stores. `under_lock` runs first once
+    the lock is held; raising there publishes nothing (settlement: a board settled meanwhile).
     """
     rows = with_name_columns(rows)
     first = headers[0]
@@ -102,6 +104,8 @@ def publish(
         # One publisher per period at a time, for the whole publish; others wait.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock,))
         try:
+            if under_lock:
+                under_lock(conn)
             drop_orphan_leaves(conn)
             parent = conn.execute("SELECT leaderboard_ensure_partition(%s, %s)", (period_type, period_end)).fetchone()
             with conn.transaction():

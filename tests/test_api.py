@@ -31,13 +31,13 @@ import api.reader
 from api.app import create_app
 from api.reader import Reader
 from cli.main import main
-from leaderboard.boards import current_boards
+from leaderboard.boards import current_boards, load_boards
 from leaderboard.settings import get_settings, load_settings
 from leaderboard.standings import StandingsError
 from leaderboard.stores.lake import Lake
 from leaderboard.stores.lake_async import AsyncLake
 from leaderboard.stores.redis import AsyncBodies, CacheKeys
-from tests.conftest import REDIS_URL, scratch_database, scratch_redis_prefix
+from tests.conftest import REDIS_URL, ROOT, scratch_database, scratch_redis_prefix
 
 FIRST, LAST = dt.date(2026, 4, 20), dt.date(2026, 4, 22)
 
@@ -198,7 +198,7 @@ def test_openapi_schema_is_served(env):
     assert (patch["minimum"], patch["maximum"]) == (1, 1000)
     # the values a client may send, where the handlers' types cannot say them
     standings = {p["name"]: p["schema"] for p in paths["/leaderboard/{board}/{period}"]["get"]["parameters"]}
-    assert standings["board"]["enum"] == ["points", "referrals", "high_score", "fastest_lap"]
+    assert standings["board"]["enum"] == [b.id for b in load_boards(ROOT / "leaderboard" / "boards.yaml").boards]
     assert standings["period"]["enum"] == ["daily", "weekly", "monthly", "all_time"]
     assert standings["at"]["format"] == "date"
     update = schema["components"]["schemas"]["ConfigUpdate"]

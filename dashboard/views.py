@@ -32,16 +32,18 @@ def movement(previous_rank: int | None, rank_change: int | None) -> str:
 
 
 def standings_table(body: dict) -> pl.DataFrame:
-    """Rank, user, score and movement of the entries of one standings body, in rank order."""
+    """Rank, user (or group), name, score and movement of the entries of one standings body, in
+    rank order; the name is blank where none is known."""
     entries = body.get("entries", [])
     table = pl.DataFrame(
         {
             "rank": [e["rank"] for e in entries],
             "user": [e["user_id"] for e in entries],
+            "name": [e.get("display_name") or "" for e in entries],
             "score": [float(e["score"]) if e["score"] is not None else None for e in entries],
             "movement": [movement(e["previous_rank"], e["rank_change"]) for e in entries],
         },
-        schema={"rank": pl.Int64, "user": pl.String, "score": pl.Float64, "movement": pl.String},
+        schema={"rank": pl.Int64, "user": pl.String, "name": pl.String, "score": pl.Float64, "movement": pl.String},
     )
     whole = table["score"].drop_nulls()
     if (whole == whole.round()).all() and (whole.abs() <= 2**53).all():  # counts and points: no ".0"

@@ -312,6 +312,14 @@ def test_movement_words() -> None:
     assert [views.movement(*a) for a in ((None, None), (4, 3), (2, -1), (5, 0))] == ["new", "▲ 3", "▼ 1", "="]
 
 
+def test_the_standings_table_shows_names_beside_ids_and_blank_without() -> None:
+    entry = {"rank": 1, "score": 5, "previous_rank": None, "rank_change": None, "metadata": None}
+    body = {"entries": [{**entry, "user_id": "u1", "display_name": "Ann"}, {**entry, "user_id": "red", "rank": 2},
+                        {**entry, "user_id": "u3", "rank": 3, "display_name": None}]}  # fmt: skip
+    table = views.standings_table(body)
+    assert table.select("user", "name").rows() == [("u1", "Ann"), ("red", ""), ("u3", "")]
+
+
 def test_the_dashboard_command_runs_streamlit_on_8501(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(os, "execv", lambda path, args: calls.append(args))

@@ -60,12 +60,12 @@ def standings(board_id: str, period: str, at: dt.date | None) -> None:
     head = st.columns(4)
     head[0].metric("Period", body["period_key"])
     head[1].metric("Status", body["status"])
-    head[2].metric("Ranked users", f"{body['total']:,}")
+    head[2].metric("Ranked (users or groups)", f"{body['total']:,}")
     head[3].metric("Published", views.ago(dt.datetime.fromisoformat(body["published_at"])))
     st.caption(f"{views.bounds(body)} · published {views.when(body['published_at'])} · from {s.API_URL}")
     table = views.standings_table(body)
     if table.is_empty():
-        st.info("No user has a score in this period yet.")
+        st.info("Nothing has a score in this period yet.")
         return
     left, right = st.columns([3, 2])
     with left:

@@ -18,7 +18,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
 from api.guards import BEARER, requires_admin
-from api.params import MAX_OFFSET, local_date
+from api.params import MAX_OFFSET, At, PeriodType, local_date
 from api.reader import Reader
 from api.schemas import ReopenRequest, Results, SettlementState, problems
 from leaderboard.periods import UTC
@@ -60,8 +60,8 @@ class ResultsController(Controller):
         reader: Reader,
         settings: Settings,
         board: str,
-        period: str,
-        at: Annotated[str | None, Parameter(description="A local date inside the period (YYYY-MM-DD)")] = None,
+        period: PeriodType,
+        at: At = None,
         limit: Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")] = None,
         offset: Annotated[
             int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")
@@ -107,7 +107,7 @@ class ResultsController(Controller):
         stores: Stores,
         caller: Caller,
         board: str,
-        period: str,
+        period: PeriodType,
         data: ReopenRequest,
         at: Annotated[str, Parameter(description="A local date inside the settled period (YYYY-MM-DD)")],
     ) -> SettlementState:

@@ -56,9 +56,9 @@ class UsersController(Controller):
         self,
         reader: Reader,
         board: str,
-        period: str,
+        period: PeriodType,
         data: UserIds,
-        at: Annotated[str | None, Parameter(description="A local date inside the period")] = None,
+        at: At = None,
     ) -> Selected:
         """A friends board: these users' entries in rank order, and the ids not ranked (`absent`)."""
         return Selected(**await reader.users(board, period, local_date(at), list(dict.fromkeys(data.user_ids))))

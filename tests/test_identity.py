@@ -372,7 +372,7 @@ def test_without_postgres_the_cache_is_a_lake_file(settings):
 
 def test_boards_of_groups_are_neither_asked_about_nor_renamed(settings, monkeypatch):
     boards = current_boards()
-    teams = Board(id="teams", event_types=("score.earned",), aggregate="sum", group_by="team_id")
+    teams = Board(id="teams", event_types=("score.earned",), aggregate="sum", group_by="attributes.team_id")
     boards = dataclasses.replace(boards, boards=(*boards.boards, teams))
     lake = Lake(settings.LEADERBOARD_LAKE_DIR)
     table = pl.concat([_table(["a", "b"]), _table(["t1", "a"], board="teams")])

@@ -198,6 +198,7 @@ def publish_period(
     settled is not republished: its late events are recorded instead (docs/contracts.md#settlement).
     If a board settles or is reopened meanwhile, the publish is planned again."""
     stores = stores or Stores(lake)
+    now = now or dt.datetime.now(UTC)  # one instant for the names' freshness and the publish
     named = None
     if identity is not None:
         # names go to boards whose entries are users, not groups

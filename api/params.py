@@ -23,6 +23,8 @@ T = TypeVar("T")
 # Checked by the handlers (an unknown value is a 400 saying what exists); declared here so the
 # schema lists the values a client may send.
 PeriodType = Annotated[str, Parameter(schema_extra={"enum": list(PERIOD_TYPES)})]
+Limit = Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")]
+Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")]
 At = Annotated[
     str | None,
     Parameter(description="A local date inside the period (YYYY-MM-DD)", schema_extra={"format": "date"}),

@@ -18,7 +18,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
 from api.guards import BEARER, requires_admin
-from api.params import MAX_OFFSET, At, PeriodType, local_date
+from api.params import At, Limit, Offset, PeriodType, local_date
 from api.reader import Reader
 from api.schemas import ReopenRequest, Results, SettlementState, problems
 from leaderboard.periods import UTC
@@ -62,10 +62,8 @@ class ResultsController(Controller):
         board: str,
         period: PeriodType,
         at: At = None,
-        limit: Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")] = None,
-        offset: Annotated[
-            int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")
-        ] = 0,
+        limit: Limit = None,
+        offset: Offset = 0,
     ) -> Results:
         """The settled standings of a period (one page), with their revision and content hash;
         409 while the period is live, closing or reopened."""

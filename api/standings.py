@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
-from api.params import MAX_OFFSET, At, PeriodType, local_date
+from api.params import At, Limit, Offset, PeriodType, local_date
 from api.reader import Reader, bounded_put
 from api.schemas import BoardInfo, Periods, Standings, problems
 
@@ -61,10 +60,8 @@ class StandingsController(Controller):
         board: str,
         period: PeriodType,
         at: At = None,
-        limit: Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")] = None,
-        offset: Annotated[
-            int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")
-        ] = 0,
+        limit: Limit = None,
+        offset: Offset = 0,
     ) -> Response[Standings]:
         """One period's standings (the current one, or the one containing `at`), one page."""
         page = await reader.standings(board, period, local_date(at), limit, offset)

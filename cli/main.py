@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
+from cli.options import local_date
 from cli.settlement import settlement as settlement_group
 from leaderboard.boards import BoardsFileError
-from leaderboard.periods import PeriodError, parse_date
 from leaderboard.settings import Settings, SettingsError, duration_seconds, get_settings
 from leaderboard.standings import StandingsError
 from leaderboard.stores.errors import StoreUnavailable
@@ -32,15 +32,6 @@ class ErrorsAsMessages(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as exc:
             raise click.ClickException(str(exc)) from None
-
-
-def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return parse_date(value)
-    except PeriodError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _settings() -> Settings:
@@ -65,7 +56,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--landing", type=click.Path(path_type=Path), help="Landing zone [LEADERBOARD_LANDING_DIR].")
-@click.option("--start", required=True, callback=_date, help="First local day, YYYY-MM-DD.")
+@click.option("--start", required=True, callback=local_date, help="First local day, YYYY-MM-DD.")
 @click.option("--days", type=click.IntRange(1, 3660), default=7, show_default=True)
 @click.option("--users", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--events-per-day", type=click.IntRange(0), default=20_000, show_default=True)
@@ -112,8 +103,8 @@ def generate(
 
 
 @main.command()
-@click.option("--start", required=True, callback=_date, help="First local day, YYYY-MM-DD.")
-@click.option("--end", required=True, callback=_date, help="Last local day (inclusive), YYYY-MM-DD.")
+@click.option("--start", required=True, callback=local_date, help="First local day, YYYY-MM-DD.")
+@click.option("--end", required=True, callback=local_date, help="Last local day (inclusive), YYYY-MM-DD.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
 def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
     """Run the pipeline for days START..END and every week, month and all-time they touch."""
@@ -151,7 +142,7 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
 @main.command()
 @click.argument("board")
 @click.argument("period", type=click.Choice(["daily", "weekly", "monthly", "all_time"]))
-@click.option("--at", callback=_date, help="A local date inside the period (default: today).")
+@click.option("--at", callback=local_date, help="A local date inside the period (default: today).")
 @click.option("--limit", type=click.IntRange(1, 10_000), help="Entries to show (default: the board's display limit).")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's standings body.")

@@ -8,16 +8,7 @@ import getpass
 
 import click
 
-from leaderboard.periods import PeriodError, parse_date
-
-
-def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return parse_date(value)
-    except PeriodError as exc:
-        raise click.BadParameter(str(exc)) from None
+from cli.options import local_date
 
 
 def _instant(text: str | None) -> dt.datetime:
@@ -99,7 +90,7 @@ def settle(now_text: str | None) -> None:
 @settlement.command("reopen")
 @click.argument("board")
 @click.argument("period", type=click.Choice(["daily", "weekly", "monthly"]))
-@click.option("--at", required=True, callback=_date, help="A local date inside the settled period.")
+@click.option("--at", required=True, callback=local_date, help="A local date inside the settled period.")
 @click.option("--reason", required=True, help="Why (kept in the history and the admin audit).")
 @click.option("--by", "actor", help="Who reopens it [cli:<login name>].")
 def reopen(board: str, period: str, at: dt.date, reason: str, actor: str | None) -> None:

@@ -1,0 +1,19 @@
+"""Option callbacks shared by the command groups."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from leaderboard.periods import PeriodError, parse_date
+
+
+def local_date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    """A `YYYY-MM-DD` option as a date, or click's usage error quoting the period rule."""
+    if value is None:
+        return None
+    try:
+        return parse_date(value)
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc)) from None

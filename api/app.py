@@ -30,7 +30,7 @@ from api.openapi import document_boards, forbid_unknown_fields, openapi_config
 from api.params import query_names, reject_unknown_query
 from api.reader import Reader
 from api.results import ResultsController
-from api.schemas import BoardConfigPatch, ConfigUpdate
+from api.schemas import BoardConfigPatch, ConfigUpdate, ReopenRequest
 from api.standings import StandingsController
 from api.users import UsersController
 from leaderboard.boards import current_boards, load_boards
@@ -210,6 +210,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(),
     )
     app.state.query_names = query_names(app)
-    forbid_unknown_fields(app, ConfigUpdate, BoardConfigPatch)
+    forbid_unknown_fields(app, ConfigUpdate, BoardConfigPatch, ReopenRequest)
     document_boards(app, load_boards(settings.LEADERBOARD_BOARDS, settings.LEADERBOARD_TIMEZONE))
     return app

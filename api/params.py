@@ -29,6 +29,10 @@ At = Annotated[
     str | None,
     Parameter(description="A local date inside the period (YYYY-MM-DD)", schema_extra={"format": "date"}),
 ]
+RequiredAt = Annotated[
+    str,
+    Parameter(description="A local date inside the period (YYYY-MM-DD)", schema_extra={"format": "date"}),
+]
 
 
 def local_date(value: str | None) -> dt.date | None:

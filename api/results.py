@@ -8,17 +8,15 @@ settles, and both answer 409 saying so). A Postgres that is down is a 503, as fo
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import anyio
 from litestar import Controller, get, post
-from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
 from api.guards import BEARER, requires_admin
-from api.params import At, Limit, Offset, PeriodType, local_date
+from api.params import At, Limit, Offset, PeriodType, RequiredAt, local_date
 from api.reader import Reader
 from api.schemas import ReopenRequest, Results, SettlementState, problems
 from leaderboard.periods import UTC
@@ -107,7 +105,7 @@ class ResultsController(Controller):
         board: str,
         period: PeriodType,
         data: ReopenRequest,
-        at: Annotated[str, Parameter(description="A local date inside the settled period (YYYY-MM-DD)")],
+        at: RequiredAt,
     ) -> SettlementState:
         """Reopen a settled period (admin): its next publish may change it, and it settles again
         SETTLE_GRACE_MINUTES later under the next revision. Who and why go to the audit."""

@@ -289,6 +289,8 @@ def test_every_route_documents_the_statuses_it_answers(published):
         ("get", "/leaderboard/{board}/{period}/me"): [200, 400, 401, 404, 429, 503],
         ("get", "/leaderboard/{board}/{period}/users/{user_id}"): [200, 400, 401, 403, 404, 429, 503],
         ("post", "/leaderboard/{board}/{period}/users"): [200, 400, 401, 404, 429, 503],
+        ("get", "/leaderboard/{board}/{period}/results"): [200, 400, 404, 409, 429, 503],
+        ("post", "/leaderboard/{board}/{period}/reopen"): [200, 400, 401, 403, 404, 409, 429, 503],
         ("get", "/leaderboard/config"): [200, 401, 403, 429],
         ("put", "/leaderboard/config"): [200, 400, 401, 403, 429, 503],
         ("post", "/leaderboard/config/refresh"): [202, 401, 403, 429, 503],

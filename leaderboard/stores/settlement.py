@@ -29,7 +29,7 @@ from leaderboard.settlement import (
     settled_event,
     settles,
 )
-from leaderboard.standings import Snapshot
+from leaderboard.standings import NAME_COLUMNS, Snapshot
 from leaderboard.stores.errors import SchemaMissing
 from leaderboard.stores.postgres import SNAPSHOT_RANKS, AsyncPostgres, PostgresStore, _ranks, _snapshot
 from leaderboard.stores.postgres_publish import RANKING_COLUMNS
@@ -300,15 +300,16 @@ class PostgresSettlement:
                 conn.execute(RECORD_LATE, {"b": board_id, "t": period_type, "k": period_key, "late": count, "now": now})
 
     def published_rows(self, period_type: str, period_key: str, boards: list[str]) -> pl.DataFrame:
-        """The published rows of some boards of a period (RANKING_COLUMNS), for a publish that
-        keeps them as they are in the period's new leaf."""
+        """The published rows of some boards of a period (RANKING_COLUMNS and the names), for a
+        publish that keeps them as they are in the period's new leaf."""
+        columns = [*RANKING_COLUMNS, *NAME_COLUMNS]
         with self.store.connection() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(RANKING_COLUMNS)} FROM leaderboard_rankings WHERE period_type = %s "
+                f"SELECT {', '.join(columns)} FROM leaderboard_rankings WHERE period_type = %s "
                 "AND period_key = %s AND board_id = ANY(%s) ORDER BY board_id, rank",
                 (period_type, period_key, boards),
             ).fetchall()
-        return pl.DataFrame(rows, schema=list(RANKING_COLUMNS), orient="row")
+        return pl.DataFrame(rows, schema=columns, orient="row")
 
     def awaiting_republish(self) -> list[tuple[Due, dt.datetime]]:
         """Reopened periods not published since their reopening, with when they were reopened."""

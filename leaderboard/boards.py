@@ -33,7 +33,8 @@ class Board(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     title: str = ""
     event_types: tuple[str, ...] = Field(min_length=1)
-    aggregate: Literal["sum", "count", "max", "min"]
+    # `last`: the value of the latest counted event (a rating, a level), latest as names are
+    aggregate: Literal["sum", "count", "max", "min", "last"]
     order: Literal["desc", "asc"] = "desc"
     periods: tuple[PeriodType, ...] = PERIOD_TYPES
     display_limit: int | None = Field(None, ge=1, le=10_000)

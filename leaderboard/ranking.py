@@ -122,15 +122,20 @@ def group_of(board: Board) -> pl.Expr:
     return attribute_string(board.group_by, MAX_GROUP_CHARS)
 
 
-def _combine(board: Board) -> list[pl.Expr]:
+def _combine(board: Board, events: bool = False) -> list[pl.Expr]:
     """Aggregations that turn many score rows of one user into one.
 
-    They apply to single events (a row per event) and to daily rows alike: sums add up and
-    the last event is when the total was reached; an extreme keeps the earliest time it was hit.
+    They apply to single events (a row per event, `events`, with the ORDER columns) and to
+    daily rows alike: sums add up and the last event is when the total was reached; an extreme
+    keeps the earliest time it was hit; `last` keeps the latest event's value (in ORDER, as the
+    display name) and its time, and of daily rows the latest day's (days never share a time).
     """
     score, at = pl.col("score"), pl.col("reached_at")
     if board.aggregate in ("sum", "count"):
         return [score.sum(), pl.col("event_count").sum(), at.max()]
+    if board.aggregate == "last":
+        latest = score.sort_by(ORDER).last() if events else score.sort_by(["reached_at", "score"]).last()
+        return [latest, pl.col("event_count").sum(), at.max()]
     best = score.max() if board.aggregate == "max" else score.min()
     return [best, pl.col("event_count").sum(), at.filter(score == best).min()]
 
@@ -233,7 +238,7 @@ def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     plans = [
         rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in _latest_of(b))
         .group_by("user_id")
-        .agg(*_combine(b), *(e for x in _latest_of(b) for e in _candidate(x)))
+        .agg(*_combine(b, events=True), *(e for x in _latest_of(b) for e in _candidate(x)))
         for b, rows in zip(boards, counted, strict=True)
     ]
     parts = []

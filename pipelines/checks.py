@@ -62,7 +62,9 @@ def counted_users(events: pl.LazyFrame, boards: list[Board]) -> pl.DataFrame:
         if b.group_by:  # a group board's "users" are its groups; events naming none are not counted
             mine = mine.with_columns(group_of(b).alias("user_id")).filter(pl.col("user_id").is_not_null())
         value = pl.col("value")
-        score = {"sum": value.sum(), "count": pl.len().cast(pl.Float64), "max": value.max(), "min": value.min()}
+        latest = value.sort_by(["occurred_at", "file_idx", "event_id"]).last()  # the ranking's ORDER, written out
+        score = {"sum": value.sum(), "count": pl.len().cast(pl.Float64), "max": value.max(), "min": value.min(),
+                 "last": latest}  # fmt: skip
         per_user = mine.group_by("user_id").agg(score[b.aggregate].alias("score"))
         if b.min_score is not None:
             per_user = per_user.filter(pl.col("score") >= b.min_score)

@@ -40,7 +40,7 @@ WITH j AS (
 ), p AS (
     SELECT filename, event_id, event_type, user_id, occurred_at::TIMESTAMPTZ AS ts, value::DOUBLE AS value,
            {parquet_attributes} AS attributes
-    FROM read_parquet('{root}/topics/*/*/*/*/*/*.parquet', filename=true, union_by_name=true)
+    FROM {parquet_source}
 ), allv AS (
     SELECT * FROM jv WHERE ts IS NOT NULL AND value IS NOT NULL AND isfinite(value)
     UNION ALL SELECT * FROM p
@@ -93,14 +93,20 @@ class Reference:
             f"DESCRIBE SELECT * FROM read_parquet('{landing}/topics/*/*/*/*/*/*.parquet', union_by_name=true)"
         ).fetchall()] if parquet else []  # fmt: skip
         attributes = "to_json(attributes)::VARCHAR" if "attributes" in columns else "NULL::VARCHAR"
-        self.con.execute(_EVENTS.format(root=landing, tz=tz, parquet_attributes=attributes))
+        source = f"read_parquet('{landing}/topics/*/*/*/*/*/*.parquet', filename=true, union_by_name=true)"
+        if not parquet:  # only JSON files landed: no Parquet rows
+            source = (
+                "(SELECT NULL::VARCHAR AS filename, NULL::VARCHAR AS event_id, NULL::VARCHAR AS event_type, "
+                "NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS occurred_at, NULL::DOUBLE AS value WHERE false)"
+            )
+        self.con.execute(_EVENTS.format(root=landing, tz=tz, parquet_attributes=attributes, parquet_source=source))
 
     def count(self) -> int:
         return self.con.sql("SELECT count(*) FROM ref_events").fetchall()[0][0]
 
     def ranking(self, board: Board, first: dt.date, last: dt.date) -> dict[str, tuple[int, float]]:
         """user (or group) -> (rank, score) over local days [first, last]."""
-        if board.group_by:
+        if board.group_by or board.aggregate == "last":
             return {k: (e.rank, e.score) for k, e in self.entries(board, first, last).items()}
         value = "1.0" if board.aggregate == "count" else "value"
         if board.aggregate in ("sum", "count"):
@@ -151,6 +157,9 @@ class Reference:
             values = [e[0] for e in events]
             if board.aggregate in ("sum", "count"):
                 score, reached = sum(values), max(e[1] for e in events)
+            elif board.aggregate == "last":
+                newest = max(events, key=lambda e: e[3])  # the order display names are chosen in
+                score, reached = newest[0], newest[1]
             else:
                 score = max(values) if board.aggregate == "max" else min(values)
                 reached = min(e[1] for e in events if e[0] == score)

@@ -4,6 +4,7 @@ file, board and field named."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +44,17 @@ class Board(BaseModel):
     # the values of that attribute (teams, referrers) instead of users.
     group_by: str | None = None
     metadata: tuple[str, ...] = ()  # attribute paths whose latest values each entry carries
+    # [min, max] of `value` for events of the board's types; others are quarantined at ingest
+    value_range: tuple[float, float] | None = None
+
+    @field_validator("value_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is None:
+            return None
+        if not all(math.isfinite(v) for v in value) or value[0] > value[1]:
+            raise ValueError(f"must be [min, max] of finite numbers with min <= max; got {list(value)}")
+        return value
 
     @field_validator("group_by")
     @classmethod
@@ -101,6 +113,31 @@ def is_attribute_path(path: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ValueRange:
+    """The values an event type may carry: the intersection of the `value_range` of every board
+    counting the type that has one (`boards`, in file order)."""
+
+    low: float
+    high: float
+    boards: tuple[str, ...]
+
+
+def value_ranges(boards: tuple[Board, ...]) -> dict[str, ValueRange]:
+    """event type -> its ValueRange, for the types some board gives a range."""
+    found: dict[str, ValueRange] = {}
+    for b in boards:
+        if b.value_range is None:
+            continue
+        low, high = b.value_range
+        for t in b.event_types:
+            r = found.get(t)
+            found[t] = ValueRange(low, high, (b.id,)) if r is None else ValueRange(
+                max(r.low, low), min(r.high, high), (*r.boards, b.id)
+            )  # fmt: skip
+    return found
+
+
+@dataclass(frozen=True)
 class BoardSet:
     """The validated boards file: boards by id, the period time zone and the first day."""
 
@@ -153,6 +190,12 @@ def load_boards(path: Path, timezone_override: str | None = None) -> BoardSet:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise BoardsFileError(f"{path}: board ids must be unique; repeated: {', '.join(dupes)}")
+    for event_type, r in value_ranges(tuple(doc.boards)).items():
+        if r.low > r.high:
+            raise BoardsFileError(
+                f"{path}: boards {', '.join(r.boards)} count {event_type!r} with value_range that do not overlap: "
+                "an event of it must fit each (give the boards ranges that overlap, or their own event types)"
+            )
     return BoardSet(
         boards=tuple(doc.boards),
         timezone=timezone_override or doc.timezone,

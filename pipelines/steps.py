@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from leaderboard import faults
-from leaderboard.boards import BoardSet, display_limit
+from leaderboard.boards import BoardSet, display_limit, value_ranges
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
@@ -75,7 +75,7 @@ def ingest_day(
     t0 = time.perf_counter()
     start, end = period_of("daily", day).bounds(boards.tz)
     with lake.workdir(f"ingest-{day}") as workdir:
-        landed = read_day(landing, start, end, workdir)
+        landed = read_day(landing, start, end, workdir, ranges=value_ranges(boards.boards))
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events)
         staged_clean = workdir / "clean.parquet"

@@ -8,8 +8,11 @@ and Parquet files are held to the same rules.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 import polars as pl
+
+from leaderboard.boards import ValueRange
 
 RAW_KEEP_CHARS = 2000
 
@@ -94,28 +97,67 @@ _REASONS = """CASE
             WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
                 THEN 'occurred_at ' || strftime(ts, {utc_text})
                      || ' is outside its hour folder ' || strftime(hour, '%Y-%m-%dT%HZ')
+            {out_of_range}
             ELSE 'refused'
         END"""
 
 
-def _reason() -> str:
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _out_of_range(ranges: Mapping[str, ValueRange]) -> str:
+    """Whether a valid record's value (1 when absent) is outside its type's range: false for
+    types without one."""
+    if not ranges:
+        return "false"
+    whens = " ".join(
+        f"WHEN {_sql_str(t)} THEN NOT (coalesce(num, 1.0) BETWEEN {r.low!r}::DOUBLE AND {r.high!r}::DOUBLE)"
+        for t, r in sorted(ranges.items())
+    )
+    return f"coalesce(CASE event_type {whens} END, false)"
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+
+def _outside(r: ValueRange) -> str:
+    return f" outside [{_number(r.low)}, {_number(r.high)}] of board " + ", ".join(map(repr, r.boards))
+
+
+def _range_reason(ranges: Mapping[str, ValueRange]) -> str:
+    """`value out of range: <v> outside [min, max] of board 'x'` (the boards whose ranges meet)."""
+    if not ranges:
+        return ""
+    texts = " ".join(f"WHEN {_sql_str(t)} THEN {_sql_str(_outside(r))}" for t, r in sorted(ranges.items()))
+    value = "coalesce(left(j_value, 40), '1 (absent)')"
+    return f"WHEN {_out_of_range(ranges)} THEN 'value out of range: ' || {value} || CASE event_type {texts} END"
+
+
+def _reason(ranges: Mapping[str, ValueRange]) -> str:
     """The CASE naming the broken rule. Evaluated for refused rows only, so the kinds are
     expressions inside it, not columns computed for every row."""
     kinds = {f"t_{col[2:]}": f"({_kind(col)})" for col in COLUMNS}  # t_id for j_id, ...
     for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
         key = f"t_{col[2:]}"
         kinds[key] = f"(CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END)"
-    return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT)
+    return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT, out_of_range=_range_reason(ranges))
 
 
-def checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
+def checked_sql(
+    sources: str, start: dt.datetime, end: dt.datetime, ranges: Mapping[str, ValueRange] | None = None
+) -> str:
     """The event contract as SQL over `sources`: rows of file_idx, file, hour, line, raw,
     doc_problem, COLUMNS and the NATIVE columns (see `sources.py`).
 
     `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
     broken rule, and the type names it needs, run only for the records that fail it. Every row
     is kept, `in_day` telling whether it belongs to the local day [start, end) (UTC instants).
+    `ranges` are the boards' value ranges per event type (`boards.value_ranges`): a value
+    outside its type's range is the last rule.
     """
+    ranges = ranges or {}
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
     struct = ", ".join(
         f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][2]})" if n in NATIVE else f"{c}::JSON")
@@ -156,11 +198,12 @@ def checked_sql(sources: str, start: dt.datetime, end: dt.datetime) -> str:
             AND length(event_id) BETWEEN 1 AND 128 AND length(event_type) >= 1 AND length(user_id) BETWEEN 1 AND 64
             AND ts >= hour AND ts < hour + INTERVAL 1 HOUR
             AND ({no_value} OR isfinite(num))
-            AND (j_attr IS NULL OR j_attr = 'null' OR attributes IS NOT NULL), false) AS ok
+            AND (j_attr IS NULL OR j_attr = 'null' OR attributes IS NOT NULL)
+            AND NOT {_out_of_range(ranges)}, false) AS ok
         FROM z
     )
     SELECT file_idx::INTEGER AS file_idx, CASE WHEN NOT ok THEN file END AS file, line::BIGINT AS line,
-           CASE WHEN NOT ok THEN {_reason()} END AS reason,
+           CASE WHEN NOT ok THEN {_reason(ranges)} END AS reason,
            CASE WHEN NOT ok THEN left(coalesce(raw, to_json(struct_pack({struct}))::VARCHAR), {RAW_KEEP_CHARS})
            END AS raw,
            event_id, event_type, user_id, ts AS occurred_at, coalesce(num, 1.0) AS value, attributes,

@@ -15,6 +15,7 @@ Two passes over one set of rules (`contract.checked_sql`):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from leaderboard.boards import ValueRange
 from leaderboard.landing import lines, sources
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
@@ -44,13 +46,19 @@ class DayRead:
 
 
 def read_day(
-    landing: Path, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None = None
+    landing: Path,
+    start: dt.datetime,
+    end: dt.datetime,
+    workdir: Path,
+    con: duckdb.DuckDBPyConnection | None = None,
+    ranges: Mapping[str, ValueRange] | None = None,
 ) -> DayRead:
     """Read every landed record of the local day [start, end) (UTC instants).
 
     A valid record belongs to the day its `occurred_at` falls in; a broken one to the day its
     hour folder starts in, so each record is counted by exactly one day. `workdir` holds the
-    staging files behind the returned lazy `events`; keep it until they are written.
+    staging files behind the returned lazy `events`; keep it until they are written. `ranges`:
+    the boards' value ranges by event type (`boards.value_ranges`), a rule like the others.
     """
     files, skipped = list_files(landing, start, end)
     if not files:
@@ -70,7 +78,7 @@ def read_day(
             # for small files, reading the few with a problem whole is cheaper; and it slows the
             # Parquet check, whose rows carry their line: hence JSON staged apart.
             ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
-            sql = checked_sql(sources.with_file_and_hour(sources.json_sql(json_files), files, ordered), lo, hi)
+            sql = checked_sql(sources.with_file_and_hour(sources.json_sql(json_files), files, ordered), lo, hi, ranges)
             json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=ordered)
             if ordered:
                 json_rows = json_rows.with_row_index("seq")
@@ -82,9 +90,9 @@ def read_day(
             stages.append(json_rows.filter(pl.col("reason").is_null()))
         if parquet_files:
             readers = [sources.parquet_sql(con, group) for group in sources.parquet_groups(parquet_files)]
-            sql = checked_sql(sources.with_file_and_hour(" UNION ALL ".join(readers), files), lo, hi)
+            sql = checked_sql(sources.with_file_and_hour(" UNION ALL ".join(readers), files), lo, hi, ranges)
             stages.append(_copy(con, sql, workdir / "stage-parquet.parquet").with_columns(seq=pl.lit(None, pl.Int64)))
-        checked_lines = checked_sql(sources.with_file_and_hour(sources.lines_sql(), files), lo, hi)
+        checked_lines = checked_sql(sources.with_file_and_hour(sources.lines_sql(), files), lo, hi, ranges)
         rechecked = _copy_lines(con, checked_lines, placed, workdir / "rechecked.parquet")
         # A line valid on its own is not what DuckDB refused: that file's rows did not line up.
         redo += rechecked.filter(pl.col("reason").is_null()).select("file_idx").unique().collect()["file_idx"].to_list()

@@ -54,7 +54,7 @@ class AdminController(Controller):
                 patch.display_limit if patch.display_limit is not None else old.display_limit,
                 patch.enabled if patch.enabled is not None else old.enabled,
             )
-        await anyio.to_thread.run_sync(stores.board_config().save, changes, caller.sub)
+        await anyio.to_thread.run_sync(stores.board_config().save, changes, caller.sub, data.reason)
         await reader.reload_overrides()
         return _current(reader)
 

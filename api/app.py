@@ -25,12 +25,13 @@ from api.admin import AdminController
 from api.deps import Services, dependencies
 from api.freshness import watching
 from api.health import HealthController
+from api.moderation import ModerationController
 from api.observability import ObservabilityMiddleware, configure_logging, metrics
 from api.openapi import document_boards, forbid_unknown_fields, openapi_config
 from api.params import query_names, reject_unknown_query
 from api.reader import Reader
 from api.results import ResultsController
-from api.schemas import BoardConfigPatch, ConfigUpdate, ReopenRequest
+from api.schemas import BoardConfigPatch, ConfigUpdate, ExclusionRequest, LiftRequest, ReopenRequest
 from api.standings import StandingsController
 from api.users import UsersController
 from leaderboard.boards import current_boards, load_boards
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             metrics,
             ResultsController,
+            ModerationController,
         ],
         state=State({"settings": settings}),  # for the guards, which get no dependencies
         dependencies=dependencies(services),
@@ -210,6 +212,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(),
     )
     app.state.query_names = query_names(app)
-    forbid_unknown_fields(app, ConfigUpdate, BoardConfigPatch, ReopenRequest)
+    forbid_unknown_fields(app, ConfigUpdate, BoardConfigPatch, ReopenRequest, ExclusionRequest, LiftRequest)
     document_boards(app, load_boards(settings.LEADERBOARD_BOARDS, settings.LEADERBOARD_TIMEZONE))
     return app

@@ -3,6 +3,7 @@ answer 400 naming the field) and make the OpenAPI schema."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import annotated_types
@@ -143,6 +144,7 @@ class ConfigBody(msgspec.Struct):
 
 class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
     boards: dict[str, BoardConfigPatch]
+    reason: Annotated[str, msgspec.Meta(max_length=500, description="Why, kept in the audit")] = ""
 
 
 class RefreshAccepted(msgspec.Struct):
@@ -176,3 +178,42 @@ class SettlementState(msgspec.Struct):
     content_hash: str
     settled_at: str
     reopened_at: str | None
+
+
+class ExclusionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="A user id, or a group id")]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, description="Why, kept in the audit")]
+    board: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="null: every board")] | None = None
+    until: Annotated[dt.datetime, msgspec.Meta(description="RFC 3339 with offset; null: until lifted")] | None = None
+
+
+class LiftRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, description="Why, kept in the audit")]
+
+
+class ExclusionBody(msgspec.Struct):
+    """An exclusion (docs/contracts.md#moderation); `in_force`: neither lifted nor expired now."""
+
+    id: int
+    board: str | None  # null: every board
+    subject: str
+    reason: str
+    created_by: str
+    created_at: str
+    until: str | None
+    lifted_at: str | None
+    lifted_by: str | None
+    lift_reason: str | None
+    in_force: bool
+
+
+class AuditEntry(msgspec.Struct):
+    """One admin change: a board config update, an exclusion or its lifting, a reopening."""
+
+    id: int
+    at: str
+    actor: str
+    action: str  # board.config, exclusion.add, exclusion.lift, period.reopen
+    target: str
+    reason: str
+    details: dict[str, Any]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from cli.moderation import moderation as moderation_group
 from cli.options import local_date
 from cli.settlement import settlement as settlement_group
 from leaderboard.boards import BoardsFileError
@@ -327,6 +328,7 @@ def retention(dry_run: bool, now_text: str | None) -> None:
 
 
 main.add_command(settlement_group)
+main.add_command(moderation_group)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ page = st.navigation(
         st.Page(PAGES / "leaderboards.py", title="Leaderboards", icon=":material/leaderboard:", default=True),
         st.Page(PAGES / "health.py", title="Pipeline health", icon=":material/monitor_heart:"),
         st.Page(PAGES / "settlement.py", title="Settlement", icon=":material/gavel:"),
+        st.Page(PAGES / "moderation.py", title="Moderation", icon=":material/shield_person:"),
     ]
 )
 page.run()

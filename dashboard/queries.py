@@ -15,6 +15,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import api_client, pipeline, probes, stores
+from dashboard import moderation as moderation_data
 from dashboard import settlement as settlement_data
 from dashboard.pipeline import PartitionCell, RunRow
 from leaderboard.boards import BoardSet
@@ -100,3 +101,8 @@ def partition_grid(home: Path, first: dt.date, last: dt.date, landing: Path, tz:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def settlement_view(database_url: str | None, lake_dir: Path) -> settlement_data.SettlementView:
     return settlement_data.settlement_view(database_url, lake_dir)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def moderation_view(database_url: str | None, lake_dir: Path) -> moderation_data.ModerationView:
+    return moderation_data.moderation_view(database_url, lake_dir)

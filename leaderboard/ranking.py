@@ -342,11 +342,31 @@ def with_metadata(ranked: pl.LazyFrame, board: Board) -> pl.LazyFrame:
     )
 
 
-def standings(current: pl.LazyFrame, previous: pl.LazyFrame | None, boards: Iterable[Board]) -> pl.LazyFrame:
-    """Ranked standings of a period with `previous_rank` from the period before and the change."""
+def without_excluded(scores: pl.LazyFrame, excluded: pl.DataFrame | None) -> pl.LazyFrame:
+    """Scores (or any frame with board_id and user_id) without the excluded subjects: `excluded`
+    holds (board_id, user_id), board_id null for every board (docs/contracts.md#moderation)."""
+    if excluded is None or excluded.is_empty():
+        return scores
+    every = excluded.filter(pl.col("board_id").is_null()).select("user_id").unique()
+    some = excluded.filter(pl.col("board_id").is_not_null()).select("board_id", "user_id").unique()
+    return scores.join(every.lazy(), on="user_id", how="anti").join(some.lazy(), on=["board_id", "user_id"], how="anti")
+
+
+def standings(
+    current: pl.LazyFrame,
+    previous: pl.LazyFrame | None,
+    boards: Iterable[Board],
+    excluded: pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """Ranked standings of a period with `previous_rank` from the period before and the change.
+
+    `excluded` subjects (`without_excluded`) are dropped before ranking, from the period before
+    too: the others' ranks close up, and their rank change compares like with like."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=STANDINGS_SCHEMA)
+    current = without_excluded(current, excluded)
+    previous = None if previous is None else without_excluded(previous, excluded)
     ranked = pl.concat([with_metadata(rank_scores(current, [b]), b) for b in boards])
     if previous is None:
         prev = pl.LazyFrame(schema={"board_id": pl.String, "user_id": pl.String, "previous_rank": pl.Int64})

@@ -183,6 +183,8 @@ def build_assets(
         `periods` pairs each Dagster partition key with its period. When a check stops a
         ranged run, the periods published before it are recorded as materialized.
         """
+        # The exclusions in force as the run ranks, the same for each of its periods.
+        excluded = stores.stores.excluded(dt.datetime.now(dt.UTC))
         rows: list[dict] = []  # metadata of each published period
         published: list[str | None] = []  # and its partition key
         verdicts: list[tuple[str, Verdict]] = []
@@ -194,8 +196,8 @@ def build_assets(
                 continue
             t0 = time.perf_counter()
             scores = period_scores(lake.lake, boards, period)
-            table = rank_period(lake.lake, boards, period, scores)
-            users = expected_users(lake.lake, boards, period, scores)
+            table = rank_period(lake.lake, boards, period, scores, excluded)
+            users = expected_users(lake.lake, boards, period, scores, excluded)
             found = [(period.key, v) for v in checks.standings_verdicts(table, users, boards.with_period(period.type))]
             verdicts += found
             if not all(v.passed for _, v in found):

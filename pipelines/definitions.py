@@ -16,6 +16,7 @@ from pipelines.assets import build_assets
 from pipelines.automation import build_automation
 from pipelines.jobs import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, WEEKLY_JOB
 from pipelines.maintenance import build_retention
+from pipelines.moderation import build_moderation
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource, StoresResource
 from pipelines.settlement import SettlementResource, build_settlement
@@ -54,6 +55,7 @@ def _build(settings: Settings) -> dg.Definitions:
     retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)
     schedules, sensors = build_automation(boards, settings)
     sensors += build_settlement(boards, settings, {"daily": jobs[1], "weekly": jobs[2], "monthly": jobs[3]})
+    sensors += build_moderation(boards, settings)
     return dg.Definitions(
         assets=assets,
         jobs=[*jobs, retention_job],

@@ -19,7 +19,14 @@ from leaderboard.boards import BoardSet, display_limit, value_ranges
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
 from leaderboard.periods import UTC, Period, period_of, status_at
-from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
+from leaderboard.ranking import (
+    SCORES_SCHEMA,
+    rollup_scores,
+    score_events,
+    standings,
+    ungrouped_counts,
+    without_excluded,
+)
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
@@ -136,26 +143,38 @@ def period_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
     )
 
 
-def rank_period(lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFrame | None = None) -> pl.DataFrame:
+def rank_period(
+    lake: Lake,
+    boards: BoardSet,
+    period: Period,
+    scores: pl.DataFrame | None = None,
+    excluded: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Standings of every board of `period`, with previous ranks from the period before.
 
-    `scores` are the period's scores when the caller has them already (`period_scores`).
+    `scores` are the period's scores when the caller has them already (`period_scores`);
+    `excluded` the exclusions in force (`Stores.excluded`), dropped before ranking.
     """
     selected = boards.with_period(period.type)
     prev = period.previous(boards.start_date)
     current = scores.lazy() if scores is not None else scores_of(lake, boards, period.days())
     previous = scores_of(lake, boards, prev.days()) if prev else None
-    return standings(current, previous, selected).collect()
+    return standings(current, previous, selected, excluded).collect()
 
 
-def expected_users(lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFrame) -> pl.DataFrame:
+def expected_users(
+    lake: Lake, boards: BoardSet, period: Period, scores: pl.DataFrame, excluded: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Who must be in a period's standings: for a day, counted from its clean events directly;
-    for longer periods (whose clean events may be past retention), from the rolled-up scores."""
+    for longer periods (whose clean events may be past retention), from the rolled-up scores;
+    less the `excluded`."""
     selected = boards.with_period(period.type)
     clean = lake.day_file("clean_events", period.start)
     if period.type == "daily" and clean.is_file():
-        return checks.counted_users(pl.scan_parquet(clean), selected)
-    return checks.eligible_users(scores, selected)
+        users = checks.counted_users(pl.scan_parquet(clean), selected)
+    else:
+        users = checks.eligible_users(scores, selected)
+    return without_excluded(users.lazy(), excluded).collect()
 
 
 def cache_verdicts(stores: Stores, boards: BoardSet, period: Period) -> list[Verdict]:

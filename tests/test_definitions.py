@@ -62,6 +62,7 @@ def test_ranking_assets_carry_checks_automation_and_freshness(settings):
         "follow_daily_scores",
         "settle_periods",
         "settlement_webhooks",
+        "moderation_changes",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
 

@@ -294,6 +294,10 @@ def test_every_route_documents_the_statuses_it_answers(published):
         ("get", "/leaderboard/config"): [200, 401, 403, 429],
         ("put", "/leaderboard/config"): [200, 400, 401, 403, 429, 503],
         ("post", "/leaderboard/config/refresh"): [202, 401, 403, 429, 503],
+        ("post", "/leaderboard/exclusions"): [201, 400, 401, 403, 409, 429, 503],
+        ("get", "/leaderboard/exclusions"): [200, 400, 401, 403, 409, 429, 503],
+        ("post", "/leaderboard/exclusions/{exclusion_id}/lift"): [200, 400, 401, 403, 404, 409, 429, 503],
+        ("get", "/leaderboard/audit"): [200, 400, 401, 403, 409, 429, 503],
         ("get", "/health"): [200],
         ("get", "/health/ready"): [200, 503],
     }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import polars as pl
 import psycopg
 import redis as redis_py
 
@@ -25,6 +26,7 @@ from leaderboard.stores import redis as redis_store
 from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
 from leaderboard.stores.lake import Lake, LakeIngestStats, LakeStandings
 from leaderboard.stores.lake_records import LakeBoardConfig, LakeRefreshRequests
+from leaderboard.stores.moderation import PostgresModeration
 from leaderboard.stores.postgres import (
     PostgresBoardConfig,
     PostgresIngestStats,
@@ -120,6 +122,13 @@ class Stores:
     def ingest_stats(self) -> IngestStatsStore:
         """Where ingest stats are read; they are always written to the lake too (`save_ingest_stats`)."""
         return PostgresIngestStats(self.record) if self.record else LakeIngestStats(self.lake)
+
+    def excluded(self, now: dt.datetime) -> pl.DataFrame | None:
+        """The exclusions in force at `now` (docs/contracts.md#moderation); None without Postgres,
+        where there are none."""
+        if self.record is None:
+            return None
+        return PostgresModeration(self.record).excluded(now)
 
     def save_ingest_stats(self, stats: dict) -> None:
         LakeIngestStats(self.lake).save(stats)

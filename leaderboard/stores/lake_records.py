@@ -31,7 +31,8 @@ class LakeBoardConfig:
             return {}
         return {b: Override(**v) for b, v in json.loads(self.path.read_text()).items()}
 
-    def save(self, changes: dict[str, Override], by: str) -> None:
+    def save(self, changes: dict[str, Override], by: str, reason: str = "") -> None:
+        """Without Postgres there is no audit: only the file's latest state."""
         current = self.load() | changes
         write_json_atomic(self.path, {b: asdict(o) for b, o in current.items()})
 

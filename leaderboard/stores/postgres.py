@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header
 from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
+from leaderboard.stores.moderation import record_audit
 from leaderboard.stores.protocols import (
     HISTORY_SCHEMA,
     INGEST_STATS_SCHEMA,
@@ -220,10 +221,16 @@ class PostgresBoardConfig:
         with self.store.connection() as conn:
             return {b: Override(limit, enabled) for b, limit, enabled in conn.execute(BOARD_CONFIG).fetchall()}
 
-    def save(self, changes: dict[str, Override], by: str) -> None:
+    def save(self, changes: dict[str, Override], by: str, reason: str = "") -> None:
+        """Upsert the overrides, each change with its audit row (before and after), in one transaction."""
+        now = dt.datetime.now(dt.UTC)
         with self.store.connection() as conn, conn.transaction():
+            before = {b: Override(limit, enabled) for b, limit, enabled in conn.execute(BOARD_CONFIG).fetchall()}
             for board_id, o in changes.items():
                 conn.execute(SAVE_BOARD_CONFIG, (board_id, o.display_limit, o.enabled, by))
+                old = before.get(board_id)
+                details = {"before": asdict(old) if old else None, "after": asdict(o)}
+                record_audit(conn, now, by, "board.config", board_id, reason, details)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ lands between a publisher's check of the period's state and its swap.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from leaderboard.settlement import (
 )
 from leaderboard.standings import NAME_COLUMNS, Snapshot
 from leaderboard.stores.errors import SchemaMissing
+from leaderboard.stores.moderation import record_audit
 from leaderboard.stores.postgres import SNAPSHOT_RANKS, AsyncPostgres, PostgresStore, _ranks, _snapshot
 from leaderboard.stores.postgres_publish import RANKING_COLUMNS
 
@@ -276,11 +276,7 @@ class PostgresSettlement:
                                        "hash": current.content_hash, "entries": current.entries, "now": now,
                                        "actor": actor, "reason": reason})  # fmt: skip
             details = {"revision": current.revision, "content_hash": current.content_hash}
-            conn.execute(
-                "INSERT INTO leaderboard_admin_audit (at, actor, action, target, reason, details) "
-                "VALUES (%s, %s, 'period.reopen', %s, %s, %s)",
-                (now, actor, f"{board_id}/{period_type}/{period_key}", reason, json.dumps(details)),
-            )
+            record_audit(conn, now, actor, "period.reopen", f"{board_id}/{period_type}/{period_key}", reason, details)
             return _settlement(conn.execute(STATE, params).fetchone())  # type: ignore[arg-type]
 
     def state(self, board_id: str, period_type: str, period_key: str) -> Settlement | None:

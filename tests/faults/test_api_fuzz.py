@@ -54,6 +54,7 @@ USERS = 60
 BOARDS = ["points", "referrals", "high_score", "fastest_lap"]
 PERIODS = ["daily", "weekly", "monthly", "all_time"]
 GUARDED = ("/me", "/users/", "/leaderboard/config")  # routes that need a token
+ADMIN = ("/leaderboard/config", "/leaderboard/exclusions", "/leaderboard/audit")  # routes for admins only
 
 
 def _published(root: Path, url: str, prefix: str) -> Settings:
@@ -148,7 +149,7 @@ def _cases(operation: Any, mode: GenerationMode) -> st.SearchStrategy[Any]:
 
 def _guarded(label: str) -> bool:
     path = label.split(" ", 1)[1]
-    return path.startswith("/leaderboard/config") or path.endswith(("/me", "/users/{user_id}", "/users"))
+    return path.startswith(ADMIN) or path.endswith(("/me", "/users/{user_id}", "/users"))
 
 
 def _failures(exc: BaseException) -> list[Failure]:
@@ -190,7 +191,7 @@ def run_case(case: Any, kind: str, headers: dict[str, str], tally: Tally) -> Non
     if _guarded(label) and (kind in (*MALFORMED, "no token") or not sent):
         assert response.status_code == 401, (label, response.status_code, response.text[:200])
         assert response.headers.get("www-authenticate") == ["Bearer"], response.headers
-    elif label.split(" ", 1)[1].startswith("/leaderboard/config") and kind == "user":
+    elif label.split(" ", 1)[1].startswith(ADMIN) and kind == "user":
         assert response.status_code == 403, (label, response.status_code, response.text[:200])
 
 

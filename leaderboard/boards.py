@@ -246,8 +246,19 @@ def _exists_once(local: dt.datetime, tz: ZoneInfo) -> str | None:
 
 
 def season_time_problems(boards: list[Board], tz: ZoneInfo) -> list[str]:
-    """Season starts and ends that are no single instant in the boards' time zone."""
+    """Season starts and ends that are no single instant in the boards' time zone, and a season
+    id given different windows: the id is the period key, and one key is one window."""
     problems = []
+    first: dict[str, tuple[str, Season]] = {}
+    for board in boards:
+        for season in board.seasons:
+            seen = first.setdefault(season.id, (board.id, season))
+            if (seen[1].start, seen[1].end) != (season.start, season.end):
+                problems.append(
+                    f"  board {board.id!r} season {season.id!r}: {season.start.isoformat()} to "
+                    f"{season.end.isoformat()}, but board {seen[0]!r} gives it {seen[1].start.isoformat()} to "
+                    f"{seen[1].end.isoformat()}; a season id is one window on every board (give it another id)"
+                )
     for board in boards:
         for season in board.seasons:
             for name in ("start", "end"):

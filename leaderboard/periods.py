@@ -103,13 +103,22 @@ def season_at(board: Board, at: dt.datetime | dt.date, tz: ZoneInfo) -> Period |
     return found or next((p for p in periods if day_start <= p.bounds(tz)[0] < day_end), None)
 
 
-def season_groups(boards: BoardSet, season_id: str) -> list[tuple[BoardSet, Period]]:
-    """The boards listing season `season_id`, grouped by its window (boards may give one id
-    different windows): each group ranks and publishes as one period."""
-    groups: dict[Period, list[Board]] = {}
-    for board in boards.with_season(season_id):
-        groups.setdefault(season_period(board, season_id, boards.tz), []).append(board)
-    return [(dataclasses.replace(boards, boards=tuple(b)), p) for p, b in sorted(groups.items(), key=lambda g: g[0])]
+def hot_seasons(board: Board, today: dt.date, tz: ZoneInfo) -> tuple[str, ...]:
+    """The board's seasons touching local day `today`, and the last one that ended before it."""
+    day_start, day_end = local_midnight(today, tz), local_midnight(today + dt.timedelta(days=1), tz)
+    periods = [season_period(board, s.id, tz) for s in board.seasons]
+    touching = [p.key for p in periods if p.bounds(tz)[0] < day_end and day_start < p.bounds(tz)[1]]
+    before = [p for p in periods if p.bounds(tz)[1] <= day_start]
+    return tuple(touching + ([max(before, key=lambda p: p.bounds(tz)[1]).key] if before else []))
+
+
+def season_boards(boards: BoardSet, season_id: str) -> tuple[BoardSet, Period]:
+    """The boards listing season `season_id` (they give it one window: `load_boards` checks)
+    and the season as a period: what one run of the season's partition ranks and publishes."""
+    listing = boards.with_season(season_id)
+    if not listing:
+        raise PeriodError(f"no board has a season {season_id!r}; seasons: {', '.join(boards.season_ids()) or 'none'}")
+    return dataclasses.replace(boards, boards=listing), season_period(listing[0], season_id, boards.tz)
 
 
 def period_end(boards: BoardSet, board_id: str, period_type: str, key: str) -> dt.datetime:

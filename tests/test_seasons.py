@@ -7,10 +7,11 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import polars as pl
 import pytest
 
 from leaderboard.boards import BoardsFileError, load_boards
-from leaderboard.periods import PeriodError, period_end, season_at, season_groups, season_period, status_at
+from leaderboard.periods import PeriodError, period_end, season_at, season_boards, season_period, status_at
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC
@@ -36,7 +37,7 @@ boards:
     aggregate: min
     order: asc
     seasons:
-      - {id: spring, start: 2026-03-28, end: 2026-04-01}
+      - {id: sprint, start: 2026-03-28, end: 2026-04-01}
   - id: plain
     event_types: [score.earned]
     aggregate: count
@@ -82,15 +83,18 @@ def test_season_at_an_instant_or_a_date(tmp_path: Path):
         season_period(points, "summer", BERLIN)
 
 
-def test_boards_sharing_a_season_id_rank_by_window(tmp_path: Path):
+def test_a_season_id_is_one_window_on_every_board_that_lists_it(tmp_path: Path):
     boards = _boards(tmp_path)
-    assert boards.season_ids() == ["winter", "spring"]
-    groups = season_groups(boards, "spring")
-    assert [([b.id for b in g.boards], p.bounds(BERLIN)) for g, p in groups] == [
-        (["points", "best"], (SPRING_START, SPRING_END)),
-        (["laps"], (dt.datetime(2026, 3, 27, 23, tzinfo=UTC), dt.datetime(2026, 3, 31, 22, tzinfo=UTC))),
-    ]
-    assert [g.with_period("season")[0].id for g, _ in groups] == ["points", "laps"]
+    assert boards.season_ids() == ["winter", "spring", "sprint"]
+    listing, spring = season_boards(boards, "spring")
+    assert [b.id for b in listing.with_period("season")] == ["points", "best"]
+    assert spring.bounds(BERLIN) == (SPRING_START, SPRING_END)
+    sprint = season_boards(boards, "sprint")[1]
+    assert sprint.bounds(BERLIN) == (dt.datetime(2026, 3, 27, 23, tzinfo=UTC), dt.datetime(2026, 3, 31, 22, tzinfo=UTC))
+    with pytest.raises(PeriodError, match="no board has a season 'summer'; seasons: winter, spring, sprint"):
+        season_boards(boards, "summer")
+    with pytest.raises(BoardsFileError, match="board 'laps' season 'spring': 2026-03-28T00:00:00 to 2026-04-01"):
+        _boards(tmp_path, BOARDS.replace("id: sprint", "id: spring"))
 
 
 def _season_file(*seasons: str, tz: str = "Europe/Berlin") -> str:
@@ -141,3 +145,132 @@ def test_season_in_periods_needs_seasons(tmp_path: Path):
     text = "boards:\n  - id: points\n    event_types: [s]\n    aggregate: sum\n    periods: [daily, season]\n"
     with pytest.raises(BoardsFileError, match="periods lists 'season' but the board lists no seasons"):
         _boards(tmp_path, text)
+
+
+# --- ranking a season end to end, on the real Postgres and Redis ------------------------------
+
+RANKED = """
+timezone: Europe/Berlin
+start_date: 2026-03-01
+boards:
+  - id: points
+    event_types: [score.earned]
+    aggregate: sum
+    periods: [daily]
+    seasons:
+      - {id: spring, title: Spring cup, start: "2026-03-27T18:00", end: "2026-04-02T18:00"}
+  - id: best
+    event_types: [score.earned]
+    aggregate: max
+    seasons:
+      - {id: spring, start: "2026-03-27T18:00", end: "2026-04-02T18:00"}
+  - id: laps
+    event_types: [lap.completed]
+    aggregate: min
+    order: asc
+    seasons:
+      - {id: spring, start: "2026-03-27T18:00", end: "2026-04-02T18:00"}
+  - id: daily_only
+    event_types: [score.earned]
+    aggregate: count
+    periods: [daily]
+"""
+US = dt.timedelta(microseconds=1000)  # the landing contract keeps milliseconds
+SEASON_EVENTS = [
+    # (id, user, occurred_at UTC, value, type)
+    ("early", "u5", dt.datetime(2026, 3, 27, 10, tzinfo=UTC), 20, "score.earned"),  # its first day, before 18:00
+    ("before", "u1", SPRING_START - US, 100, "score.earned"),  # just before the start
+    ("start", "u2", SPRING_START, 5, "score.earned"),  # at the start: counts
+    ("inside", "u3", dt.datetime(2026, 3, 28, 12, tzinfo=UTC), 7, "score.earned"),
+    ("pre-dst", "u2", dt.datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 1, "score.earned"),  # 01:30 CET
+    ("post-dst", "u3", dt.datetime(2026, 3, 29, 1, 30, tzinfo=UTC), 2, "score.earned"),  # 03:30 CEST
+    ("lap1", "u1", dt.datetime(2026, 3, 30, 8, tzinfo=UTC), 61_000, "lap.completed"),
+    ("last", "u1", SPRING_END - US, 3, "score.earned"),  # just before the end: counts
+    ("end", "u4", SPRING_END, 50, "score.earned"),  # at the end: does not
+    ("lap2", "u2", SPRING_END + dt.timedelta(minutes=30), 50_000, "lap.completed"),  # its last day, after 18:00
+]
+
+
+def _land_season(landing: Path) -> None:
+    """Each event in the folder of its UTC hour; one as Parquet, the others as JSON lines."""
+    from leaderboard.landing import hour_folder
+    from tests.conftest import event, land
+
+    for n, (event_id, user, at, value, event_type) in enumerate(SEASON_EVENTS):
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        if event_id != "inside":
+            land(landing, "game", hour, f"game+0+{n}.json", [event(event_id, user, stamp, value, event_type)])
+            continue
+        folder = hour_folder(landing, "game", hour)
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"event_id": [event_id], "event_type": [event_type], "user_id": [user], "occurred_at": [at]}
+        pl.DataFrame({**row, "value": [float(value)]}).write_parquet(folder / f"game+0+{n}.parquet")
+
+
+@pytest.fixture
+def season_stores(tmp_path: Path, migrated_url: str, redis_prefix: str):
+    """The season's days ingested and scored, and spring ranked and published to every store."""
+    from leaderboard.stores import Stores
+    from leaderboard.stores.lake import Lake
+    from pipelines.steps import ingest_day, period_scores, publish_period, rank_period, score_day
+    from tests.conftest import REDIS_URL
+
+    boards = _boards(tmp_path, RANKED)
+    landing, lake = tmp_path / "landing", Lake(tmp_path / "lake")
+    _land_season(landing)
+    stores = Stores(lake, migrated_url, REDIS_URL, redis_prefix)
+    for day in season_period(boards.boards[0], "spring", BERLIN).days():
+        ingest_day(landing, lake, boards, day, "run-1", stores)
+        score_day(lake, boards, day)
+    listing, period = season_boards(boards, "spring")
+    scores = period_scores(lake, listing, period)
+    table = rank_period(lake, listing, period, scores)
+    publish_period(lake, listing, period, table, "run-1", stores, now=SPRING_END + dt.timedelta(hours=1))
+    return boards, stores, table, landing
+
+
+def test_a_season_ranks_exactly_its_window_across_a_dst_change(season_stores):
+    from tests.reference import Reference
+
+    boards, _, table, landing = season_stores
+    reference = Reference(landing, "Europe/Berlin")
+    for board in boards.with_period("season"):
+        mine = {r["user_id"]: (r["rank"], r["score"]) for r in table.filter(pl.col("board_id") == board.id).to_dicts()}
+        assert mine == reference.window_ranking(board, SPRING_START, SPRING_END), board.id
+    points = {r["user_id"]: r["score"] for r in table.filter(pl.col("board_id") == "points").to_dicts()}
+    assert points == {"u2": 6.0, "u3": 9.0, "u1": 3.0}  # not u5 (before), u1's 100 (before) nor u4 (at the end)
+    laps = table.filter(pl.col("board_id") == "laps")
+    assert laps.select("user_id", "score").rows() == [("u1", 61_000.0)]  # u2's lap came after the end
+    assert set(table.get_column("board_id")) == {"points", "best", "laps"}
+    assert table.get_column("previous_rank").is_null().all()  # a season is a competition of its own
+
+
+def test_a_published_season_reads_alike_from_each_store(season_stores):
+    import json
+
+    import redis
+
+    from leaderboard.stores.lake import read_snapshot
+    from tests.conftest import REDIS_URL
+
+    boards, stores, _, _ = season_stores
+    postgres = stores.record.snapshot("points", "season", "spring")
+    lake = read_snapshot(stores.lake, "points", "season", "spring")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        cached = json.loads(client.get(stores.keys.rankings("points", "season", "spring")))
+        assert client.get(stores.keys.current("points", "season")) is None  # published after its end
+        assert client.zrange(stores.keys.periods("points", "season"), 0, -1) == [b"spring"]
+    finally:
+        client.close()
+    for snapshot in (postgres, lake):
+        assert snapshot is not None
+        body = snapshot.body(boards.tz, 100)
+        assert (body["period"], body["period_key"]) == ("season", "spring")
+        window = (dt.datetime.fromisoformat(body["period_start"]), dt.datetime.fromisoformat(body["period_end"]))
+        assert window == (SPRING_START, SPRING_END)
+        assert [(e["user_id"], e["score"]) for e in body["entries"]] == [("u3", 9), ("u2", 6), ("u1", 3)]
+        assert body["entries"] == cached["entries"]
+    assert stores.record.published_keys("points", "season") == ["spring"]
+    assert stores.lake_standings().published_keys("points", "season") == ["spring"]

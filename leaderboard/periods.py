@@ -47,6 +47,19 @@ def parse_date(text: str) -> dt.date:
         raise PeriodError(f"{text!r} is not a date like 2026-11-26") from None
 
 
+def parse_when(text: str) -> dt.date | dt.datetime:
+    """A local date (`2026-03-29`) or a date-time (`2026-03-29T12:00`, local without an offset,
+    else the instant it names), or a PeriodError saying the forms."""
+    if len(text) == 10:
+        return parse_date(text)
+    try:
+        if len(text) < 16 or text[10] not in "T ":
+            raise ValueError(text)
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise PeriodError(f"{text!r} is not a date like 2026-03-29 or a date-time like 2026-03-29T12:00") from None
+
+
 @dataclass(frozen=True, order=True)
 class Period:
     type: PeriodType
@@ -93,10 +106,12 @@ def season_period(board: Board, season_id: str, tz: ZoneInfo) -> Period:
 
 
 def season_at(board: Board, at: dt.datetime | dt.date, tz: ZoneInfo) -> Period | None:
-    """The board's season containing instant `at`; for a local date, the one containing its
-    midnight, else the first that starts during that day."""
+    """The board's season containing instant `at` (a date-time without an offset is local); for
+    a local date, the one containing its midnight, else the first that starts during that day."""
     periods = [season_period(board, s.id, tz) for s in board.seasons]
     if isinstance(at, dt.datetime):
+        if at.tzinfo is None:
+            at = local_instant(at, tz)
         return next((p for p in periods if p.bounds(tz)[0] <= at < p.bounds(tz)[1]), None)
     day_start, day_end = local_midnight(at, tz), local_midnight(at + dt.timedelta(days=1), tz)
     found = season_at(board, day_start, tz)

@@ -208,25 +208,37 @@ def _land_season(landing: Path) -> None:
         pl.DataFrame({**row, "value": [float(value)]}).write_parquet(folder / f"game+0+{n}.parquet")
 
 
+def _rank_spring(boards, stores, now: dt.datetime) -> pl.DataFrame:
+    from pipelines.steps import period_scores, publish_period, rank_period
+
+    listing, period = season_boards(boards, "spring")
+    table = rank_period(stores.lake, listing, period, period_scores(stores.lake, listing, period))
+    publish_period(stores.lake, listing, period, table, "run", stores, now=now)
+    return table
+
+
 @pytest.fixture
-def season_stores(tmp_path: Path, migrated_url: str, redis_prefix: str):
-    """The season's days ingested and scored, and spring ranked and published to every store."""
+def season_stores(settings, tmp_path: Path, migrated_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch):
+    """The season's days ingested and scored, and spring ranked and published to every store
+    after its end (the settings, and so the API, name this boards file and these stores)."""
+    from leaderboard.settings import get_settings
     from leaderboard.stores import Stores
-    from leaderboard.stores.lake import Lake
-    from pipelines.steps import ingest_day, period_scores, publish_period, rank_period, score_day
+    from pipelines.steps import ingest_day, score_day
     from tests.conftest import REDIS_URL
 
     boards = _boards(tmp_path, RANKED)
-    landing, lake = tmp_path / "landing", Lake(tmp_path / "lake")
+    for name, value in {"LEADERBOARD_BOARDS": str(boards.source), "DATABASE_URL": migrated_url,
+                        "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": redis_prefix}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    landing = settings.LEADERBOARD_LANDING_DIR
     _land_season(landing)
-    stores = Stores(lake, migrated_url, REDIS_URL, redis_prefix)
+    stores = Stores.from_settings(settings)
     for day in season_period(boards.boards[0], "spring", BERLIN).days():
-        ingest_day(landing, lake, boards, day, "run-1", stores)
-        score_day(lake, boards, day)
-    listing, period = season_boards(boards, "spring")
-    scores = period_scores(lake, listing, period)
-    table = rank_period(lake, listing, period, scores)
-    publish_period(lake, listing, period, table, "run-1", stores, now=SPRING_END + dt.timedelta(hours=1))
+        ingest_day(landing, stores.lake, boards, day, "run-1", stores)
+        score_day(stores.lake, boards, day)
+    table = _rank_spring(boards, stores, SPRING_END + dt.timedelta(minutes=5))
     return boards, stores, table, landing
 
 
@@ -274,3 +286,96 @@ def test_a_published_season_reads_alike_from_each_store(season_stores):
         assert body["entries"] == cached["entries"]
     assert stores.record.published_keys("points", "season") == ["spring"]
     assert stores.lake_standings().published_keys("points", "season") == ["spring"]
+
+
+@pytest.mark.parametrize("store", ["lake", "postgres", "redis"])
+def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_stores, store: str):
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from leaderboard.settings import get_settings, load_settings
+
+    s = get_settings()
+    only = {"lake": {"DATABASE_URL": None, "REDIS_URL": None}, "postgres": {"REDIS_URL": None}, "redis": {}}[store]
+    app = create_app(load_settings(**{"DATABASE_URL": s.DATABASE_URL, "REDIS_URL": s.REDIS_URL, **only}))
+    with TestClient(app) as c:
+        ranked = [("u3", 9), ("u2", 6), ("u1", 3)]
+        for path in ("/leaderboard/points/season?at=2026-03-29T02:30",  # local, in the hour the clocks skip
+                     "/leaderboard/points/season?at=2026-03-27T18:00", "/leaderboard/points/season?at=2026-04-02",
+                     "/leaderboard/points/season?at=2026-04-02T15:59:59Z", "/leaderboard/points/season/spring"):  # fmt: skip
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+            body = r.json()
+            assert (body["period"], body["period_key"], body["status"]) == ("season", "spring", "final"), path
+            assert [(e["user_id"], e["score"]) for e in body["entries"]] == ranked, path
+        assert c.get("/leaderboard/points/season/periods").json()["keys"] == ["spring"]
+        for path, status, detail in [
+            ("/leaderboard/points/season", 404, "no season of 'points' contains now; its seasons: spring "
+             "(2026-03-27T18:00 to 2026-04-02T18:00 Europe/Berlin)"),
+            ("/leaderboard/points/season?at=2026-04-02T18:00", 404, "no season of 'points' contains 2026-04-02T18:00"),
+            ("/leaderboard/points/season?at=2026-03-27T17:59:59", 404, "no season of 'points' contains"),
+            ("/leaderboard/points/season/summer", 404, "board 'points' has no season 'summer'; its seasons: spring"),
+            ("/leaderboard/daily_only/season", 404, "board 'daily_only' has no season standings; it has daily"),
+            ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-03-29 or a date-time"),
+            ("/leaderboard/points/daily?at=2026-03-29T12:00", 400, "is not a date like 2026-11-26"),
+            ("/leaderboard/points/daily/2026-13", 400, "bad daily period key"),
+            ("/leaderboard/points/season/spring/results", 409,
+             "settlement needs Postgres" if store == "lake" else "points season spring is closing"),
+        ]:  # fmt: skip
+            r = c.get(path)
+            assert r.status_code == status and detail in r.json()["detail"], (path, r.text)
+        day = c.get("/leaderboard/points/daily/2026-03-29")  # a calendar period by its key too (none published)
+        assert day.status_code == 404 and "no published daily standings of 'points' for 2026-03-29" in day.text
+
+
+def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stores):
+    """closing -> settled (revision 1, a webhook body) -> a late file is recorded, not applied
+    -> reopened with a reason -> republished -> settled again as revision 2."""
+    import json
+
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from leaderboard.settings import get_settings
+    from leaderboard.stores.settlement import PostgresSettlement
+    from pipelines.steps import ingest_day, score_day
+    from tests.conftest import event, land
+
+    boards, stores, _, landing = season_stores
+    store, grace = PostgresSettlement(stores.record), dt.timedelta(minutes=60)
+    assert store.settle_due(SPRING_END + dt.timedelta(minutes=59), grace, BERLIN, None) == []  # closing
+    settled = store.settle_due(SPRING_END + dt.timedelta(minutes=66), grace, BERLIN, lambda board: 10)
+    assert sorted((s.board_id, s.period_type, s.period_key, s.revision) for s in settled) == [
+        ("best", "season", "spring", 1), ("laps", "season", "spring", 1), ("points", "season", "spring", 1)]  # fmt: skip
+    sent = json.loads(store.bodies("points", "season", "spring")[0])
+    assert (sent["data"]["period"], sent["data"]["period_key"], sent["data"]["revision"]) == ("season", "spring", 1)
+    assert [e["user_id"] for e in sent["data"]["entries"]] == ["u3", "u2", "u1"]
+
+    with TestClient(create_app(get_settings())) as api:
+        first = api.get("/leaderboard/points/season/spring/results")
+        assert first.status_code == 200, first.text
+        assert (first.json()["revision"], first.json()["state"]) == (1, "settled")
+        assert api.get("/leaderboard/points/season/results?at=2026-03-30T09:00").json() == first.json()
+
+        # a late file inside the window: the settled season keeps its standings, the event is counted as late
+        at = dt.datetime(2026, 4, 1, 10, tzinfo=UTC)
+        land(landing, "game", at, "game+0+99.json", [event("late", "u4", "2026-04-01T10:00:00Z", 100)])
+        ingest_day(landing, stores.lake, boards, dt.date(2026, 4, 1), "run-2", stores)
+        score_day(stores.lake, boards, dt.date(2026, 4, 1))
+        _rank_spring(boards, stores, SPRING_END + dt.timedelta(hours=2))
+        assert api.get("/leaderboard/points/season/spring/results").json()["entries"] == first.json()["entries"]
+        assert store.state("points", "season", "spring").late_after_settlement == 1  # type: ignore[union-attr]
+
+        # a dispute: the operator reopens it, the next publish applies the late event, it settles again
+        reopened = SPRING_END + dt.timedelta(hours=3)
+        store.reopen("points", "season", "spring", "ops@example", "dispute #12: late file of 2026-04-01", reopened)
+        assert api.get("/leaderboard/points/season/spring/results").status_code == 409
+        _rank_spring(boards, stores, reopened + dt.timedelta(minutes=1))
+        again = store.settle_due(reopened + dt.timedelta(minutes=61), grace, BERLIN, lambda board: 10)
+        assert [(s.board_id, s.revision) for s in again] == [("points", 2)]
+        second = api.get("/leaderboard/points/season/spring/results").json()
+        assert second["revision"] == 2 and second["content_hash"] != first.json()["content_hash"]
+        assert [(e["user_id"], e["score"]) for e in second["entries"]] == [("u4", 100), ("u3", 9), ("u2", 6), ("u1", 3)]
+    assert len(store.bodies("points", "season", "spring")) == 2
+    history = store.history(10, "points").filter(pl.col("period_type") == "season")
+    assert history.select("action", "revision").rows() == [("settled", 2), ("reopened", 1), ("settled", 1)]

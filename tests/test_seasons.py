@@ -379,3 +379,78 @@ def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stor
     assert len(store.bodies("points", "season", "spring")) == 2
     history = store.history(10, "points").filter(pl.col("period_type") == "season")
     assert history.select("action", "revision").rows() == [("settled", 2), ("reopened", 1), ("settled", 1)]
+
+
+def test_dagster_registers_seasons_from_the_file_and_ranks_one_when_its_days_change(
+    settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No reload and no code change: a season added to the file is a partition at the next tick."""
+    import os
+
+    import dagster as dg
+
+    from leaderboard.settings import get_settings
+    from leaderboard.stores import Stores
+    from leaderboard.stores.lake import read_snapshot
+    from pipelines.definitions import build_defs
+    from pipelines.resources import LakeResource
+    from pipelines.seasons import season_requests
+    from pipelines.steps import ingest_day, score_day
+
+    boards = _boards(tmp_path, RANKED)
+    monkeypatch.setenv("LEADERBOARD_BOARDS", str(boards.source))
+    get_settings.cache_clear()
+    settings = get_settings()
+    defs = build_defs(settings)
+    sensor = defs.get_repository_def().get_sensor_def("season_rankings")
+    lake = LakeResource.from_settings(settings)
+
+    def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=defs) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys or []))
+        return result
+
+    with dg.instance_for_test() as instance:
+        first = tick(instance)
+        assert instance.get_dynamic_partitions("seasons") == ["spring"] and not first.run_requests  # nothing scored yet
+        _land_season(settings.LEADERBOARD_LANDING_DIR)
+        stores = Stores.from_settings(settings)
+        for day in season_period(boards.boards[0], "spring", BERLIN).days():
+            ingest_day(settings.LEADERBOARD_LANDING_DIR, stores.lake, boards, day, "run-1", stores)
+            score_day(stores.lake, boards, day)
+        (run,) = tick(instance).run_requests or []
+        assert (run.job_name, run.partition_key) == ("season_job", "spring") and run.run_key.startswith(
+            "season:spring:ended:"
+        )
+        assert [r.run_key for r in tick(instance).run_requests or []] == [run.run_key]  # the same inputs: the same key
+        result = defs.resolve_job_def("season_job").execute_in_process(
+            instance=instance, partition_key="spring", tags=run.tags
+        )
+        assert result.success
+        snapshot = read_snapshot(stores.lake, "points", "season", "spring")
+        assert snapshot is not None and snapshot.frame.select("user_id", "score").rows() == [
+            ("u3", 9.0), ("u2", 6.0), ("u1", 3.0)]  # fmt: skip
+
+        # a late file rescored one of its days: ranked again
+        day_file = stores.lake.day_file("daily_scores", dt.date(2026, 3, 30))
+        os.utime(day_file, ns=(day_file.stat().st_atime_ns, day_file.stat().st_mtime_ns + 1_000_000))
+        assert [r.run_key for r in tick(instance).run_requests or []] != [run.run_key]
+
+        # while live, the same inputs are asked for as live; before it starts, not at all
+        live, _ = season_requests(boards, lake, {"spring"}, SPRING_START + dt.timedelta(days=1))
+        assert live == [] and season_requests(boards, lake, {"spring"}, SPRING_START - US)[1] == []
+        during = season_requests(boards, lake, {"spring"}, SPRING_START + dt.timedelta(days=1))[1]
+        assert during[0].run_key.startswith("season:spring:live:")
+
+        # a season added to the file: a partition at the next tick, with the definitions as loaded
+        text = RANKED.replace(
+            '      - {id: spring, title: Spring cup, start: "2026-03-27T18:00", end: "2026-04-02T18:00"}',
+            '      - {id: spring, title: Spring cup, start: "2026-03-27T18:00", end: "2026-04-02T18:00"}\n'
+            "      - {id: summer, start: 2026-06-01, end: 2026-09-01}",
+        )
+        boards.source.write_text(text)
+        tick(instance)
+        assert instance.get_dynamic_partitions("seasons") == ["spring", "summer"]

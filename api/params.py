@@ -25,17 +25,13 @@ T = TypeVar("T")
 PeriodType = Annotated[str, Parameter(schema_extra={"enum": list(ALL_PERIOD_TYPES)})]
 Limit = Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")]
 Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")]
-At = Annotated[
-    str | None,
-    Parameter(
-        description="A local date inside the period (YYYY-MM-DD); for a season also a date-time "
-        "(2026-03-29T12:00, local without an offset): the season containing it"
-    ),
-]
-RequiredAt = Annotated[
-    str,
-    Parameter(description="A local date inside the period (YYYY-MM-DD); for a season also a date-time"),
-]
+# A season takes a date-time too (beyond the documented format, which every period takes).
+AT_HELP = (
+    "A local date inside the period (YYYY-MM-DD); for a season also a date-time "
+    "(2026-03-29T12:00 local, or with an offset): the season containing it"
+)
+At = Annotated[str | None, Parameter(description=AT_HELP, schema_extra={"format": "date"})]
+RequiredAt = Annotated[str, Parameter(description=AT_HELP, schema_extra={"format": "date"})]
 
 
 def local_date(value: str | None, period: str | None = None) -> dt.date | dt.datetime | None:

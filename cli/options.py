@@ -20,10 +20,11 @@ def local_date(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def local_when(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | dt.datetime | None:
-    """A `YYYY-MM-DD` option, or for a season also a local date-time (`2026-03-29T12:00`)."""
+    """A `YYYY-MM-DD` option or a local date-time (`2026-03-29T12:00`; a season's instant, or the
+    local day it falls on for the calendar periods)."""
     if value is None:
         return None
     try:
-        return parse_when(value) if ctx.params.get("period") == "season" else parse_date(value)
+        return parse_when(value)
     except PeriodError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -181,19 +181,19 @@ def season_list(board: Board, boards: BoardSet) -> str:
 
 def check_key(boards: BoardSet, board: Board, period_type: str, key: str) -> str:
     """A period key named in a request (`/leaderboard/{board}/{period}/{key}`): a season of the
-    board (404 listing them), or a calendar period's key (400 saying its form)."""
+    board (404 listing them), or a calendar period's key (404 saying its form)."""
     if period_type == SEASON:
         if board.season(key) is None:
             raise StandingsError(f"board {board.id!r} has no season {key!r}; its seasons: {season_list(board, boards)}")
         return key
     if period_type == "all_time":
         if key != ALL_TIME_KEY:
-            raise StandingsError(f"the all-time period's key is {ALL_TIME_KEY!r}, not {key!r}", 400)
+            raise StandingsError(f"no all-time period has key {key!r}: its key is {ALL_TIME_KEY!r}")
         return key
     try:
         return parse_period_key(period_type, key).key
-    except PeriodError as exc:
-        raise StandingsError(str(exc), 400) from None
+    except PeriodError as exc:  # no such period: 404 like an unpublished one
+        raise StandingsError(f"no {period_type} period has key {key!r}: {exc}") from None
 
 
 def check_board(boards: BoardSet, board_id: str, period_type: str) -> Board:

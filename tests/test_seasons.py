@@ -318,7 +318,7 @@ def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_s
             ("/leaderboard/daily_only/season", 404, "board 'daily_only' has no season standings; it has daily"),
             ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-03-29 or a date-time"),
             ("/leaderboard/points/daily?at=2026-03-29T12:00", 400, "is not a date like 2026-11-26"),
-            ("/leaderboard/points/daily/2026-13", 400, "bad daily period key"),
+            ("/leaderboard/points/daily/2026-13", 404, "no daily period has key '2026-13': bad daily period key"),
             ("/leaderboard/points/season/spring/results", 409,
              "settlement needs Postgres" if store == "lake" else "points season spring is closing"),
         ]:  # fmt: skip
@@ -367,8 +367,26 @@ def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stor
         assert store.state("points", "season", "spring").late_after_settlement == 1  # type: ignore[union-attr]
 
         # a dispute: the operator reopens it, the next publish applies the late event, it settles again
-        reopened = SPRING_END + dt.timedelta(hours=3)
-        store.reopen("points", "season", "spring", "ops@example", "dispute #12: late file of 2026-04-01", reopened)
+        from click.testing import CliRunner
+
+        from cli.main import main
+
+        args = [
+            "settlement",
+            "reopen",
+            "points",
+            "season",
+            "--season",
+            "spring",
+            "--reason",
+            "dispute #12",
+            "--by",
+            "ops",
+        ]
+        said = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert said.exit_code == 0 and "reopened points season spring (revision 1)" in said.output, said.output
+        reopened = store.state("points", "season", "spring").reopened_at  # type: ignore[union-attr]
+        assert reopened is not None
         assert api.get("/leaderboard/points/season/spring/results").status_code == 409
         _rank_spring(boards, stores, reopened + dt.timedelta(minutes=1))
         again = store.settle_due(reopened + dt.timedelta(minutes=61), grace, BERLIN, lambda board: 10)
@@ -376,6 +394,10 @@ def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stor
         second = api.get("/leaderboard/points/season/spring/results").json()
         assert second["revision"] == 2 and second["content_hash"] != first.json()["content_hash"]
         assert [(e["user_id"], e["score"]) for e in second["entries"]] == [("u4", 100), ("u3", 9), ("u2", 6), ("u1", 3)]
+    shown = CliRunner().invoke(main, ["show", "points", "season", "--season", "spring"], catch_exceptions=False)
+    assert shown.exit_code == 0 and "points - season spring" in shown.output and "u4" in shown.output, shown.output
+    wrong = CliRunner().invoke(main, ["show", "points", "season", "--at", "2026-05-01T10:00"])
+    assert wrong.exit_code == 1 and "no season of 'points' contains 2026-05-01T10:00" in wrong.output, wrong.output
     assert len(store.bodies("points", "season", "spring")) == 2
     history = store.history(10, "points").filter(pl.col("period_type") == "season")
     assert history.select("action", "revision").rows() == [("settled", 2), ("reopened", 1), ("settled", 1)]
@@ -454,3 +476,31 @@ def test_dagster_registers_seasons_from_the_file_and_ranks_one_when_its_days_cha
         boards.source.write_text(text)
         tick(instance)
         assert instance.get_dynamic_partitions("seasons") == ["spring", "summer"]
+
+
+def test_the_dashboard_picks_a_season_of_the_board(season_stores, monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from leaderboard.settings import get_settings
+    from tests.test_dashboard import APP, start_api, stop
+
+    monkeypatch.setenv("RATE_LIMIT_PER_MINUTE", "0")
+    api, url = start_api({**os.environ})
+    try:
+        monkeypatch.setenv("API_URL", url)
+        get_settings.cache_clear()
+        st.cache_data.clear()
+        at = AppTest.from_file(str(APP), default_timeout=60).run()
+        assert not at.exception, at.exception
+        at.selectbox(key="period").set_value("season").run()
+        assert not at.exception, at.exception
+        picker = at.selectbox(key="season-points")
+        assert picker.options == ["Spring cup (spring) · 2026-03-27 18:00 → 2026-04-02 18:00"]
+        assert at.table[0].value["user"].tolist() == ["u3", "u2", "u1"]
+        assert [m.value for m in at.metric][:2] == ["spring", "final"]
+    finally:
+        stop(api)
+        st.cache_data.clear()

@@ -63,6 +63,9 @@ def test_a_season_is_its_local_window_in_utc_across_a_dst_change(tmp_path: Path)
     assert spring.days()[0] == dt.date(2026, 3, 27) and spring.days()[-1] == dt.date(2026, 4, 2)
     assert spring.previous(boards.start_date) is None
     assert period_end(boards, "points", "season", "spring") == SPRING_END
+    from pipelines.partitions import partition_key
+
+    assert partition_key(spring) == "spring"  # what settle_periods asks season_job to rerun after a reopening
     # live until the instant it ends, then over (closing, then settled, is settlement's)
     assert spring.status(BERLIN, SPRING_END - dt.timedelta(microseconds=1)) == "live"
     assert status_at(SPRING_END, SPRING_END) == "final"
@@ -504,3 +507,31 @@ def test_the_dashboard_picks_a_season_of_the_board(season_stores, monkeypatch: p
     finally:
         stop(api)
         st.cache_data.clear()
+
+
+def test_leaderboard_materialize_ranks_the_seasons_its_days_touch(settings, tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from leaderboard.settings import get_settings
+    from leaderboard.stores.lake import Lake, read_snapshot
+    from pipelines.runner import plan_runs
+
+    boards = _boards(tmp_path, RANKED)
+    lake = Lake(settings.LEADERBOARD_LAKE_DIR)
+    today = dt.date(2026, 12, 5)
+    labels = [r.label for r in plan_runs(boards, dt.date(2026, 4, 2), dt.date(2026, 4, 3), today, lake)]
+    assert labels[-1] == "season spring"
+    assert "season spring" not in [
+        r.label for r in plan_runs(boards, dt.date(2026, 4, 3), dt.date(2026, 4, 4), today, lake)
+    ]
+    monkeypatch.setenv("LEADERBOARD_BOARDS", str(boards.source))
+    get_settings.cache_clear()
+    _land_season(settings.LEADERBOARD_LANDING_DIR)
+    said = CliRunner().invoke(
+        main, ["materialize", "--start", "2026-03-27", "--end", "2026-04-02"], catch_exceptions=False
+    )
+    assert said.exit_code == 0 and "season spring" in said.output, said.output
+    snapshot = read_snapshot(lake, "points", "season", "spring")
+    assert snapshot is not None and snapshot.frame.select("user_id", "score").rows() == [
+        ("u3", 9.0), ("u2", 6.0), ("u1", 3.0)]  # fmt: skip

@@ -21,7 +21,8 @@ import anyio
 
 from api.observability import FRESHNESS, SETTLEMENT, FreshnessCollector, SettlementCollector
 from api.reader import Reader
-from leaderboard.periods import local_midnight, period_of
+from leaderboard.boards import SEASON
+from leaderboard.periods import local_midnight, period_of, season_at
 from leaderboard.stores.postgres import AsyncPostgres
 from leaderboard.stores.protocols import PeriodId
 from leaderboard.stores.settlement import AsyncSettlement
@@ -58,6 +59,11 @@ class FreshnessWatch:
         for board in boards.boards:
             if self.reader.enabled(board.id):
                 for period_type in board.periods:
+                    if period_type == SEASON:  # the live season, if one is
+                        live = season_at(board, now, boards.tz)
+                        if live is not None:
+                            out[board.id, period_type, live.key] = live.bounds(boards.tz)[0].timestamp()
+                        continue
                     period = period_of(period_type, today, boards.start_date)
                     out[board.id, period_type, period.key] = local_midnight(period.start, boards.tz).timestamp()
         return out

@@ -12,8 +12,8 @@ from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.routes import HTTPRoute
 
-from leaderboard.boards import PERIOD_TYPES
-from leaderboard.periods import PeriodError, parse_date
+from leaderboard.boards import ALL_PERIOD_TYPES, SEASON
+from leaderboard.periods import PeriodError, parse_date, parse_when
 
 # The deepest page a client may ask for. A page costs the same at any offset (a rank range), but
 # an unbounded offset would invite walking a million-user period page by page; past this, 400.
@@ -22,25 +22,24 @@ T = TypeVar("T")
 
 # Checked by the handlers (an unknown value is a 400 saying what exists); declared here so the
 # schema lists the values a client may send.
-PeriodType = Annotated[str, Parameter(schema_extra={"enum": list(PERIOD_TYPES)})]
+PeriodType = Annotated[str, Parameter(schema_extra={"enum": list(ALL_PERIOD_TYPES)})]
 Limit = Annotated[int | None, Parameter(ge=1, le=100, description="Default: the board's display limit")]
 Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description=f"Entries skipped, at most {MAX_OFFSET}")]
-At = Annotated[
-    str | None,
-    Parameter(description="A local date inside the period (YYYY-MM-DD)", schema_extra={"format": "date"}),
-]
-RequiredAt = Annotated[
-    str,
-    Parameter(description="A local date inside the period (YYYY-MM-DD)", schema_extra={"format": "date"}),
-]
+# A season takes a date-time too (beyond the documented format, which every period takes).
+AT_HELP = (
+    "A local date inside the period (YYYY-MM-DD); for a season also a date-time "
+    "(2026-03-29T12:00 local, or with an offset): the season containing it"
+)
+At = Annotated[str | None, Parameter(description=AT_HELP, schema_extra={"format": "date"})]
+RequiredAt = Annotated[str, Parameter(description=AT_HELP, schema_extra={"format": "date"})]
 
 
-def local_date(value: str | None) -> dt.date | None:
-    """`?at=` as a date, or 400 saying what a date looks like."""
+def local_date(value: str | None, period: str | None = None) -> dt.date | dt.datetime | None:
+    """`?at=` as a date (for a season also an instant), or 400 saying what it looks like."""
     if value is None:
         return None
     try:
-        return parse_date(value)
+        return parse_when(value) if period == SEASON else parse_date(value)
     except PeriodError as exc:
         raise ProblemDetailsException(status_code=400, detail=f"at={exc}") from None
 

@@ -22,9 +22,9 @@ from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from api.observability import CACHE_HIT, CACHE_MISS
-from leaderboard.boards import Board, BoardSet, display_limit
-from leaderboard.periods import local_midnight, parse_period_key, status_at
-from leaderboard.standings import Snapshot, StandingsError, check_board, page_of, resolve_key
+from leaderboard.boards import SEASON, Board, BoardSet, display_limit
+from leaderboard.periods import local_midnight, parse_period_key, period_end, status_at
+from leaderboard.standings import Snapshot, StandingsError, check_board, check_key, page_of, resolve_key
 from leaderboard.stores import Override, StoreUnavailable
 from leaderboard.stores.protocols import AsyncStandingsSource
 from leaderboard.stores.redis import AsyncBodies
@@ -49,6 +49,16 @@ Down = Literal[_Skipped.DOWN]
 @lru_cache(maxsize=4096)
 def _period_end(period_type: str, key: str, tz: ZoneInfo) -> dt.datetime:
     return local_midnight(parse_period_key(period_type, key).end, tz)
+
+
+def _end_of(boards: BoardSet, board_id: str, period_type: str, key: str) -> dt.datetime:
+    """When a period ends; a season's from the boards file (its key alone does not say)."""
+    if period_type == SEASON:
+        return period_end(boards, board_id, period_type, key)
+    return _period_end(period_type, key, boards.tz)
+
+
+When = dt.date | dt.datetime
 
 
 def bounded_put(cache: dict, key: object, value: object, limit: int = 10_000) -> None:
@@ -87,7 +97,9 @@ class Reader:
     overrides: dict[str, Override] = field(default_factory=dict)
     overrides_loaded: float = 0.0
     _local: dict[tuple[str, str, str], _Cached] = field(default_factory=dict)
-    _pages: dict[tuple[str, str, dt.date | None, int | None, int], tuple[float, Page]] = field(default_factory=dict)
+    # (board, period, at or "key:<key>", limit, offset); `object` as msgspec (Litestar's
+    # dependency check) takes no union of two str-like types
+    _pages: dict[tuple[str, str, object, int | None, int], tuple[float, Page]] = field(default_factory=dict)
     _down_until: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -140,12 +152,19 @@ class Reader:
         return board
 
     async def standings(
-        self, board_id: str, period_type: str, at: dt.date | None, limit: int | None, offset: int
+        self,
+        board_id: str,
+        period_type: str,
+        at: When | None,
+        limit: int | None,
+        offset: int,
+        key: str | None = None,
     ) -> Page:
-        """One page; a whole-body answer is remembered per request for LOCAL_CACHE_SECONDS, like
-        the body it came from: the hot route then costs a dict lookup, not the period arithmetic again."""
+        """One page of the period containing `at`, or of the one named by `key`; a whole-body
+        answer is remembered per request for LOCAL_CACHE_SECONDS, like the body it came from:
+        the hot route then costs a dict lookup, not the period arithmetic again."""
         await self.fresh_overrides()
-        request = (board_id, period_type, at, limit, offset)
+        request = (board_id, period_type, at if key is None else f"key:{key}", limit, offset)
         now = time.monotonic()
         remembered = self._pages.get(request)
         if remembered is not None:
@@ -156,13 +175,16 @@ class Reader:
             # every request in flight asking Redis at once (that stampede was the p99).
             self._pages[request] = (now + LOCAL_CACHE_SECONDS, remembered[1])
         board = self.board(board_id, period_type)
-        key = resolve_key(self.boards, period_type, at)
+        if key is None:
+            key = resolve_key(self.boards, period_type, at, board.id)
+        else:
+            key = check_key(self.boards, board, period_type, key)
         cached = await self._from_redis(board, period_type, key, fresh=remembered is not None)
         if cached is not None and self._is_whole_body(board, period_type, key, limit, offset, cached.body):
             CACHE_HIT.inc()
             # Kept no longer than the body it came from, nor past the period's end: then its
             # status flips and a request without ?at= means the next period.
-            left = (_period_end(period_type, key, self.boards.tz) - dt.datetime.now(dt.UTC)).total_seconds()
+            left = (_end_of(self.boards, board.id, period_type, key) - dt.datetime.now(dt.UTC)).total_seconds()
             until = min(cached.until, time.monotonic() + left) if left > 0 else cached.until
             page = Page(cached.body, cached.raw)
             bounded_put(self._pages, request, (until, page))
@@ -198,7 +220,7 @@ class Reader:
             or limit not in (None, display_limit(board))
         ):
             return False
-        return body["status"] == status_at(_period_end(period_type, key, self.boards.tz))
+        return body["status"] == status_at(_end_of(self.boards, board.id, period_type, key))
 
     async def _from_redis(self, board: Board, period_type: str, key: str, fresh: bool = False) -> _Cached | None:
         """The cached body, kept by this process for LOCAL_CACHE_SECONDS, so a hot board is one
@@ -263,11 +285,11 @@ class Reader:
                 return found
         raise StoreUnavailable(f"no store can list the {period_type} periods of {board.id} now")
 
-    async def user_entry(self, board_id: str, period_type: str, at: dt.date | None, user_id: str, around: int) -> dict:
+    async def user_entry(self, board_id: str, period_type: str, at: When | None, user_id: str, around: int) -> dict:
         """One user's entry with `percentile`, and the entries from rank-around to rank+around,
         all of one snapshot: Redis's `:ranks` for hot periods, else each store in turn."""
         board = self.board(board_id, period_type)
-        key = resolve_key(self.boards, period_type, at)
+        key = resolve_key(self.boards, period_type, at, board.id)
         if self.cache is not None:
             cached = await self._ask(self.cache.name, self.cache.around(board.id, period_type, key, user_id, around))
             if cached is not DOWN and cached is not None:
@@ -282,12 +304,12 @@ class Reader:
             return _snapshot_user_body(snapshot, self.boards.tz, user_id)
         raise StoreUnavailable(f"no store can serve {board.id} {period_type} {key} now")
 
-    async def users(self, board_id: str, period_type: str, at: dt.date | None, user_ids: list[str]) -> dict:
+    async def users(self, board_id: str, period_type: str, at: When | None, user_ids: list[str]) -> dict:
         """These users' entries in rank order, and `absent`, the ids not ranked (in the order
         given), all of one snapshot: Redis's `:users` for hot periods (one round trip), else each
         store in turn. `user_ids` hold no duplicates."""
         board = self.board(board_id, period_type)
-        key = resolve_key(self.boards, period_type, at)
+        key = resolve_key(self.boards, period_type, at, board.id)
         if self.cache is not None:
             cached = await self._ask(self.cache.name, self.cache.users(board.id, period_type, key, user_ids))
             if cached is not DOWN and cached is not None:

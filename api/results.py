@@ -19,10 +19,11 @@ from api.guards import BEARER, requires_admin
 from api.params import At, Limit, Offset, PeriodType, RequiredAt, local_date
 from api.reader import Reader
 from api.schemas import ReopenRequest, Results, SettlementState, problems
+from leaderboard.boards import Board
 from leaderboard.periods import UTC
 from leaderboard.settings import Settings
 from leaderboard.settlement import Settlement, SettlementError, earliest_settlement, phase, settles
-from leaderboard.standings import StandingsError, resolve_key
+from leaderboard.standings import StandingsError, check_key, resolve_key
 from leaderboard.stores import Stores
 from leaderboard.stores.postgres import AsyncPostgres
 from leaderboard.stores.settlement import AsyncSettlement, PostgresSettlement
@@ -48,6 +49,34 @@ def _not_settled(what: str, end: dt.datetime, settled: Settlement | None, grace:
     return f"{what} is closing (late files still correct it); it settles at the earliest at {earliest}"
 
 
+async def _results(
+    reader: Reader, settings: Settings, found: Board, period: str, key: str, limit: int | None, offset: int
+) -> Results:
+    """The settled standings of one board's period, or the 409 saying when they will be."""
+    what = f"{found.id} {period} {key}"
+    if not settles(period):
+        raise _conflict("all-time standings never settle: they have no end")
+    if not isinstance(reader.primary, AsyncPostgres):
+        raise _conflict(NO_POSTGRES)
+    limit = limit or reader.limit_for(found)
+    settled, snapshot = await AsyncSettlement(reader.primary.pool).results(
+        found.id, period, key, offset + limit, offset
+    )
+    if snapshot is None:
+        raise StandingsError(f"no published {period} standings of {found.id!r} for {key}")
+    if settled is None or settled.state != "settled":
+        grace = dt.timedelta(minutes=settings.SETTLE_GRACE_MINUTES)
+        raise _conflict(_not_settled(what, snapshot.period_end, settled, grace, reader.boards.tz))
+    return Results(
+        **snapshot.body(reader.boards.tz, limit),
+        state=settled.state,
+        revision=settled.revision,
+        content_hash=settled.content_hash,
+        settled_at=settled.settled_at.isoformat(),
+        late_after_settlement=settled.late_after_settlement,
+    )
+
+
 class ResultsController(Controller):
     path = "/leaderboard"
     tags = ("settlement",)
@@ -66,28 +95,25 @@ class ResultsController(Controller):
         """The settled standings of a period (one page), with their revision and content hash;
         409 while the period is live, closing or reopened."""
         found = reader.board(board, period)
-        key = resolve_key(reader.boards, period, local_date(at))
-        what = f"{found.id} {period} {key}"
-        if not settles(period):
-            raise _conflict("all-time standings never settle: they have no end")
-        if not isinstance(reader.primary, AsyncPostgres):
-            raise _conflict(NO_POSTGRES)
-        limit = limit or reader.limit_for(found)
-        settled, snapshot = await AsyncSettlement(reader.primary.pool).results(
-            found.id, period, key, offset + limit, offset
-        )
-        if snapshot is None:
-            raise StandingsError(f"no published {period} standings of {found.id!r} for {key}")
-        if settled is None or settled.state != "settled":
-            grace = dt.timedelta(minutes=settings.SETTLE_GRACE_MINUTES)
-            raise _conflict(_not_settled(what, snapshot.period_end, settled, grace, reader.boards.tz))
-        return Results(
-            **snapshot.body(reader.boards.tz, limit),
-            state=settled.state,
-            revision=settled.revision,
-            content_hash=settled.content_hash,
-            settled_at=settled.settled_at.isoformat(),
-            late_after_settlement=settled.late_after_settlement,
+        key = resolve_key(reader.boards, period, local_date(at, period), found.id)
+        return await _results(reader, settings, found, period, key, limit, offset)
+
+    @get("/{board:str}/{period:str}/{key:str}/results", responses=problems(400, 404, 409, 429, 503))
+    async def results_by_key(
+        self,
+        reader: Reader,
+        settings: Settings,
+        board: str,
+        period: PeriodType,
+        key: str,
+        limit: Limit = None,
+        offset: Offset = 0,
+    ) -> Results:
+        """The settled standings of a period named by its key (a season id:
+        `/leaderboard/points/season/spring/results`); 409 while it is not settled."""
+        found = reader.board(board, period)
+        return await _results(
+            reader, settings, found, period, check_key(reader.boards, found, period, key), limit, offset
         )
 
     @post(
@@ -110,7 +136,7 @@ class ResultsController(Controller):
         """Reopen a settled period (admin): its next publish may change it, and it settles again
         SETTLE_GRACE_MINUTES later under the next revision. Who and why go to the audit."""
         found = reader.board(board, period)
-        key = resolve_key(reader.boards, period, local_date(at))
+        key = resolve_key(reader.boards, period, local_date(at, period), found.id)
         if not settles(period):
             raise _conflict("all-time standings never settle, so they cannot be reopened")
         if stores.record is None:

@@ -100,6 +100,15 @@ class Selected(PeriodHeader):
     absent: list[str]
 
 
+class SeasonInfo(msgspec.Struct):
+    """A season of the boards file: [start, end) as local date-times with their UTC offset."""
+
+    id: str
+    title: str
+    start: str
+    end: str
+
+
 class BoardInfo(msgspec.Struct):
     id: str
     title: str
@@ -107,6 +116,7 @@ class BoardInfo(msgspec.Struct):
     order: str
     periods: list[str]
     display_limit: int
+    seasons: list[SeasonInfo] = msgspec.field(default_factory=list)  # oldest first; period `season`, key = id
 
 
 class Periods(msgspec.Struct):

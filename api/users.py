@@ -32,7 +32,7 @@ class UsersController(Controller):
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """The caller's entry (bearer JWT `sub`) and `around` neighbours on each side."""
-        return UserStanding(**await reader.user_entry(board, period, local_date(at), caller.sub, around))
+        return UserStanding(**await reader.user_entry(board, period, local_date(at, period), caller.sub, around))
 
     @get(
         "/{board:str}/{period:str}/users/{user_id:str}",
@@ -49,7 +49,7 @@ class UsersController(Controller):
         around: Annotated[int, Parameter(ge=0, le=50)] = 0,
     ) -> UserStanding:
         """One user's entry: the user themself or an admin."""
-        return UserStanding(**await reader.user_entry(board, period, local_date(at), user_id, around))
+        return UserStanding(**await reader.user_entry(board, period, local_date(at, period), user_id, around))
 
     @post("/{board:str}/{period:str}/users", status_code=200, responses=problems(400, 401, 404, 429, 503))
     async def users(
@@ -61,4 +61,4 @@ class UsersController(Controller):
         at: At = None,
     ) -> Selected:
         """A friends board: these users' entries in rank order, and the ids not ranked (`absent`)."""
-        return Selected(**await reader.users(board, period, local_date(at), list(dict.fromkeys(data.user_ids))))
+        return Selected(**await reader.users(board, period, local_date(at, period), list(dict.fromkeys(data.user_ids))))

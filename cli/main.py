@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from cli.moderation import moderation as moderation_group
-from cli.options import local_date
+from cli.options import local_date, local_when
 from cli.settlement import settlement as settlement_group
 from leaderboard.boards import BoardsFileError
 from leaderboard.settings import Settings, SettingsError, duration_seconds, get_settings
@@ -142,20 +142,34 @@ def materialize(start: dt.date, end: dt.date, log_level: str) -> None:
 
 @main.command()
 @click.argument("board")
-@click.argument("period", type=click.Choice(["daily", "weekly", "monthly", "all_time"]))
-@click.option("--at", callback=local_date, help="A local date inside the period (default: today).")
+@click.argument("period", type=click.Choice(["daily", "weekly", "monthly", "all_time", "season"]))
+@click.option(
+    "--at", callback=local_when, help="A local date inside the period (default: today); for a season also a date-time."
+)
+@click.option("--season", "season_id", help="The season's id (period season), instead of --at.")
 @click.option("--limit", type=click.IntRange(1, 10_000), help="Entries to show (default: the board's display limit).")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's standings body.")
-def show(board: str, period: str, at: dt.date | None, limit: int | None, offset: int, as_json: bool) -> None:
-    """Print the published standings of BOARD for PERIOD (daily, weekly, monthly, all_time)."""
+def show(
+    board: str,
+    period: str,
+    at: dt.date | dt.datetime | None,
+    season_id: str | None,
+    limit: int | None,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """Print the published standings of BOARD for PERIOD (daily, weekly, monthly, all_time, season)."""
     from leaderboard.boards import current_boards, display_limit
     from leaderboard.standings import find_snapshot
     from leaderboard.stores.lake import Lake, LakeStandings
 
     settings = _settings()
     boards = current_boards()
-    snapshot = find_snapshot(LakeStandings(Lake(settings.LEADERBOARD_LAKE_DIR)), boards, board, period, at)
+    if season_id is not None and period != "season":
+        raise click.UsageError("--season goes with the period season")
+    store = LakeStandings(Lake(settings.LEADERBOARD_LAKE_DIR))
+    snapshot = find_snapshot(store, boards, board, period, at, season_id)
     b = boards.get(board)
     assert b is not None
     body = snapshot.body(boards.tz, limit or display_limit(b), offset)

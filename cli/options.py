@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from leaderboard.periods import PeriodError, parse_date
+from leaderboard.periods import PeriodError, parse_date, parse_when
 
 
 def local_date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
@@ -15,5 +15,16 @@ def local_date(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return None
     try:
         return parse_date(value)
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def local_when(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | dt.datetime | None:
+    """A `YYYY-MM-DD` option or a local date-time (`2026-03-29T12:00`; a season's instant, or the
+    local day it falls on for the calendar periods)."""
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
     except PeriodError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -8,7 +8,7 @@ import getpass
 
 import click
 
-from cli.options import local_date
+from cli.options import local_when
 
 
 def _instant(text: str | None) -> dt.datetime:
@@ -89,20 +89,25 @@ def settle(now_text: str | None) -> None:
 
 @settlement.command("reopen")
 @click.argument("board")
-@click.argument("period", type=click.Choice(["daily", "weekly", "monthly"]))
-@click.option("--at", required=True, callback=local_date, help="A local date inside the settled period.")
+@click.argument("period", type=click.Choice(["daily", "weekly", "monthly", "season"]))
+@click.option("--at", callback=local_when, help="A local date inside the settled period (a season: or a date-time).")
+@click.option("--season", "season_id", help="The season's id (period season), instead of --at.")
 @click.option("--reason", required=True, help="Why (kept in the history and the admin audit).")
 @click.option("--by", "actor", help="Who reopens it [cli:<login name>].")
-def reopen(board: str, period: str, at: dt.date, reason: str, actor: str | None) -> None:
+def reopen(
+    board: str, period: str, at: dt.date | dt.datetime | None, season_id: str | None, reason: str, actor: str | None
+) -> None:
     """Reopen a settled period: it may change again, and settles again under the next revision."""
     from leaderboard.boards import current_boards
     from leaderboard.settlement import SettlementError
-    from leaderboard.standings import check_board, resolve_key
+    from leaderboard.standings import check_board, check_key, resolve_key
 
     settings, store = _store()
     boards = current_boards()
-    check_board(boards, board, period)
-    key = resolve_key(boards, period, at)
+    found = check_board(boards, board, period)
+    if (at is None) == (season_id is None) or (season_id is not None and period != "season"):
+        raise click.UsageError("give --at, or --season with the period season")
+    key = check_key(boards, found, period, season_id) if season_id else resolve_key(boards, period, at, board)
     try:
         done = store.reopen(board, period, key, actor or f"cli:{getpass.getuser()}", reason, dt.datetime.now(dt.UTC))
     except SettlementError as exc:

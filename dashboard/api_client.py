@@ -52,8 +52,13 @@ def period_keys(api_url: str, board: str, period: str) -> list[str]:
     return _get(api_url, f"/leaderboard/{board}/{period}/periods")["keys"]
 
 
-def standings(api_url: str, board: str, period: str, at: dt.date | None, limit: int | None = None) -> dict:
-    """One period's standings body (header and the first `limit` entries, the board's display limit by default)."""
+def standings(
+    api_url: str, board: str, period: str, at: dt.date | None, limit: int | None = None, key: str | None = None
+) -> dict:
+    """One period's standings body (header and the first `limit` entries, the board's display
+    limit by default): the period containing `at`, or the one named by `key` (a season id)."""
+    if key is not None:
+        return _get(api_url, f"/leaderboard/{board}/{period}/{key}", {"limit": limit})
     return _get(api_url, f"/leaderboard/{board}/{period}", {"at": at.isoformat() if at else None, "limit": limit})
 
 

@@ -37,8 +37,8 @@ def period_keys(api_url: str, board: str, period: str) -> list[str]:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def standings(api_url: str, board: str, period: str, at: dt.date | None) -> dict:
-    return api_client.standings(api_url, board, period, at)
+def standings(api_url: str, board: str, period: str, at: dt.date | None, key: str | None = None) -> dict:
+    return api_client.standings(api_url, board, period, at, key=key)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -16,8 +16,8 @@ from typing import TypeVar
 import polars as pl
 import psycopg
 
-from leaderboard.boards import BoardSet
-from leaderboard.periods import UTC
+from leaderboard.boards import SEASON, BoardSet
+from leaderboard.periods import UTC, season_at
 from leaderboard.standings import resolve_key
 from leaderboard.stores import SchemaMissing, Stores, StoreUnavailable
 from leaderboard.stores.lake import Lake
@@ -105,8 +105,13 @@ def freshness(
     now = now or dt.datetime.now(UTC)
     today = now.astimezone(boards.tz).date()
     wanted: list[PeriodId] = [
-        (b.id, p, resolve_key(boards, p, None if p == "all_time" else today)) for b in boards.boards for p in b.periods
+        (b.id, p, resolve_key(boards, p, None if p == "all_time" else today))
+        for b in boards.boards
+        for p in b.periods
+        if p != SEASON
     ]
+    # a season is current while it is live
+    wanted += [(b.id, SEASON, s.key) for b in boards.boards if (s := season_at(b, now, boards.tz)) is not None]
     stores = stores_of(database_url, lake_dir)
     published, source, warning = _either(
         stores, lambda: stores.standings().published_at(wanted), lambda: stores.lake_standings().published_at(wanted)

@@ -86,6 +86,16 @@ def bounds(body: dict) -> str:
     return f"{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} ({start:%z})".replace("(+0000)", "(UTC)")
 
 
+def season_label(season: dict | None, key: str) -> str:
+    """`Spring cup (spring) · 2026-03-27 18:00 → 2026-04-02 18:00`; the id alone for a season
+    the boards file no longer lists."""
+    if season is None:
+        return key
+    start, end = dt.datetime.fromisoformat(season["start"]), dt.datetime.fromisoformat(season["end"])
+    name = f"{season['title']} ({key})" if season["title"] else key
+    return f"{name} · {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M}"
+
+
 def key_date(period_type: str, key: str) -> dt.date | None:
     """A local date inside a published period (its first day), or None for all-time."""
     if period_type == "all_time":

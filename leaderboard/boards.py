@@ -4,6 +4,7 @@ file, board and field named."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -13,10 +14,16 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PeriodType = Literal["daily", "weekly", "monthly", "all_time"]
+PeriodType = Literal["daily", "weekly", "monthly", "all_time", "season"]
+# The calendar periods a board has unless it lists its own; `season` follows from `seasons:`.
 PERIOD_TYPES: tuple[PeriodType, ...] = ("daily", "weekly", "monthly", "all_time")
+SEASON: PeriodType = "season"
+ALL_PERIOD_TYPES: tuple[PeriodType, ...] = (*PERIOD_TYPES, SEASON)
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Words after /leaderboard/{board}/{period}/ that name routes, so no season can be called so.
+RESERVED_SEASON_IDS = frozenset({"periods", "results", "me", "users", "reopen"})
 ATTRIBUTES = "attributes."  # how the boards file names a field of the event's `attributes`
 # One name of a dotted attribute path: plain characters, so it needs no quoting in a JSON path
 # and is written as-is (unescaped) in the JSON text of `attributes`.
@@ -28,13 +35,61 @@ class BoardsFileError(ValueError):
     """A bad boards file; the message names the file (and line), the board and the field."""
 
 
+def _local_datetime(value: object) -> object:
+    """A season's start or end: a local date-time (`2026-03-01T18:00`) or a date (its midnight),
+    without an offset: the boards' time zone says which instant it is."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime.combine(value, dt.time(0))
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a local date-time like 2026-03-01T18:00 (or a date)") from None
+    else:
+        raise ValueError(f"{value!r} is not a local date-time like 2026-03-01T18:00 (or a date)")
+    if parsed.tzinfo is not None:
+        raise ValueError(
+            f"{value!s} has a UTC offset; write the local date-time without it: the boards' timezone applies"
+        )
+    return parsed
+
+
+class Season(BaseModel):
+    """A custom window ranked as period type `season` with key `id`: [start, end) in local time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str = ""
+    start: dt.datetime
+    end: dt.datetime
+
+    _local = field_validator("start", "end", mode="before")(_local_datetime)
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_route(cls, value: str) -> str:
+        if value in RESERVED_SEASON_IDS:
+            words = ", ".join(sorted(RESERVED_SEASON_IDS))
+            raise ValueError(f"{value!r} names a route; choose another id (none of {words})")
+        return value
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Season:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end.isoformat()} must be after start {self.start.isoformat()}")
+        return self
+
+
 class Board(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    id: str = Field(pattern=ID_PATTERN)
     title: str = ""
     event_types: tuple[str, ...] = Field(min_length=1)
-    # `last`: the value of the latest counted event (a rating, a level), latest as names are
+    # `last`: the value of the latest counted event (a rating, a level), latest as names are chosen
     aggregate: Literal["sum", "count", "max", "min", "last"]
     order: Literal["desc", "asc"] = "desc"
     periods: tuple[PeriodType, ...] = PERIOD_TYPES
@@ -44,6 +99,8 @@ class Board(BaseModel):
     # the values of that attribute (teams, referrers) instead of users.
     group_by: str | None = None
     metadata: tuple[str, ...] = ()  # attribute paths whose latest values each entry carries
+    # Custom windows (docs/contracts.md#seasons); listing any gives the board the period type `season`.
+    seasons: tuple[Season, ...] = ()
     # [min, max] of `value` for events of the board's types; others are quarantined at ingest
     value_range: tuple[float, float] | None = None
 
@@ -88,6 +145,32 @@ class Board(BaseModel):
         if not value or len(set(value)) != len(value):
             raise ValueError("must list each period type at most once, at least one")
         return value
+
+    @field_validator("seasons")
+    @classmethod
+    def _apart(cls, value: tuple[Season, ...]) -> tuple[Season, ...]:
+        ids = [s.id for s in value]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"season ids must be unique on a board; repeated: {', '.join(dupes)}")
+        ordered = sorted(value, key=lambda s: s.start)
+        for a, b in itertools.pairwise(ordered):
+            if b.start < a.end:
+                raise ValueError(
+                    f"seasons {a.id!r} ({a.start.isoformat()} to {a.end.isoformat()}) and {b.id!r} "
+                    f"({b.start.isoformat()} to {b.end.isoformat()}) overlap; a season may start when another ends"
+                )
+        return tuple(ordered)
+
+    @model_validator(mode="after")
+    def _season_period(self) -> Board:
+        if SEASON in self.periods and not self.seasons:
+            raise ValueError("periods lists 'season' but the board lists no seasons: add them under 'seasons'")
+        if self.seasons and SEASON not in self.periods:
+            object.__setattr__(self, "periods", (*self.periods, SEASON))
+        return self
+
+    def season(self, season_id: str) -> Season | None:
+        return next((s for s in self.seasons if s.id == season_id), None)
 
 
 class BoardsDoc(BaseModel):
@@ -156,6 +239,14 @@ class BoardSet:
     def with_period(self, period_type: PeriodType) -> tuple[Board, ...]:
         return tuple(b for b in self.boards if period_type in b.periods)
 
+    def season_ids(self) -> list[str]:
+        """Every season id of any board, in the order of their first start (the partitions)."""
+        seasons = sorted((s.start, s.id) for b in self.boards for s in b.seasons)
+        return list(dict.fromkeys(i for _, i in seasons))
+
+    def with_season(self, season_id: str) -> tuple[Board, ...]:
+        return tuple(b for b in self.boards if b.season(season_id) is not None)
+
 
 def _where(loc: tuple[object, ...], raw: dict) -> str:
     """Turn a pydantic location like ('boards', 2, 'aggregate') into "board 'x' field 'aggregate'"."""
@@ -164,9 +255,54 @@ def _where(loc: tuple[object, ...], raw: dict) -> str:
         board = items[loc[1]] if loc[1] < len(items) else {}
         name = board.get("id") if isinstance(board, dict) else None
         label = f"board {name!r}" if name else f"board #{loc[1] + 1}"
-        field = ".".join(str(p) for p in loc[2:])
+        rest = loc[2:]
+        if len(rest) >= 2 and rest[0] == "seasons" and isinstance(rest[1], int):
+            seasons = board.get("seasons") if isinstance(board, dict) else None
+            item = seasons[rest[1]] if isinstance(seasons, list) and rest[1] < len(seasons) else {}
+            season = item.get("id") if isinstance(item, dict) else None
+            label += f" season {season!r}" if season else f" season #{rest[1] + 1}"
+            rest = rest[2:]
+        field = ".".join(str(p) for p in rest)
         return f"{label} field {field!r}" if field else label
     return f"field {'.'.join(str(p) for p in loc)!r}"
+
+
+def local_instant(local: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The UTC instant of a local date-time (one that exists once: `season_time_problems`)."""
+    return local.replace(tzinfo=tz).astimezone(dt.UTC)
+
+
+def _exists_once(local: dt.datetime, tz: ZoneInfo) -> str | None:
+    """Why a local time is no single instant in `tz`: skipped or repeated by a clock change."""
+    early, late = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if early.utcoffset() == late.utcoffset():
+        return None
+    back = early.astimezone(dt.UTC).astimezone(tz).replace(tzinfo=None)
+    if back != local:
+        return f"{local.isoformat()} does not exist in {tz.key} (the clocks skip it); use a time outside the change"
+    return f"{local.isoformat()} happens twice in {tz.key} (the clocks go back); use a time outside the change"
+
+
+def season_time_problems(boards: list[Board], tz: ZoneInfo) -> list[str]:
+    """Season starts and ends that are no single instant in the boards' time zone, and a season
+    id given different windows: the id is the period key, and one key is one window."""
+    problems = []
+    first: dict[str, tuple[str, Season]] = {}
+    for board in boards:
+        for season in board.seasons:
+            seen = first.setdefault(season.id, (board.id, season))
+            if (seen[1].start, seen[1].end) != (season.start, season.end):
+                problems.append(
+                    f"  board {board.id!r} season {season.id!r}: {season.start.isoformat()} to "
+                    f"{season.end.isoformat()}, but board {seen[0]!r} gives it {seen[1].start.isoformat()} to "
+                    f"{seen[1].end.isoformat()}; a season id is one window on every board (give it another id)"
+                )
+    for board in boards:
+        for season in board.seasons:
+            for name in ("start", "end"):
+                if why := _exists_once(getattr(season, name), tz):
+                    problems.append(f"  board {board.id!r} season {season.id!r} field {name!r}: {why}")
+    return problems
 
 
 def load_boards(path: Path, timezone_override: str | None = None) -> BoardSet:
@@ -196,9 +332,12 @@ def load_boards(path: Path, timezone_override: str | None = None) -> BoardSet:
                 f"{path}: boards {', '.join(r.boards)} count {event_type!r} with value_range that do not overlap: "
                 "an event of it must fit each (give the boards ranges that overlap, or their own event types)"
             )
+    timezone = timezone_override or doc.timezone
+    if problems := season_time_problems(doc.boards, ZoneInfo(timezone)):
+        raise BoardsFileError(f"{path}: invalid boards file:\n" + "\n".join(problems))
     return BoardSet(
         boards=tuple(doc.boards),
-        timezone=timezone_override or doc.timezone,
+        timezone=timezone,
         start_date=doc.start_date,
         source=path,
     )

@@ -56,7 +56,7 @@ class Settlement:
 
 def settles(period_type: str) -> bool:
     """All-time has no end: it is never settled."""
-    return period_type in ("daily", "weekly", "monthly")
+    return period_type in ("daily", "weekly", "monthly", "season")
 
 
 def phase(period_end: dt.datetime, now: dt.datetime, settlement: Settlement | None) -> Phase:

@@ -16,8 +16,17 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from leaderboard.boards import PERIOD_TYPES, Board, BoardSet
-from leaderboard.periods import ALL_TIME_KEY, Status, period_of, status_at
+from leaderboard.boards import ALL_PERIOD_TYPES, SEASON, Board, BoardSet
+from leaderboard.periods import (
+    ALL_TIME_KEY,
+    UTC,
+    PeriodError,
+    Status,
+    parse_period_key,
+    period_of,
+    season_at,
+    status_at,
+)
 
 # One entry of a period, as stores return it and the body lists it. `metadata` is a JSON object
 # as text, kept as published (its key order and spacing), and parsed only into a body.
@@ -137,11 +146,26 @@ class PublishedStandings(Protocol):
     def published_keys(self, board_id: str, period_type: str) -> list[str]: ...
 
 
-def resolve_key(boards: BoardSet, period_type: str, at: dt.date | None) -> str:
-    """The period key containing local date `at` (today in the boards' zone by default); the
-    one all-time period contains every date."""
+def resolve_key(
+    boards: BoardSet, period_type: str, at: dt.date | dt.datetime | None, board_id: str | None = None
+) -> str:
+    """The period key containing `at`, a local date or an instant (now by default); the one
+    all-time period contains every date. A season is the board's (`board_id`) containing the
+    instant, or for a date the one containing its midnight, else the first starting that day."""
     if period_type == "all_time":
         return ALL_TIME_KEY
+    if period_type == SEASON:
+        board = boards.get(board_id) if board_id else None
+        if board is None:
+            raise StandingsError(f"seasons are a board's: unknown board {board_id!r}")
+        found = season_at(board, at or dt.datetime.now(UTC), boards.tz)
+        if found is None:
+            when = at.isoformat() if at else "now"
+            known = season_list(board, boards)
+            raise StandingsError(f"no season of {board.id!r} contains {when}; its seasons: {known}")
+        return found.key
+    if isinstance(at, dt.datetime):
+        at = at.astimezone(boards.tz).date()
     day = at or dt.datetime.now(boards.tz).date()
     try:
         return period_of(period_type, day).key
@@ -149,23 +173,55 @@ def resolve_key(boards: BoardSet, period_type: str, at: dt.date | None) -> str:
         raise StandingsError(f"no {period_type} period contains {day} (dates end at 9999-12-31)") from None
 
 
+def season_list(board: Board, boards: BoardSet) -> str:
+    """The board's seasons as a user reads them: `spring (2026-03-27T18:00 to 2026-04-02T18:00)`."""
+    return ", ".join(f"{s.id} ({s.start:%Y-%m-%dT%H:%M} to {s.end:%Y-%m-%dT%H:%M} {boards.timezone})"
+                     for s in board.seasons) or "none"  # fmt: skip
+
+
+def check_key(boards: BoardSet, board: Board, period_type: str, key: str) -> str:
+    """A period key named in a request (`/leaderboard/{board}/{period}/{key}`): a season of the
+    board (404 listing them), or a calendar period's key (404 saying its form)."""
+    if period_type == SEASON:
+        if board.season(key) is None:
+            raise StandingsError(f"board {board.id!r} has no season {key!r}; its seasons: {season_list(board, boards)}")
+        return key
+    if period_type == "all_time":
+        if key != ALL_TIME_KEY:
+            raise StandingsError(f"no all-time period has key {key!r}: its key is {ALL_TIME_KEY!r}")
+        return key
+    try:
+        return parse_period_key(period_type, key).key
+    except PeriodError as exc:  # no such period: 404 like an unpublished one
+        raise StandingsError(f"no {period_type} period has key {key!r}: {exc}") from None
+
+
 def check_board(boards: BoardSet, board_id: str, period_type: str) -> Board:
     """The board, or a StandingsError saying which boards and periods exist."""
     board = boards.get(board_id)
     if board is None:
         raise StandingsError(f"unknown board {board_id!r}; boards: {', '.join(b.id for b in boards.boards)}")
-    if period_type not in PERIOD_TYPES:
-        raise StandingsError(f"unknown period {period_type!r}; use {', '.join(PERIOD_TYPES)}", 400)
+    if period_type not in ALL_PERIOD_TYPES:
+        raise StandingsError(f"unknown period {period_type!r}; use {', '.join(ALL_PERIOD_TYPES)}", 400)
     if period_type not in board.periods:
-        raise StandingsError(f"board {board_id!r} has no {period_type} standings; it has {', '.join(board.periods)}")
+        hint = " (seasons are listed per board under 'seasons' in the boards file)" if period_type == SEASON else ""
+        raise StandingsError(
+            f"board {board_id!r} has no {period_type} standings; it has {', '.join(board.periods)}{hint}"
+        )
     return board
 
 
 def find_snapshot(
-    store: PublishedStandings, boards: BoardSet, board_id: str, period_type: str, at: dt.date | None
+    store: PublishedStandings,
+    boards: BoardSet,
+    board_id: str,
+    period_type: str,
+    at: dt.date | dt.datetime | None,
+    key: str | None = None,
 ) -> Snapshot:
-    check_board(boards, board_id, period_type)
-    key = resolve_key(boards, period_type, at)
+    """The published period containing `at`, or named by `key`, or a StandingsError saying why none."""
+    board = check_board(boards, board_id, period_type)
+    key = resolve_key(boards, period_type, at, board_id) if key is None else check_key(boards, board, period_type, key)
     snapshot = store.snapshot(board_id, period_type, key)
     if snapshot is None:
         published = store.published_keys(board_id, period_type)

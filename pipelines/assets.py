@@ -13,7 +13,7 @@ import dagster as dg
 
 from leaderboard.boards import BoardSet
 from leaderboard.identity import IdentityService
-from leaderboard.periods import Period
+from leaderboard.periods import Period, PeriodError, season_boards
 from leaderboard.settings import Settings
 from pipelines import checks
 from pipelines.automation import follows_daily_scores
@@ -177,11 +177,13 @@ def build_assets(
         stores: StoresResource,
         asset: str,
         periods: list[tuple[str | None, Period]],
+        boards: BoardSet = boards,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetMaterialization]:
         """Rank, check, and only then publish each period; a failed check stops the run there.
 
         `periods` pairs each Dagster partition key with its period. When a check stops a
-        ranged run, the periods published before it are recorded as materialized.
+        ranged run, the periods published before it are recorded as materialized. `boards`:
+        a season's are those that list it.
         """
         # The exclusions in force as the run ranks, the same for each of its periods.
         excluded = stores.stores.excluded(dt.datetime.now(dt.UTC))
@@ -310,6 +312,28 @@ def build_assets(
         context.log.info(f"all-time through {period.end - dt.timedelta(days=1)}")
         yield from _publish(context, lake, stores, "all_time_rankings", [(None, period)])
 
+    @dg.asset(
+        partitions_def=parts.season,
+        group_name=RANK,
+        kinds={"polars", "parquet"},
+        check_specs=_check_specs("season_rankings"),
+    )
+    def season_rankings(
+        context: dg.AssetExecutionContext, lake: LakeResource, stores: StoresResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetMaterialization]:
+        """Standings of each season of the boards file (partition = season id) over exactly its
+        window: the days it covers whole from daily_scores, the days it starts or ends within
+        from their clean events. Requested by the `season_rankings` sensor while the season is
+        live, when it ends, and after a late file; no previous_rank (docs/contracts.md#seasons)."""
+        try:
+            listing, period = season_boards(boards, context.partition_key)
+        except PeriodError as exc:
+            raise dg.Failure(description=f"{exc} (in {boards.source})", allow_retries=False) from None
+        start, end = period.bounds(boards.tz)
+        names = ", ".join(b.id for b in listing.boards)
+        context.log.info(f"season {period.key}: {start.isoformat()} to {end.isoformat()}, boards {names}")
+        yield from _publish(context, lake, stores, "season_rankings", [(context.partition_key, period)], listing)
+
     return [
         landed_events,
         clean_events,
@@ -318,4 +342,5 @@ def build_assets(
         weekly_rankings,
         monthly_rankings,
         all_time_rankings,
+        season_rankings,
     ]

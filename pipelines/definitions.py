@@ -14,11 +14,12 @@ from leaderboard.boards import load_boards
 from leaderboard.settings import Settings, get_settings
 from pipelines.assets import build_assets
 from pipelines.automation import build_automation
-from pipelines.jobs import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, WEEKLY_JOB
+from pipelines.jobs import ALL_TIME_JOB, DAILY_JOB, DAILY_RANKINGS_JOB, MONTHLY_JOB, SEASON_JOB, WEEKLY_JOB
 from pipelines.maintenance import build_retention
 from pipelines.moderation import build_moderation
 from pipelines.partitions import PeriodPartitions
 from pipelines.resources import LakeResource, StoresResource
+from pipelines.seasons import build_seasons
 from pipelines.settlement import SettlementResource, build_settlement
 
 # Beta parameters the assets rely on knowingly. Their warnings come each time a process loads
@@ -51,10 +52,13 @@ def _build(settings: Settings) -> dg.Definitions:
         dg.define_asset_job(WEEKLY_JOB, selection=["weekly_rankings"]),
         dg.define_asset_job(MONTHLY_JOB, selection=["monthly_rankings"]),
         dg.define_asset_job(ALL_TIME_JOB, selection=["all_time_rankings"]),
+        dg.define_asset_job(SEASON_JOB, selection=["season_rankings"], description="Rank and publish one season."),
     ]
     retention_job, retention_schedule = build_retention(boards, settings.RETENTION_DAYS)
     schedules, sensors = build_automation(boards, settings)
-    sensors += build_settlement(boards, settings, {"daily": jobs[1], "weekly": jobs[2], "monthly": jobs[3]})
+    sensors += build_seasons(boards, settings)
+    reranks = {"daily": jobs[1], "weekly": jobs[2], "monthly": jobs[3], "season": jobs[5]}
+    sensors += build_settlement(boards, settings, reranks)
     sensors += build_moderation(boards, settings)
     return dg.Definitions(
         assets=assets,

@@ -11,6 +11,8 @@ DAILY_RANKINGS_JOB = "daily_rankings_job"
 WEEKLY_JOB = "weekly_job"
 MONTHLY_JOB = "monthly_job"
 ALL_TIME_JOB = "all_time_job"
+SEASON_JOB = "season_job"
+SEASONS_PARTITIONS = "seasons"  # the dynamic partitions: one per season id of the boards file
 RETENTION_JOB = "retention_job"
 
 # Dagster's documented tags for a single run over a range of partitions (with a single-run

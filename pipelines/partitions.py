@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from leaderboard.boards import BoardSet
+from leaderboard.boards import SEASON, BoardSet
 from leaderboard.periods import Period, period_of
+from pipelines.jobs import SEASONS_PARTITIONS
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class PeriodPartitions:
     daily: dg.DailyPartitionsDefinition
     weekly: dg.WeeklyPartitionsDefinition
     monthly: dg.MonthlyPartitionsDefinition
+    # Season ids, registered from the boards file by the `season_rankings` sensor: a season
+    # added to the file becomes a partition without a code change or a reload.
+    season: dg.DynamicPartitionsDefinition
 
     @classmethod
     def for_boards(cls, boards: BoardSet) -> PeriodPartitions:
@@ -35,6 +39,7 @@ class PeriodPartitions:
             monthly=dg.MonthlyPartitionsDefinition(
                 start_date=first.replace(day=1).isoformat(), timezone=boards.timezone, end_offset=1
             ),
+            season=dg.DynamicPartitionsDefinition(name=SEASONS_PARTITIONS),
         )
 
 
@@ -43,4 +48,5 @@ def period_for_key(period_type: str, partition_key: str) -> Period:
 
 
 def partition_key(period: Period) -> str:
-    return period.start.isoformat()
+    """A calendar period's Dagster key is its first day; a season's is its id."""
+    return period.key if period.type == SEASON else period.start.isoformat()

@@ -2,7 +2,8 @@
 
 Every run pays Dagster's start-up overhead, so the range goes in as few runs as the
 partitions allow: one ranged run for the days, one for the weeks, one for the months, one
-for all-time. The runs are recorded in the instance under DAGSTER_HOME, so they show in the UI.
+for all-time, one per season touching the range. The runs are recorded in the instance under
+DAGSTER_HOME, so they show in the UI.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from leaderboard.boards import BoardSet
-from leaderboard.periods import Period, period_of, periods_touching
+from leaderboard.periods import Period, period_of, periods_touching, season_boards
 from leaderboard.run_errors import step_failure_message
 from leaderboard.settings import Settings, get_settings
 from leaderboard.stores.lake import Lake
@@ -26,6 +27,8 @@ from pipelines.jobs import (
     MONTHLY_JOB,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    SEASON_JOB,
+    SEASONS_PARTITIONS,
     WEEKLY_JOB,
 )
 from pipelines.partitions import partition_key
@@ -86,6 +89,11 @@ def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date, l
         )
     if boards.with_period("all_time"):
         runs.append(PlannedRun(ALL_TIME_JOB, None, None, "all-time"))
+    # seasons touching the range and started by its end: one run each (a partition per season)
+    for season_id in boards.season_ids():
+        _, season = season_boards(boards, season_id)
+        if season.start <= last and first < season.end:
+            runs.append(PlannedRun(SEASON_JOB, season_id, season_id, f"season {season_id}"))
     return runs
 
 
@@ -125,12 +133,19 @@ def _execute(
     outcomes = []
     for planned in runs:
         tags = {}
-        if planned.first_key is not None:
+        partition = None
+        if planned.job == SEASON_JOB and planned.first_key is not None:
+            # a season partition exists once registered (the sensor does it too; this run may come first)
+            if not instance.has_dynamic_partition(SEASONS_PARTITIONS, planned.first_key):
+                instance.add_dynamic_partitions(SEASONS_PARTITIONS, [planned.first_key])
+            partition = planned.first_key
+        elif planned.first_key is not None:
             tags = {PARTITION_RANGE_START_TAG: planned.first_key, PARTITION_RANGE_END_TAG: planned.last_key}
         t0 = time.perf_counter()
         result = defs.resolve_job_def(planned.job).execute_in_process(
             instance=instance,
             tags=tags,
+            partition_key=partition,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )

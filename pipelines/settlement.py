@@ -13,7 +13,7 @@ import datetime as dt
 
 import dagster as dg
 
-from leaderboard.boards import BoardSet, display_limit
+from leaderboard.boards import SEASON, BoardSet, display_limit
 from leaderboard.periods import UTC, parse_period_key
 from leaderboard.settings import Settings
 from leaderboard.stores.settlement import PostgresSettlement
@@ -92,7 +92,7 @@ def build_settlement(
             requests.append(
                 dg.RunRequest(
                     job_name=job.name,
-                    partition_key=partition_key(parse_period_key(period_type, key)),
+                    partition_key=key if period_type == SEASON else partition_key(parse_period_key(period_type, key)),
                     # One run per reopening: a failed one is rerun by hand (`leaderboard materialize`).
                     run_key=f"reopened:{period_type}:{key}:{at.isoformat()}",
                     tags={TRIGGER_TAG: "reopened", REOPENED_TAG: f"{board_id}/{period_type}/{key}"},

@@ -15,10 +15,10 @@ from pathlib import Path
 import polars as pl
 
 from leaderboard import faults
-from leaderboard.boards import BoardSet, display_limit, value_ranges
+from leaderboard.boards import SEASON, BoardSet, display_limit, value_ranges
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
-from leaderboard.periods import UTC, Period, period_of, status_at
+from leaderboard.periods import UTC, Period, local_midnight, period_of, status_at
 from leaderboard.ranking import (
     SCORES_SCHEMA,
     rollup_scores,
@@ -134,10 +134,52 @@ def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame
     return rollup_scores(daily, boards.boards)
 
 
+class SeasonWindowError(RuntimeError):
+    """A season starts or ends within a day whose clean events are gone: it cannot be exact."""
+
+
+def season_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.LazyFrame:
+    """Scores over a season's exact window [start, end): the local days it covers whole come
+    from their `daily_scores`; the days it starts or ends within are scored again from their
+    clean events, only those with start <= occurred_at < end."""
+    start, end = period.bounds(boards.tz)
+    selected = boards.with_period(period.type)
+    whole: list[dt.date] = []
+    parts: list[pl.LazyFrame] = []
+    for day in period.days():
+        if start <= local_midnight(day, boards.tz) and local_midnight(day + dt.timedelta(days=1), boards.tz) <= end:
+            whole.append(day)
+            continue
+        clean = lake.day_file("clean_events", day)
+        if not clean.is_file():
+            if lake.day_file("daily_scores", day).is_file():
+                raise SeasonWindowError(
+                    f"season {period.key}: the clean events of {day} are gone (retention), so its part of the "
+                    f"season ({start.isoformat()} to {end.isoformat()}) cannot be counted exactly; restore "
+                    f"clean_events/{day} or raise RETENTION_DAYS"
+                )
+            continue  # no events that day yet
+        at = pl.col("occurred_at")
+        parts.append(score_events(pl.scan_parquet(clean).filter((at >= start) & (at < end)), selected))
+    files = [p for p in (lake.day_file("daily_scores", d) for d in whole) if p.is_file()]
+    if files:
+        # Days scored before names and metadata existed lack their columns: read as nulls.
+        parts.append(pl.scan_parquet(files, schema=SCORES_SCHEMA, missing_columns="insert"))  # type: ignore[arg-type]
+    if not parts:
+        return pl.LazyFrame(schema=SCORES_SCHEMA)
+    return rollup_scores(pl.concat(parts), selected)
+
+
+def _scores(lake: Lake, boards: BoardSet, period: Period) -> pl.LazyFrame:
+    if period.type == SEASON:
+        return season_scores(lake, boards, period)
+    return scores_of(lake, boards, period.days())
+
+
 def period_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.DataFrame:
     """Each user's score over `period` for the boards that have it (before `min_score`)."""
     return (
-        scores_of(lake, boards, period.days())
+        _scores(lake, boards, period)
         .filter(pl.col("board_id").is_in([b.id for b in boards.with_period(period.type)]))
         .collect()
     )
@@ -157,7 +199,7 @@ def rank_period(
     """
     selected = boards.with_period(period.type)
     prev = period.previous(boards.start_date)
-    current = scores.lazy() if scores is not None else scores_of(lake, boards, period.days())
+    current = scores.lazy() if scores is not None else _scores(lake, boards, period)
     previous = scores_of(lake, boards, prev.days()) if prev else None
     return standings(current, previous, selected, excluded).collect()
 
@@ -248,8 +290,7 @@ def _publish_period(
     today = now.astimezone(boards.tz).date()
     status = status_at(end, now)
     frozen = refuse_settled(stores.record, period.type, period.key, table, now)
-    hot = cache.hot_keys(period.type, today)
-    current = period.type == "all_time" or period.start <= today < period.end
+    current = period.type == "all_time" or start <= now < end
     published: list[tuple[dict, pl.DataFrame]] = []
     for board in boards.with_period(period.type):
         if board.id in frozen:
@@ -283,6 +324,7 @@ def _publish_period(
                     if locked:
                         cache.drop_staging(client, stores.keys, board.id, period.type, period.key)
                     body = Snapshot(header, snapshot).body(boards.tz, display_limit(board), now=now)
+                    hot = cache.hot_keys(period.type, today, board, boards.tz)
                     users = snapshot if period.key in hot else None
                     others = listed.get(board.id, {})
                     cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)

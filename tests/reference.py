@@ -106,7 +106,18 @@ class Reference:
 
     def ranking(self, board: Board, first: dt.date, last: dt.date) -> dict[str, tuple[int, float]]:
         """user (or group) -> (rank, score) over local days [first, last]."""
+        return self._ranking(board, f"day BETWEEN DATE '{first}' AND DATE '{last}'", first, last)
+
+    def window_ranking(self, board: Board, start: dt.datetime, end: dt.datetime) -> dict[str, tuple[int, float]]:
+        """user -> (rank, score) over the events with start <= occurred_at < end (a season)."""
+        assert not board.group_by
+        return self._ranking(board, f"ts >= TIMESTAMPTZ '{start.isoformat()}' AND ts < TIMESTAMPTZ '{end.isoformat()}'")
+
+    def _ranking(
+        self, board: Board, where: str, first: dt.date | None = None, last: dt.date | None = None
+    ) -> dict[str, tuple[int, float]]:
         if board.group_by or board.aggregate == "last":
+            assert first is not None and last is not None
             return {k: (e.rank, e.score) for k, e in self.entries(board, first, last).items()}
         value = "1.0" if board.aggregate == "count" else "value"
         if board.aggregate in ("sum", "count"):
@@ -122,7 +133,7 @@ class Reference:
         )
         rows = self.con.sql(f"""
             WITH e AS (SELECT *, {best} AS best FROM ref_events
-                       WHERE event_type IN ({types}) AND day BETWEEN DATE '{first}' AND DATE '{last}'),
+                       WHERE event_type IN ({types}) AND {where}),
                  s AS (SELECT user_id, {agg} FROM e GROUP BY user_id)
             SELECT user_id, row_number() OVER (ORDER BY score {direction}, reached_at, user_id) AS rank, score
             FROM s {having}

@@ -201,8 +201,8 @@ def test_openapi_schema_is_served(env):
     # the values a client may send, where the handlers' types cannot say them
     standings = {p["name"]: p["schema"] for p in paths["/leaderboard/{board}/{period}"]["get"]["parameters"]}
     assert standings["board"]["enum"] == [b.id for b in load_boards(ROOT / "leaderboard" / "boards.yaml").boards]
-    assert standings["period"]["enum"] == ["daily", "weekly", "monthly", "all_time"]
-    assert standings["at"]["format"] == "date"
+    assert standings["period"]["enum"] == ["daily", "weekly", "monthly", "all_time", "season"]
+    assert standings["at"]["format"] == "date" and "for a season also a date-time" in standings["at"]["description"]
     update = schema["components"]["schemas"]["ConfigUpdate"]
     assert update["additionalProperties"] is False and update["properties"]["boards"]["additionalProperties"] is False
     assert set(update["properties"]["boards"]["properties"]) == set(standings["board"]["enum"])

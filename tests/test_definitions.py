@@ -30,13 +30,15 @@ def test_definitions_load_with_partitions_in_the_boards_timezone(settings, monke
         "weekly_rankings",
         "monthly_rankings",
         "all_time_rankings",
+        "season_rankings",
     }
+    assert isinstance(graph.get(dg.AssetKey("season_rankings")).partitions_def, dg.DynamicPartitionsDefinition)
     daily = graph.get(dg.AssetKey("daily_rankings")).partitions_def
     weekly = graph.get(dg.AssetKey("weekly_rankings")).partitions_def
     assert daily.timezone == "America/New_York" and daily.get_first_partition_key() == "2024-01-01"
     assert weekly.get_first_partition_key() == "2024-01-01"  # a Monday
     assert graph.get(dg.AssetKey("weekly_rankings")).backfill_policy == dg.BackfillPolicy.single_run()
-    for job in ("daily_job", "weekly_job", "monthly_job", "all_time_job"):
+    for job in ("daily_job", "weekly_job", "monthly_job", "all_time_job", "season_job"):
         assert defs.resolve_job_def(job)
 
 
@@ -63,6 +65,7 @@ def test_ranking_assets_carry_checks_automation_and_freshness(settings):
         "settle_periods",
         "settlement_webhooks",
         "moderation_changes",
+        "season_rankings",
     }
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
 

@@ -286,6 +286,8 @@ def test_every_route_documents_the_statuses_it_answers(published):
         ("get", "/leaderboard/boards"): [200, 429],
         ("get", "/leaderboard/{board}/{period}"): [200, 400, 404, 429, 503],
         ("get", "/leaderboard/{board}/{period}/periods"): [200, 400, 404, 429, 503],
+        ("get", "/leaderboard/{board}/{period}/{key}"): [200, 400, 404, 429, 503],
+        ("get", "/leaderboard/{board}/{period}/{key}/results"): [200, 400, 404, 409, 429, 503],
         ("get", "/leaderboard/{board}/{period}/me"): [200, 400, 401, 404, 429, 503],
         ("get", "/leaderboard/{board}/{period}/users/{user_id}"): [200, 400, 401, 403, 404, 429, 503],
         ("post", "/leaderboard/{board}/{period}/users"): [200, 400, 401, 404, 429, 503],

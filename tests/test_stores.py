@@ -49,6 +49,7 @@ def test_migrations_apply_on_an_empty_database_and_are_idempotent(database_url, 
     assert "up to date" in cli("migrate", "deploy")
     listed = cli("migrate", "status")
     assert "applied  0001.initial-schema" in listed and "applied  0004.entry-names" in listed
+    assert "applied  0009.seasons" in listed
     assert deploy(database_url) == []
     with psycopg.connect(database_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}

@@ -38,8 +38,18 @@ if not keys:
     st.stop()
 
 at: dt.date | None = None
+key: str | None = None
 if period == "all_time":
     pick_date.text_input("Date", "all time (one period)", disabled=True, key="at-all")
+elif period == "season":
+    seasons = {x["id"]: x for x in by_id[board_id].get("seasons", [])}
+    key = pick_date.selectbox(
+        "Season",
+        keys,
+        format_func=lambda i: views.season_label(seasons.get(i), i),
+        key=f"season-{board_id}",
+        help="The board's published seasons, newest first (the boards file lists them under `seasons`).",
+    )
 else:
     at = pick_date.date_input(
         "Date",
@@ -50,10 +60,10 @@ else:
 
 
 @st.fragment(run_every=context.refresh_every(s))
-def standings(board_id: str, period: str, at: dt.date | None) -> None:
+def standings(board_id: str, period: str, at: dt.date | None, key: str | None) -> None:
     """Re-read on its own every DASHBOARD_REFRESH_SECONDS: a publish shows without a click."""
     try:
-        body = queries.standings(s.API_URL, board_id, period, at)
+        body = queries.standings(s.API_URL, board_id, period, at, key)
     except ApiError as exc:
         (st.error if exc.unreachable else st.warning)(str(exc))
         return
@@ -75,7 +85,7 @@ def standings(board_id: str, period: str, at: dt.date | None) -> None:
         st.bar_chart(table.head(15), x="user", y="score", sort=False, horizontal=True)
 
 
-standings(board_id, period, at)
+standings(board_id, period, at, key)
 
 st.divider()
 st.subheader("A user's rank over the last periods")

@@ -24,7 +24,7 @@ from leaderboard.periods import PeriodError, local_midnight, parse_period_key
 from leaderboard.settings import Settings
 from leaderboard.stores import redis as redis_store
 from leaderboard.stores.errors import SchemaMissing, StoreUnavailable, server_of
-from leaderboard.stores.lake import Lake, LakeIngestStats, LakeStandings
+from leaderboard.stores.lake import Lake, LakeIngestStats, LakeStandings, read_header
 from leaderboard.stores.lake_records import LakeBoardConfig, LakeRefreshRequests
 from leaderboard.stores.moderation import PostgresModeration
 from leaderboard.stores.postgres import (
@@ -106,6 +106,11 @@ class Stores:
         out: dict[str, dict[str, dt.datetime]] = {}
         for board, listed_type, key, _ in self.lake.snapshots():
             if listed_type != period_type or period_type == "all_time":
+                continue
+            if period_type == "season":  # a season's end is the boards file's: its snapshot names it
+                header = read_header(self.lake, board, period_type, key)
+                if header is not None:
+                    out.setdefault(board, {})[key] = dt.datetime.fromisoformat(header["period_end"])
                 continue
             try:
                 out.setdefault(board, {})[key] = local_midnight(parse_period_key(period_type, key).end, tz)

@@ -92,11 +92,15 @@ class Lake:
         return [(p.parent.parent.name, p.parent.name, p.stem, p) for p in found]
 
     def published_keys(self, board_id: str, period_type: str) -> list[str]:
-        """Published period keys, newest first (keys sort chronologically within a type)."""
+        """Published period keys, newest first (keys sort chronologically within a type; season
+        ids do not, so seasons go by the start their snapshots name)."""
         folder = self.root / "standings" / board_id / period_type
         if not folder.is_dir():
             return []
         keys = [p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")]
+        if period_type == "season":
+            starts = {k: (read_header(self, board_id, period_type, k) or {}).get("period_start", "") for k in keys}
+            return sorted(keys, key=lambda k: (starts[k], k), reverse=True)
         return sorted(keys, reverse=True)
 
 

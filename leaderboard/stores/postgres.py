@@ -299,10 +299,10 @@ class MonthPartition:
 
 
 def expired_periods(conn: psycopg.Connection, cutoff: dt.datetime) -> list[tuple[str, str, str, dt.datetime]]:
-    """Registered daily/weekly/monthly periods that ended before `cutoff` (all-time never expires)."""
+    """Registered daily/weekly/monthly periods that ended before `cutoff` (all-time and seasons never expire)."""
     return conn.execute(
         "SELECT board_id, period_type, period_key, period_end FROM leaderboard_periods "
-        "WHERE period_type <> 'all_time' AND period_end < %s ORDER BY period_end",
+        "WHERE period_type NOT IN ('all_time', 'season') AND period_end < %s ORDER BY period_end",
         (cutoff,),
     ).fetchall()
 
@@ -322,7 +322,10 @@ def remove_expired(conn: psycopg.Connection, drop: list[str], trim: list[str], c
                 sql.SQL("DELETE FROM {} WHERE period_end < %s").format(sql.Identifier(name)),
                 (cutoff,),
             )
-        conn.execute("DELETE FROM leaderboard_periods WHERE period_type <> 'all_time' AND period_end < %s", (cutoff,))
+        conn.execute(
+            "DELETE FROM leaderboard_periods WHERE period_type NOT IN ('all_time', 'season') AND period_end < %s",
+            (cutoff,),
+        )
 
 
 @dataclass(frozen=True)

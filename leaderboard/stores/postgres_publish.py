@@ -55,12 +55,14 @@ def _leaf_check(period_type: str, period_key: str, period_end: dt.datetime) -> s
         sql.SQL("period_type = {}").format(sql.Literal(period_type)),
         sql.SQL("period_key = {}").format(sql.Literal(period_key)),
     ]
-    if period_type != "all_time":
+    if period_type not in KEPT_TYPES:
         lo, hi = utc_month(period_end)
         conds.append(sql.SQL("period_end >= {} AND period_end < {}").format(sql.Literal(lo), sql.Literal(hi)))
     return sql.SQL(" AND ").join(conds)
 
 
+# Period types partitioned by key alone, never by month: retention keeps them.
+KEPT_TYPES = ("all_time", "season")
 # A period this large loads over LOAD_CONNECTIONS connections at once: the server's COPY work
 # is one process per connection, and is most of a publish's time (bench/publish.py).
 LOAD_CONNECTIONS = 2
@@ -94,7 +96,8 @@ def publish(
     period_type, period_key = first["period_type"], first["period_key"]
     period_end = dt.datetime.fromisoformat(first["period_end"])
     lock = f"{period_type}|{period_key}"
-    leaf = f"{_LEAF_PREFIX}{period_type}_{re.sub(r'[^0-9A-Za-z]', '_', period_key)}_{uuid.uuid4().hex[:8]}"
+    # within Postgres's 63 characters, so the random part is never cut off (season ids run to 64)
+    leaf = f"{_LEAF_PREFIX}{period_type}_{re.sub(r'[^0-9A-Za-z]', '_', period_key)[:32]}_{uuid.uuid4().hex[:8]}"
     ident = sql.Identifier(leaf)
     parts = LOAD_CONNECTIONS if rows.height >= PARALLEL_LOAD_ROWS else 1
     with connect(database_url, autocommit=True) as conn:

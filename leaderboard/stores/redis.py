@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
@@ -23,8 +24,8 @@ import redis
 import redis.asyncio as aioredis
 
 from leaderboard import faults
-from leaderboard.boards import BoardSet, display_limit
-from leaderboard.periods import ALL_TIME_KEY, period_of
+from leaderboard.boards import Board, BoardSet, display_limit
+from leaderboard.periods import ALL_TIME_KEY, hot_seasons, period_of
 from leaderboard.standings import json_number, with_name_columns
 from leaderboard.stores.errors import StoreUnavailable, server_of
 from leaderboard.stores.postgres import PostgresStore
@@ -34,7 +35,7 @@ try:
 except ImportError:  # an optional speed-up (redis[hiredis])
     hiredis = None
 
-PERIOD_NAMES = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "all_time": "ALL_TIME"}
+PERIOD_NAMES = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "all_time": "ALL_TIME", "season": "SEASON"}
 STAGING_TTL_SECONDS = 3600  # a crashed publish leaves nothing behind for long
 HSET_CHUNK = 10_000
 
@@ -62,10 +63,15 @@ class CacheKeys:
         return f"{self.base(board, period_type)}:periods"
 
 
-def hot_keys(period_type: str, today: dt.date) -> tuple[str, ...]:
-    """Keys of the current and the previous period of a type: those keep a per-user lookup."""
+def hot_keys(
+    period_type: str, today: dt.date, board: Board | None = None, tz: ZoneInfo | None = None
+) -> tuple[str, ...]:
+    """Keys of the current and the previous period of a type: those keep a per-user lookup.
+    Seasons are the board's (`board` and `tz`): those touching `today`, and the last before."""
     if period_type == "all_time":
         return (ALL_TIME_KEY,)
+    if period_type == "season":
+        return hot_seasons(board, today, tz) if board is not None and tz is not None else ()
     current = period_of(period_type, today)
     previous = period_of(period_type, current.start - dt.timedelta(days=1))
     return (current.key, previous.key)
@@ -274,7 +280,7 @@ def rebuild(
         if board is None or entry.period_type not in board.periods:
             continue  # registered by an older boards file; nothing serves it now
         limit = display_limit(board)
-        hot = entry.period_key in hot_keys(entry.period_type, today)
+        hot = entry.period_key in hot_keys(entry.period_type, today, board, boards.tz)
         # Entry and rows again, from one statement: a publish since the listing cannot mix in.
         snapshot = record.snapshot(entry.board_id, entry.period_type, entry.period_key, None if hot else limit)
         if snapshot is None:

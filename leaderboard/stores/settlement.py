@@ -62,7 +62,7 @@ STATE_SCHEMA = {"board_id": pl.String, "period_type": pl.String, "period_key": p
 DUE = """SELECT p.board_id, p.period_type, p.period_key, p.content_hash, p.entries, p.published_at, s.revision
     FROM leaderboard_periods p LEFT JOIN leaderboard_settlements s
          ON s.board_id = p.board_id AND s.period_type = p.period_type AND s.period_key = p.period_key
-    WHERE p.period_type IN ('daily', 'weekly', 'monthly') AND p.status = 'final'
+    WHERE p.period_type IN ('daily', 'weekly', 'monthly', 'season') AND p.status = 'final'
       AND ((s.state IS NULL AND p.period_end + %(grace)s <= %(now)s)
            OR (s.state = 'reopened' AND s.reopened_at + %(grace)s <= %(now)s AND p.published_at > s.reopened_at))
       AND (%(b)s::text IS NULL OR (p.board_id = %(b)s AND p.period_type = %(t)s AND p.period_key = %(k)s))

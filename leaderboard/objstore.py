@@ -59,6 +59,16 @@ def is_s3(value: object) -> bool:
     return isinstance(value, S3Location) or (isinstance(value, str) and value.startswith(SCHEME))
 
 
+def location_of(text: str) -> Location:
+    """A folder path or an `s3://` URL, as the settings give it (already validated)."""
+    return parse_s3_url(text) if is_s3(text) else Path(text)
+
+
+def location_text(location: Location) -> str:
+    """The inverse of `location_of`: a folder as an absolute path, a bucket as its URL."""
+    return location.url() if isinstance(location, S3Location) else str(location.resolve())
+
+
 def parse_s3_url(text: str) -> S3Location:
     """`s3://bucket/prefix` as a location; a malformed one raises ValueError saying why."""
     hint = "expected s3://bucket or s3://bucket/prefix"

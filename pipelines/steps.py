@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -18,6 +17,7 @@ from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
+from leaderboard.objstore import Location
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
@@ -57,7 +57,7 @@ class QuarantineRateExceeded(RuntimeError):
 
 
 def ingest_day(
-    landing: Path,
+    landing: Location,
     lake: Lake,
     boards: BoardSet,
     day: dt.date,

@@ -25,7 +25,8 @@ import pyarrow as pa
 from leaderboard.landing import lines, sources
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
-from leaderboard.landing.layout import LandedFile, LandingError, list_files
+from leaderboard.landing.layout import LandedFile, LandingError, fetch_hours, list_files
+from leaderboard.objstore import Location, S3Location
 
 # Mean JSON file size from which DuckDB's rows are staged in scan order (see read_day)
 ORDERED_MIN_FILE_BYTES = 64 * 1024
@@ -44,7 +45,7 @@ class DayRead:
 
 
 def read_day(
-    landing: Path, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None = None
+    landing: Location, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None = None
 ) -> DayRead:
     """Read every landed record of the local day [start, end) (UTC instants).
 
@@ -52,6 +53,8 @@ def read_day(
     hour folder starts in, so each record is counted by exactly one day. `workdir` holds the
     staging files behind the returned lazy `events`; keep it until they are written.
     """
+    if isinstance(landing, S3Location):
+        return _read_bucket(landing, start, end, workdir, con)
     files, skipped = list_files(landing, start, end)
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
@@ -105,6 +108,28 @@ def read_day(
     refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
     quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+
+
+def _read_bucket(
+    landing: S3Location, start: dt.datetime, end: dt.datetime, workdir: Path, con: duckdb.DuckDBPyConnection | None
+) -> DayRead:
+    """The day's objects fetched into `workdir` in parallel, then read as local files: DuckDB
+    has no S3 reader here (its httpfs extension is a download at run time), and the line
+    numbering reads a refused file's bytes again. Quarantine and errors name the objects' URLs."""
+    local = workdir / "landing"
+    fetched, skipped = fetch_hours(landing, start, end, local)
+    urls = dict(fetched)
+
+    def named(text: str) -> str:
+        # every local path in a message or a row back to its object's URL
+        return text.replace(str(local / "topics"), landing.url("topics")) if urls else text
+
+    try:
+        day = read_day(local, start, end, workdir, con)
+    except LandingError as exc:
+        raise LandingError(named(str(exc))) from exc
+    quarantine = day.quarantine.with_columns(pl.col("file").replace(urls))
+    return DayRead(day.files, skipped + [named(s) for s in day.skipped], day.events, quarantine)
 
 
 def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception) -> str:

@@ -15,12 +15,16 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import obstore
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
+
+ObjectStoreError = BaseError  # every obstore failure but a missing object (FileNotFoundError)
 
 SCHEME = "s3://"
 # S3's bucket naming rules (lower case, digits, dots, hyphens; 3-63 characters)
@@ -109,6 +113,25 @@ def store_of(location: S3Location, *, quick: bool = False) -> S3Store:
         client |= {"connect_timeout": "3s", "timeout": "10s"}
         kwargs["retry_config"] = {"max_retries": 1, "retry_timeout": dt.timedelta(seconds=5)}
     return S3Store(location.bucket, client_options=client or None, **kwargs)
+
+
+def cached_store(location: S3Location) -> S3Store:
+    """`store_of`, one client per bucket and AWS settings for the process (clients pool connections)."""
+    env = tuple(os.environ.get(n, "") for n in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_REGION"))
+    return _cached(location.bucket, env)
+
+
+@lru_cache(maxsize=16)
+def _cached(bucket: str, env: tuple[str, ...]) -> S3Store:
+    return store_of(S3Location(bucket))
+
+
+def head(store: S3Store, key: str) -> ObjectInfo | None:
+    try:
+        m = obstore.head(store, key)
+    except FileNotFoundError:
+        return None
+    return ObjectInfo(m["path"], m["size"], m["last_modified"], m.get("e_tag") or "")
 
 
 def check_bucket(location: S3Location) -> None:

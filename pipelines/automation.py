@@ -73,8 +73,8 @@ def _digest(parts: list[str]) -> str:
 
 
 def _newer_than_ingest(lake: LakeResource, day: dt.date, found: list[LandedChange]) -> bool:
-    clean = lake.lake.day_file("clean_events", day)
-    return not clean.is_file() or max(c.changed_ns for c in found) >= clean.stat().st_mtime_ns
+    written = lake.lake.modified(lake.lake.day_file("clean_events", day))
+    return written is None or max(c.changed_ns for c in found) >= written.timestamp() * 1e9
 
 
 def build_automation(

@@ -24,7 +24,7 @@ from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
-from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
+from leaderboard.stores.lake import Lake, drop_temp_files
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
 from pipelines import checks
@@ -102,7 +102,7 @@ def ingest_day(
         faults.pause("ingest", str(day))
         if verdict.passed:
             lake.install(staged_clean, lake.day_file("clean_events", day))
-    write_atomic(landed.quarantine, lake.day_file("quarantine", day))
+    lake.write_parquet(landed.quarantine, lake.day_file("quarantine", day))
     (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
     if not verdict.passed:
         raise QuarantineRateExceeded(stats, verdict)
@@ -111,15 +111,15 @@ def ingest_day(
 
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     """`daily_scores` of one day from its clean events."""
-    events = pl.scan_parquet(lake.day_file("clean_events", day))
+    events = pl.scan_parquet(lake.pull(lake.day_file("clean_events", day)))
     scores = score_events(events, boards.boards).collect()
-    write_atomic(scores, lake.day_file("daily_scores", day))
+    lake.write_parquet(scores, lake.day_file("daily_scores", day))
     return scores
 
 
 def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame:
     """Rolled-up scores over the given days that have `daily_scores` (missing days add nothing)."""
-    files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
+    files = [p for p in (lake.pull(lake.day_file("daily_scores", d)) for d in days) if p.is_file()]
     if not files:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     # Days scored before names and metadata existed lack their columns: read as nulls.
@@ -153,7 +153,7 @@ def expected_users(lake: Lake, boards: BoardSet, period: Period, scores: pl.Data
     for longer periods (whose clean events may be past retention), from the rolled-up scores."""
     selected = boards.with_period(period.type)
     clean = lake.day_file("clean_events", period.start)
-    if period.type == "daily" and clean.is_file():
+    if period.type == "daily" and lake.pull(clean).is_file():
         return checks.counted_users(pl.scan_parquet(clean), selected)
     return checks.eligible_users(scores, selected)
 
@@ -259,7 +259,6 @@ def _publish_period(
             for header, snapshot in published:
                 board = boards.get(header["board_id"])
                 assert board is not None
-                path = lake.snapshot(board.id, period.type, period.key)
                 if client is not None:
                     if locked:
                         cache.drop_staging(client, stores.keys, board.id, period.type, period.key)
@@ -268,8 +267,8 @@ def _publish_period(
                     others = listed.get(board.id, {})
                     cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)
                 if locked:
-                    drop_temp_files(path)
-                write_atomic(snapshot, path, header)
+                    drop_temp_files(lake.snapshot(board.id, period.type, period.key))
+                lake.publish_snapshot(snapshot, board.id, period.type, period.key, header)
 
         if stores.database_url:
             # Redis and the lake under Postgres's lock on the period: a second publish of it waits

@@ -135,8 +135,8 @@ def redis_prefix() -> Iterator[str]:
 S3_PORT = int(os.environ.get("S3_PORT", "9020"))  # scripts/services starts moto's S3 server here
 
 
-@pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@contextmanager
+def scratch_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh bucket on the local S3 server, with the AWS_* variables pointing at it; emptied
     and removed afterwards."""
     import boto3
@@ -162,3 +162,10 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             if keys:
                 client.delete_objects(Bucket=name, Delete={"Objects": keys})
         client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket for one test (see `scratch_bucket`)."""
+    with scratch_bucket(monkeypatch) as name:
+        yield name

@@ -18,6 +18,7 @@ from dashboard import api_client, pipeline, probes, stores
 from dashboard import settlement as settlement_data
 from dashboard.pipeline import PartitionCell, RunRow
 from leaderboard.boards import BoardSet
+from leaderboard.objstore import S3Location
 
 if TYPE_CHECKING:
     import dagster as dg  # imported at run time only by the health page's data
@@ -87,7 +88,9 @@ def recent_runs(home: Path, limit: int) -> list[RunRow]:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def partition_grid(home: Path, first: dt.date, last: dt.date, landing: Path, tz: str) -> list[PartitionCell]:
+def partition_grid(
+    home: Path, first: dt.date, last: dt.date, landing: Path | S3Location, tz: str
+) -> list[PartitionCell]:
     from zoneinfo import ZoneInfo
 
     inst = instance(home)

@@ -155,3 +155,25 @@ def test_board_config_and_refresh_requests_live_in_the_bucket(both):
     assert LakeRefreshRequests(other_host).take("batch-1") == [rid]
     assert LakeRefreshRequests(s3).status(rid) == "running"
     assert Stores(s3).period_ends("daily", current_boards().tz)["points"]
+
+
+def test_the_dashboard_reads_the_lake_and_landing_times_from_the_bucket(both):
+    from dashboard import stores as dashboard_stores
+    from dashboard import views
+    from dashboard.pipeline import _landed_at
+
+    s3, files = both["s3"], both["files"]
+    last = FIRST + dt.timedelta(days=DAYS - 1)
+    sample, total = dashboard_stores.quarantine_sample(s3.root, FIRST, last)
+    want, want_total = dashboard_stores.quarantine_sample(files.root, FIRST, last)
+    assert total == want_total > 0 and sample.select("day", "line", "reason").equals(
+        want.select("day", "line", "reason")
+    )
+    shown = views.under(sample, "file", get_settings().LEADERBOARD_LANDING_DIR)
+    assert all(f.startswith("topics/") for f in shown["file"])
+    stats = dashboard_stores.ingest_stats(None, s3.root, FIRST, last)
+    assert stats.frame.height == DAYS and "s3://" in stats.source
+    history = dashboard_stores.rank_history(None, s3.root, "points", "daily", "u1", 5)
+    assert history.frame["period_key"].to_list()[-1] == str(last)
+    landed = _landed_at(get_settings().LEADERBOARD_LANDING_DIR, FIRST, current_boards().tz)
+    assert landed is not None and landed <= dt.datetime.now(dt.UTC)

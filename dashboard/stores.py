@@ -16,8 +16,8 @@ from typing import TypeVar
 import polars as pl
 import psycopg
 
-from leaderboard.objstore import S3Location
 from leaderboard.boards import BoardSet
+from leaderboard.objstore import S3Location
 from leaderboard.periods import UTC
 from leaderboard.standings import resolve_key
 from leaderboard.stores import SchemaMissing, Stores, StoreUnavailable
@@ -73,7 +73,9 @@ def ingest_stats(database_url: str | None, lake_dir: Path | S3Location, first: d
     )
 
 
-def quarantine_sample(lake_dir: Path | S3Location, first: dt.date, last: dt.date, limit: int = 50) -> tuple[pl.DataFrame, int]:
+def quarantine_sample(
+    lake_dir: Path | S3Location, first: dt.date, last: dt.date, limit: int = 50
+) -> tuple[pl.DataFrame, int]:
     """The newest quarantined records with their reasons, and how many there are in all."""
     return lake_quarantine_sample(Lake(lake_dir), first, last, limit)
 
@@ -99,7 +101,11 @@ FRESHNESS_SCHEMA = {"board": pl.String, "period": pl.String, "period_key": pl.St
 
 
 def freshness(
-    database_url: str | None, lake_dir: Path | S3Location, boards: BoardSet, stale_minutes: int, now: dt.datetime | None = None
+    database_url: str | None,
+    lake_dir: Path | S3Location,
+    boards: BoardSet,
+    stale_minutes: int,
+    now: dt.datetime | None = None,
 ) -> Answer:
     """For each board's current period of each type: when it was last published and whether that is
     within `stale_minutes` (a current period never published is not fresh)."""

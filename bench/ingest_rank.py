@@ -274,11 +274,12 @@ def main() -> None:
             counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
             same = counts == {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}
             parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
-            m = med["ours-s3", codes[0]]
+            m, cpu = med["ours-s3", codes[0]], statistics.median(r["cpu"] for r in rs)
+            peak = rss["ours-s3", codes[0]]
             print(
                 f"  s3     median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
-                f"rank+publish {parts['rank_publish']:.2f}s), peak RSS {rss['ours-s3', codes[0]]:.0f} MB; "
-                f"{where} in the bucket: {m / med[first]:.2f}x the local files"
+                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {peak:.0f} MB; "
+                f"{where} in the bucket: {m / med[first]:.2f}x the local files (CPU {cpu / cpu0:.2f}x)"
                 + ("" if same else f"; counts differ: {sorted(counts)}"),
                 flush=True,
             )

@@ -10,11 +10,12 @@ from litestar.enums import HttpMethod
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
+from api.deps import StoresDep
 from api.guards import BEARER, requires_admin
 from api.params import strict_body
 from api.reader import Reader
 from api.schemas import BoardConfig, ConfigBody, ConfigUpdate, RefreshAccepted, problems
-from leaderboard.stores import Override, Stores
+from leaderboard.stores import Override
 from leaderboard.stores.redis import rebuild as rebuild_cache
 
 
@@ -41,7 +42,7 @@ class AdminController(Controller):
 
     @put("/", responses=problems(400, 401, 403, 429, 503))
     async def put_config(
-        self, request: Request[Any, Any, Any], reader: Reader, stores: Stores, caller: Caller, data: ConfigUpdate
+        self, request: Request[Any, Any, Any], reader: Reader, stores: StoresDep, caller: Caller, data: ConfigUpdate
     ) -> ConfigBody:
         """Change boards' display limit (1-1000) or enabled flag; applied without restart."""
         data = await strict_body(request, ConfigUpdate)  # `data` documents the body; this checks it
@@ -59,7 +60,7 @@ class AdminController(Controller):
         return _current(reader)
 
     @post("/refresh", status_code=202, responses=problems(401, 403, 429, 503))
-    async def refresh(self, reader: Reader, stores: Stores, caller: Caller) -> Response[RefreshAccepted]:
+    async def refresh(self, reader: Reader, stores: StoresDep, caller: Caller) -> Response[RefreshAccepted]:
         """Reload the config, rebuild the Redis cache from Postgres, and ask the pipeline to
         recompute the current periods (a refresh request it picks up)."""
         await reader.reload_overrides()

@@ -8,16 +8,21 @@ None is sent to a worker thread (`sync_to_thread=False`): each is a lookup, at m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.di import Provide
+from litestar.params import Dependency
 
 from api.auth import Caller
 from api.guards import verified_caller
 from api.reader import Reader
 from leaderboard.settings import Settings
 from leaderboard.stores import Stores
+
+# The stores as handed over, unchecked: the handler signature's converter cannot take the
+# lake's folder-or-bucket root, and there is nothing in them to validate.
+StoresDep = Annotated[Stores, Dependency(skip_validation=True)]
 
 
 class Services:

@@ -17,6 +17,7 @@ from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
+from api.deps import StoresDep
 from api.guards import BEARER, requires_admin
 from api.reader import Reader
 from api.schemas import AuditEntry, ExclusionBody, ExclusionRequest, LiftRequest, problems
@@ -59,7 +60,7 @@ class ModerationController(Controller):
     security = (BEARER,)
 
     @post("/exclusions", status_code=201, responses=problems(400, 401, 403, 409, 429, 503))
-    async def exclude(self, reader: Reader, stores: Stores, caller: Caller, data: ExclusionRequest) -> ExclusionBody:
+    async def exclude(self, reader: Reader, stores: StoresDep, caller: Caller, data: ExclusionRequest) -> ExclusionBody:
         """Exclude a user (or group) from a board, or from every board (`board` null), optionally
         until a time. The current periods are republished without them within one refresh."""
         store = _store(stores)
@@ -75,7 +76,7 @@ class ModerationController(Controller):
         return _body(done, now)
 
     @get("/exclusions", responses=problems(400, 401, 403, 409, 429, 503))
-    async def exclusions(self, stores: Stores, in_force: InForce = False, limit: Rows = 200) -> list[ExclusionBody]:
+    async def exclusions(self, stores: StoresDep, in_force: InForce = False, limit: Rows = 200) -> list[ExclusionBody]:
         """Exclusions, newest first, lifted and expired ones too unless `in_force`."""
         store = _store(stores)
         now = dt.datetime.now(UTC)
@@ -83,7 +84,7 @@ class ModerationController(Controller):
         return [_body(e, now) for e in found]
 
     @post("/exclusions/{exclusion_id:int}/lift", status_code=200, responses=problems(400, 401, 403, 404, 409, 429, 503))
-    async def lift(self, stores: Stores, caller: Caller, exclusion_id: int, data: LiftRequest) -> ExclusionBody:
+    async def lift(self, stores: StoresDep, caller: Caller, exclusion_id: int, data: LiftRequest) -> ExclusionBody:
         """Lift an exclusion in force: the subject is ranked again from the next refresh."""
         store = _store(stores)
         now = dt.datetime.now(UTC)
@@ -94,7 +95,7 @@ class ModerationController(Controller):
         return _body(done, now)
 
     @get("/audit", responses=problems(400, 401, 403, 409, 429, 503))
-    async def audit(self, stores: Stores, action: Action = None, limit: Rows = 200) -> list[AuditEntry]:
+    async def audit(self, stores: StoresDep, action: Action = None, limit: Rows = 200) -> list[AuditEntry]:
         """Every admin change, newest first: board config, exclusions and liftings, reopenings."""
         store = _store(stores)
         try:

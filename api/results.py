@@ -15,6 +15,7 @@ from litestar import Controller, get, post
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from api.auth import Caller
+from api.deps import StoresDep
 from api.guards import BEARER, requires_admin
 from api.params import At, Limit, Offset, PeriodType, RequiredAt, local_date
 from api.reader import Reader
@@ -24,7 +25,6 @@ from leaderboard.periods import UTC
 from leaderboard.settings import Settings
 from leaderboard.settlement import Settlement, SettlementError, earliest_settlement, phase, settles
 from leaderboard.standings import StandingsError, check_key, resolve_key
-from leaderboard.stores import Stores
 from leaderboard.stores.postgres import AsyncPostgres
 from leaderboard.stores.settlement import AsyncSettlement, PostgresSettlement
 
@@ -126,7 +126,7 @@ class ResultsController(Controller):
     async def reopen(
         self,
         reader: Reader,
-        stores: Stores,
+        stores: StoresDep,
         caller: Caller,
         board: str,
         period: PeriodType,

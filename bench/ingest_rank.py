@@ -12,6 +12,12 @@ and prints medians, the ratio ours/duckdb (and copy/duckdb), and each side's pea
     .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
     .venv/bin/python bench/ingest_rank.py --events 10000000 --bad-rate 0.001 --dup-rate 0.01 --formats json --only-ours
 
+--s3 also runs ours with the landing zone in a bucket (uploaded once per format) on the S3 server
+the AWS_* variables name, by default scripts/services' local one (moto, 127.0.0.1:$S3_PORT), and
+prints its median against the same day from local files; --s3-lake puts the lake there too:
+
+    .venv/bin/python bench/ingest_rank.py --events 1000000 --users 100000 --only-ours --s3 --repeat 3
+
 --code DIR runs another checkout's pipeline as ours (bench/checkout.py); given more than once,
 each checkout's runs alternate with the others' and the medians are compared to the first's:
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -31,6 +38,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from leaderboard.objstore import S3Location
 
 DAY = dt.date(2026, 11, 20)
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +67,30 @@ def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, 
     return landing
 
 
-def _run_ours(landing: Path, lake_dir: Path) -> dict:
+def _bucket(workdir: Path, landing: Path) -> str:
+    """A bucket on the S3 server holding `landing` under `landing/`, made once (named in workdir)."""
+    import boto3
+
+    from leaderboard import objstore
+    from leaderboard.objstore import S3Location
+
+    marker = landing / ".bucket"
+    if marker.exists():
+        return marker.read_text()
+    name = f"bench-{landing.name.lower().replace('.', '-')}"[:63].rstrip("-")
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), region_name=os.environ["AWS_REGION"])
+    client.create_bucket(Bucket=name)
+    store, location = objstore.store_of(S3Location(name)), S3Location(name, "landing")
+    t0 = time.perf_counter()
+    files = [p for p in sorted((landing / "topics").rglob("*")) if p.is_file()]
+    for path in files:
+        objstore.put_bytes(store, location.key(path.relative_to(landing).as_posix()), path.read_bytes())
+    marker.write_text(name)
+    print(f"uploaded {len(files)} files to s3://{name}/landing in {time.perf_counter() - t0:.1f}s", flush=True)
+    return name
+
+
+def _run_ours(landing: Path | S3Location, lake_dir: Path | S3Location) -> dict:
     from checkout import load
 
     from leaderboard.boards import load_boards
@@ -64,7 +98,8 @@ def _run_ours(landing: Path, lake_dir: Path) -> dict:
     from leaderboard.settings import DEFAULT_BOARDS_FILE
     from pipelines.steps import ingest_day, publish_period, rank_period, score_day
 
-    shutil.rmtree(lake_dir, ignore_errors=True)
+    if isinstance(lake_dir, Path):
+        shutil.rmtree(lake_dir, ignore_errors=True)
     boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), load("lake").Lake(lake_dir), period_of("daily", DAY)
     c0, t0 = time.process_time(), time.perf_counter()
     stats = ingest_day(landing, lake, boards, DAY)
@@ -135,6 +170,12 @@ def _child(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
     if args.child == "ours":
         result = _run_ours(landing, workdir / "lake")
+    elif args.child == "ours-s3":
+        from leaderboard.objstore import S3Location
+
+        bucket = (landing / ".bucket").read_text()
+        lake = S3Location(bucket, f"lake-{time.time_ns()}") if args.s3_lake else workdir / "lake"
+        result = _run_ours(S3Location(bucket, "landing"), lake)
     elif args.child == "copy":
         result = _run_copy(landing, args.fmt, workdir / "copy.parquet")
     else:
@@ -158,7 +199,9 @@ def main() -> None:
         help="checkout whose pipeline runs as ours (e.g. a git worktree; this one by default); repeat to compare",
     )
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
-    p.add_argument("--child", choices=["ours", "duckdb", "copy"], help=argparse.SUPPRESS)
+    p.add_argument("--s3", action="store_true", help="also run ours with the landing zone in a bucket")
+    p.add_argument("--s3-lake", action="store_true", help="with --s3: the lake in the bucket too")
+    p.add_argument("--child", choices=["ours", "ours-s3", "duckdb", "copy"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
     p.add_argument("--fmt", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -166,11 +209,19 @@ def main() -> None:
         _child(args)
         return
     codes = [str(Path(c).resolve()) for c in args.code or [ROOT]]
+    if args.s3:  # the local S3 server of scripts/services unless the environment names one
+        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ.get('S3_PORT', '9020')}")
+        local = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+        for name, value in local.items():
+            os.environ.setdefault(name, value)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for fmt in args.formats.split(","):
         landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
         sides = [("ours", code) for code in codes]
+        if args.s3:
+            _bucket(workdir, landing)
+            sides.append(("ours-s3", codes[0]))
         if not args.only_ours:
             sides += [("duckdb", codes[0]), ("copy", codes[0])]
         runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
@@ -192,7 +243,7 @@ def main() -> None:
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 runs[who, code].append(json.loads(out.strip().splitlines()[-1]))
-                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who == "ours" else ""
+                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who.startswith("ours") else ""
                 print(f"  {who:6} {runs[who, code][-1]['seconds']:7.2f}s{cpu}  {code}", flush=True)
         med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
         rss = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
@@ -216,6 +267,20 @@ def main() -> None:
                 f"  ours   median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
                 f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {rss['ours', code]:.0f} MB; "
                 f"code {code}{ratio}",
+                flush=True,
+            )
+        if args.s3:
+            rs, where = runs["ours-s3", codes[0]], "landing and lake" if args.s3_lake else "landing"
+            counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
+            same = counts == {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}
+            parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
+            m, cpu = med["ours-s3", codes[0]], statistics.median(r["cpu"] for r in rs)
+            peak = rss["ours-s3", codes[0]]
+            print(
+                f"  s3     median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
+                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {peak:.0f} MB; "
+                f"{where} in the bucket: {m / med[first]:.2f}x the local files (CPU {cpu / cpu0:.2f}x)"
+                + ("" if same else f"; counts differ: {sorted(counts)}"),
                 flush=True,
             )
         if args.only_ours:

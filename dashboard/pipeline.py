@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from leaderboard.objstore import S3Location
 from leaderboard.periods import UTC, period_of, utc_hours
 from leaderboard.run_errors import step_failure_message
 
@@ -129,10 +130,24 @@ def _latest_materializations(
     return latest
 
 
-def _landed_at(landing: Path, day: dt.date, tz: ZoneInfo) -> dt.datetime | None:
+def _landed_at(landing: Path | S3Location, day: dt.date, tz: ZoneInfo) -> dt.datetime | None:
     """When a file last landed in the hour folders of a local day (a folder's mtime moves when
-    the sink renames a file into it): later than the day's clean_events means late data."""
-    from leaderboard.landing import hour_folder
+    the sink renames a file into it; an object has its own time): later than the day's
+    clean_events means late data."""
+    from leaderboard import objstore
+    from leaderboard.landing import hour_folder, hour_rel
+
+    if isinstance(landing, S3Location):
+        store = objstore.store_of(landing)
+        start, end = period_of("daily", day).bounds(tz)
+        topics = objstore.list_children(store, landing.key("topics"))[0]
+        times = [
+            o.last_modified
+            for topic in topics
+            for hour in utc_hours(start, end)
+            for o in objstore.list_children(store, landing.key(hour_rel(topic, hour)))[1]
+        ]
+        return max(times, default=None)
 
     topics = landing / "topics"
     if not topics.is_dir():
@@ -153,7 +168,7 @@ def _when(record: EventLogRecord | None) -> dt.datetime | None:
 
 
 def partition_grid(
-    instance: dg.DagsterInstance, days: Sequence[dt.date], landing: Path, tz: ZoneInfo
+    instance: dg.DagsterInstance, days: Sequence[dt.date], landing: Path | S3Location, tz: ZoneInfo
 ) -> list[PartitionCell]:
     """Status of every daily partition of DAILY_ASSETS over `days`.
 

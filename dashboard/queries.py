@@ -19,6 +19,7 @@ from dashboard import moderation as moderation_data
 from dashboard import settlement as settlement_data
 from dashboard.pipeline import PartitionCell, RunRow
 from leaderboard.boards import BoardSet
+from leaderboard.objstore import S3Location
 
 if TYPE_CHECKING:
     import dagster as dg  # imported at run time only by the health page's data
@@ -88,7 +89,9 @@ def recent_runs(home: Path, limit: int) -> list[RunRow]:
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def partition_grid(home: Path, first: dt.date, last: dt.date, landing: Path, tz: str) -> list[PartitionCell]:
+def partition_grid(
+    home: Path, first: dt.date, last: dt.date, landing: Path | S3Location, tz: str
+) -> list[PartitionCell]:
     from zoneinfo import ZoneInfo
 
     inst = instance(home)

@@ -17,6 +17,7 @@ import polars as pl
 import psycopg
 
 from leaderboard.boards import SEASON, BoardSet
+from leaderboard.objstore import S3Location
 from leaderboard.periods import UTC, season_at
 from leaderboard.standings import resolve_key
 from leaderboard.stores import SchemaMissing, Stores, StoreUnavailable
@@ -37,7 +38,7 @@ class Answer:
     warning: str | None = None
 
 
-def stores_of(database_url: str | None, lake_dir: Path) -> Stores:
+def stores_of(database_url: str | None, lake_dir: Path | S3Location) -> Stores:
     """The stores as the dashboard uses them: read-only, quick to give up on a dead server."""
     return Stores(Lake(lake_dir), database_url, read_only=True, connect_timeout=CONNECT_TIMEOUT)
 
@@ -60,7 +61,7 @@ def _either(stores: Stores, primary: Callable[[], T], lake: Callable[[], T]) -> 
     return lake(), f"lake at {stores.lake.root}", f"{warning}; showing the lake's copy instead."
 
 
-def ingest_stats(database_url: str | None, lake_dir: Path, first: dt.date, last: dt.date) -> Answer:
+def ingest_stats(database_url: str | None, lake_dir: Path | S3Location, first: dt.date, last: dt.date) -> Answer:
     """Per local day in [first, last]: files, read, counted, duplicates, conflicts, quarantined."""
     stores = stores_of(database_url, lake_dir)
     return Answer(
@@ -72,13 +73,15 @@ def ingest_stats(database_url: str | None, lake_dir: Path, first: dt.date, last:
     )
 
 
-def quarantine_sample(lake_dir: Path, first: dt.date, last: dt.date, limit: int = 50) -> tuple[pl.DataFrame, int]:
+def quarantine_sample(
+    lake_dir: Path | S3Location, first: dt.date, last: dt.date, limit: int = 50
+) -> tuple[pl.DataFrame, int]:
     """The newest quarantined records with their reasons, and how many there are in all."""
     return lake_quarantine_sample(Lake(lake_dir), first, last, limit)
 
 
 def rank_history(
-    database_url: str | None, lake_dir: Path, board: str, period_type: str, user_id: str, periods: int = 12
+    database_url: str | None, lake_dir: Path | S3Location, board: str, period_type: str, user_id: str, periods: int = 12
 ) -> Answer:
     """The user's rank and score in each of the last `periods` published periods (oldest first);
     a period where the user is not ranked has a null rank."""
@@ -98,7 +101,11 @@ FRESHNESS_SCHEMA = {"board": pl.String, "period": pl.String, "period_key": pl.St
 
 
 def freshness(
-    database_url: str | None, lake_dir: Path, boards: BoardSet, stale_minutes: int, now: dt.datetime | None = None
+    database_url: str | None,
+    lake_dir: Path | S3Location,
+    boards: BoardSet,
+    stale_minutes: int,
+    now: dt.datetime | None = None,
 ) -> Answer:
     """For each board's current period of each type: when it was last published and whether that is
     within `stale_minutes` (a current period never published is not fresh)."""

@@ -13,6 +13,7 @@ import pandas as pd
 import polars as pl
 
 from dashboard.pipeline import PartitionCell, RunRow
+from leaderboard.objstore import S3Location
 from leaderboard.periods import UTC, PeriodError, parse_period_key
 
 SYMBOLS = {"materialized": "✔", "stale": "↻", "failed": "✖", "running": "…", "missing": "·"}
@@ -144,9 +145,9 @@ def runs_frame(runs: Sequence[RunRow], dagster_url: str) -> pl.DataFrame:
     )
 
 
-def under(frame: pl.DataFrame, column: str, folder: Path) -> pl.DataFrame:
-    """Paths in `column` shown relative to `folder` where they lie under it (shorter to read)."""
-    prefix = str(folder.resolve()).rstrip("/") + "/"
+def under(frame: pl.DataFrame, column: str, folder: Path | S3Location) -> pl.DataFrame:
+    """Paths in `column` shown relative to `folder` (or bucket) where they lie under it (shorter to read)."""
+    prefix = (folder.url() if isinstance(folder, S3Location) else str(folder.resolve())).rstrip("/") + "/"
     return frame.with_columns(pl.col(column).str.strip_prefix(prefix))
 
 

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from leaderboard.objstore import S3Location, check_bucket, is_s3, parse_s3_url
+
 DEFAULT_BOARDS_FILE = Path(__file__).with_name("boards.yaml")
 
 
@@ -49,7 +51,9 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True, arbitrary_types_allowed=True
+    )
 
     PORT: int = Field(3000, ge=1, le=65535)
     DATABASE_URL: str | None = None  # postgresql://user:pass@host:5432/db?sslmode=require (passed as is)
@@ -78,8 +82,9 @@ class Settings(BaseSettings):
     DAILY_CLOSE_MINUTE: int = Field(15, ge=0, le=59)  # minutes after local midnight that yesterday is finalized
     LANDING_SENSOR_INTERVAL_SECONDS: int = Field(30, ge=1, le=3600)
     AUTOMATION_INTERVAL_SECONDS: int = Field(30, ge=1, le=3600)  # how often weekly/monthly/all-time follow days
-    LEADERBOARD_LANDING_DIR: Path = Path("data/landing")
-    LEADERBOARD_LAKE_DIR: Path = Path("data/lake")
+    # a folder, or s3://bucket/prefix (docs/contracts.md#object-storage)
+    LEADERBOARD_LANDING_DIR: Path | S3Location = Path("data/landing")
+    LEADERBOARD_LAKE_DIR: Path | S3Location = Path("data/lake")
     LEADERBOARD_BOARDS: Path = DEFAULT_BOARDS_FILE
     LEADERBOARD_TIMEZONE: str | None = None
     DAGSTER_HOME: Path = Path("data/dagster")
@@ -114,6 +119,15 @@ class Settings(BaseSettings):
                 "must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) "
                 "or be whole hours dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
             )
+        return value
+
+    @field_validator("LEADERBOARD_LANDING_DIR", "LEADERBOARD_LAKE_DIR", mode="before")
+    @classmethod
+    def _folder_or_bucket(cls, value: object) -> object:
+        if isinstance(value, str) and (is_s3(value) or value.lower().startswith("s3:")):
+            location = parse_s3_url(value)
+            check_bucket(location)  # a missing or unreachable bucket stops the process here, named
+            return location
         return value
 
     @field_validator("LEADERBOARD_TIMEZONE")

@@ -191,7 +191,7 @@ def build_assets(
         published: list[str | None] = []  # and its partition key
         verdicts: list[tuple[str, Verdict]] = []
         for partition, period in periods:
-            if not any(lake.lake.day_file("daily_scores", d).is_file() for d in period.days()):
+            if not any(lake.lake.has(lake.lake.day_file("daily_scores", d)) for d in period.days()):
                 # Asked for as the period after a changed one, before any of its own days ran:
                 # standings of no day would read as "nobody scored", so there is nothing to publish.
                 context.log.info(f"{period.type} {period.key}: none of its days has daily_scores yet, not published")

@@ -15,9 +15,11 @@ from collections import defaultdict
 import dagster as dg
 
 from leaderboard.boards import BoardSet
+from leaderboard.objstore import S3Location
+from leaderboard.periods import period_of
 from leaderboard.settings import Settings
 from pipelines.jobs import DAILY_JOB
-from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan
+from pipelines.landing_watch import LandedChange, WatchCursor, local_days, scan, scan_bucket
 from pipelines.resources import LakeResource, StoresResource
 
 TRIGGER_TAG = "leaderboard/trigger"
@@ -71,8 +73,8 @@ def _digest(parts: list[str]) -> str:
 
 
 def _newer_than_ingest(lake: LakeResource, day: dt.date, found: list[LandedChange]) -> bool:
-    clean = lake.lake.day_file("clean_events", day)
-    return not clean.is_file() or max(c.changed_ns for c in found) >= clean.stat().st_mtime_ns
+    written = lake.lake.modified(lake.lake.day_file("clean_events", day))
+    return written is None or max(c.changed_ns for c in found) >= written.timestamp() * 1e9
 
 
 def build_automation(
@@ -122,7 +124,12 @@ def build_automation(
         description="A run for each local day that new or changed landing files belong to (late files too).",
     )
     def landing_files(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-        changes, cursor = scan(lake.landing, WatchCursor.from_json(context.cursor))
+        landing, previous = lake.landing, WatchCursor.from_json(context.cursor)
+        if isinstance(landing, S3Location):
+            first = period_of("daily", boards.start_date).bounds(tz)[0].astimezone(dt.UTC)
+            changes, cursor = scan_bucket(landing, previous, first.replace(minute=0, second=0, microsecond=0))
+        else:
+            changes, cursor = scan(landing, previous)
         today = _today()
         by_day: dict[dt.date, list[LandedChange]] = defaultdict(list)
         for change in changes:

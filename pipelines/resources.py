@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import dagster as dg
 
+from leaderboard.objstore import Location, location_of, location_text
 from leaderboard.settings import Settings, redis_url_of
 from leaderboard.stores import Stores
 from leaderboard.stores.lake import Lake
@@ -33,17 +33,17 @@ class LakeResource(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeResource:
         return cls(
-            landing_dir=str(settings.LEADERBOARD_LANDING_DIR.resolve()),
-            lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
+            landing_dir=location_text(settings.LEADERBOARD_LANDING_DIR),
+            lake_dir=location_text(settings.LEADERBOARD_LAKE_DIR),
         )
 
     @property
-    def landing(self) -> Path:
-        return Path(self.landing_dir)
+    def landing(self) -> Location:
+        return location_of(self.landing_dir)
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.lake_dir))
+        return Lake(location_of(self.lake_dir))
 
 
 class StoresResource(dg.ConfigurableResource):
@@ -74,7 +74,7 @@ class StoresResource(dg.ConfigurableResource):
             redis_host = settings.REDIS_HOST
             redis_password = env_var("REDIS_PASSWORD", settings.REDIS_PASSWORD)
         return cls(
-            lake_dir=str(settings.LEADERBOARD_LAKE_DIR.resolve()),
+            lake_dir=location_text(settings.LEADERBOARD_LAKE_DIR),
             database_url=env_var("DATABASE_URL", settings.DATABASE_URL),
             redis_url=redis_url,
             redis_host=redis_host,
@@ -92,7 +92,7 @@ class StoresResource(dg.ConfigurableResource):
     @property
     def stores(self) -> Stores:
         return Stores(
-            Lake(Path(self.lake_dir)),
+            Lake(location_of(self.lake_dir)),
             self.database_url,
             self.redis_connection_url,
             self.key_prefix,

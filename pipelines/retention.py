@@ -43,6 +43,7 @@ class RetentionPlan:
     snapshots: list[Path] = field(default_factory=list)
     clean_event_files: list[Path] = field(default_factory=list)
     abandoned_workdirs: list[Path] = field(default_factory=list)
+    lake: Lake | None = None  # where the files are removed from (a bucket's objects too)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -60,7 +61,7 @@ def plan(
     lake: Lake, boards: BoardSet, now: dt.datetime, retention_days: int, conn: psycopg.Connection | None = None
 ) -> RetentionPlan:
     """What retention would remove at `now` (passed in, so tests and dry runs are exact)."""
-    result = RetentionPlan(cutoff=now - dt.timedelta(days=retention_days))
+    result = RetentionPlan(cutoff=now - dt.timedelta(days=retention_days), lake=lake)
     cutoff = result.cutoff
     expired: dict[tuple[str, str, str], ExpiredPeriod] = {}
     # lake snapshots: their end follows from the key
@@ -103,6 +104,9 @@ def apply(
     if client is not None and keys is not None and p.periods:
         forget(client, keys, [(e.board_id, e.period_type, e.period_key) for e in p.periods], p.cutoff)
     for path in [*p.snapshots, *p.clean_event_files]:
-        path.unlink(missing_ok=True)
+        if p.lake is not None:
+            p.lake.remove(path)  # in a bucket, its object (a snapshot: pointer, then objects)
+        else:
+            path.unlink(missing_ok=True)
     for folder in p.abandoned_workdirs:
         shutil.rmtree(folder, ignore_errors=True)

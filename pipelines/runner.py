@@ -98,7 +98,7 @@ def plan_runs(boards: BoardSet, first: dt.date, last: dt.date, today: dt.date, l
 
 
 def _published(lake: Lake, boards: BoardSet, period: Period) -> bool:
-    return any(lake.snapshot(b.id, period.type, period.key).exists() for b in boards.with_period(period.type))
+    return any(lake.has_snapshot(b.id, period.type, period.key) for b in boards.with_period(period.type))
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:

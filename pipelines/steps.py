@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -18,6 +17,7 @@ from leaderboard import faults
 from leaderboard.boards import SEASON, BoardSet, display_limit, value_ranges
 from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, read_day
+from leaderboard.objstore import Location
 from leaderboard.periods import UTC, Period, local_midnight, period_of, status_at
 from leaderboard.ranking import (
     SCORES_SCHEMA,
@@ -31,7 +31,7 @@ from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
-from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
+from leaderboard.stores.lake import Lake, drop_temp_files
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
 from pipelines import checks
@@ -64,7 +64,7 @@ class QuarantineRateExceeded(RuntimeError):
 
 
 def ingest_day(
-    landing: Path,
+    landing: Location,
     lake: Lake,
     boards: BoardSet,
     day: dt.date,
@@ -109,7 +109,7 @@ def ingest_day(
         faults.pause("ingest", str(day))
         if verdict.passed:
             lake.install(staged_clean, lake.day_file("clean_events", day))
-    write_atomic(landed.quarantine, lake.day_file("quarantine", day))
+    lake.write_parquet(landed.quarantine, lake.day_file("quarantine", day))
     (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
     if not verdict.passed:
         raise QuarantineRateExceeded(stats, verdict)
@@ -118,15 +118,15 @@ def ingest_day(
 
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     """`daily_scores` of one day from its clean events."""
-    events = pl.scan_parquet(lake.day_file("clean_events", day))
+    events = pl.scan_parquet(lake.pull(lake.day_file("clean_events", day)))
     scores = score_events(events, boards.boards).collect()
-    write_atomic(scores, lake.day_file("daily_scores", day))
+    lake.write_parquet(scores, lake.day_file("daily_scores", day))
     return scores
 
 
 def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame:
     """Rolled-up scores over the given days that have `daily_scores` (missing days add nothing)."""
-    files = [p for p in (lake.day_file("daily_scores", d) for d in days) if p.is_file()]
+    files = [p for p in (lake.pull(lake.day_file("daily_scores", d)) for d in days) if p.is_file()]
     if not files:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     # Days scored before names and metadata existed lack their columns: read as nulls.
@@ -150,9 +150,9 @@ def season_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.LazyFrame:
         if start <= local_midnight(day, boards.tz) and local_midnight(day + dt.timedelta(days=1), boards.tz) <= end:
             whole.append(day)
             continue
-        clean = lake.day_file("clean_events", day)
+        clean = lake.pull(lake.day_file("clean_events", day))
         if not clean.is_file():
-            if lake.day_file("daily_scores", day).is_file():
+            if lake.pull(lake.day_file("daily_scores", day)).is_file():
                 raise SeasonWindowError(
                     f"season {period.key}: the clean events of {day} are gone (retention), so its part of the "
                     f"season ({start.isoformat()} to {end.isoformat()}) cannot be counted exactly; restore "
@@ -161,7 +161,7 @@ def season_scores(lake: Lake, boards: BoardSet, period: Period) -> pl.LazyFrame:
             continue  # no events that day yet
         at = pl.col("occurred_at")
         parts.append(score_events(pl.scan_parquet(clean).filter((at >= start) & (at < end)), selected))
-    files = [p for p in (lake.day_file("daily_scores", d) for d in whole) if p.is_file()]
+    files = [p for p in (lake.pull(lake.day_file("daily_scores", d)) for d in whole) if p.is_file()]
     if files:
         # Days scored before names and metadata existed lack their columns: read as nulls.
         parts.append(pl.scan_parquet(files, schema=SCORES_SCHEMA, missing_columns="insert"))  # type: ignore[arg-type]
@@ -212,7 +212,7 @@ def expected_users(
     less the `excluded`."""
     selected = boards.with_period(period.type)
     clean = lake.day_file("clean_events", period.start)
-    if period.type == "daily" and clean.is_file():
+    if period.type == "daily" and lake.pull(clean).is_file():
         users = checks.counted_users(pl.scan_parquet(clean), selected)
     else:
         users = checks.eligible_users(scores, selected)
@@ -319,7 +319,6 @@ def _publish_period(
             for header, snapshot in published:
                 board = boards.get(header["board_id"])
                 assert board is not None
-                path = lake.snapshot(board.id, period.type, period.key)
                 if client is not None:
                     if locked:
                         cache.drop_staging(client, stores.keys, board.id, period.type, period.key)
@@ -329,8 +328,8 @@ def _publish_period(
                     others = listed.get(board.id, {})
                     cache.publish(client, stores.keys, board.id, period.type, period.key, body, users, current, others)
                 if locked:
-                    drop_temp_files(path)
-                write_atomic(snapshot, path, header)
+                    drop_temp_files(lake.snapshot(board.id, period.type, period.key))
+                lake.publish_snapshot(snapshot, board.id, period.type, period.key, header)
 
         if stores.database_url:
             # Redis and the lake under Postgres's lock on the period: a second publish of it waits

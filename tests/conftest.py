@@ -130,3 +130,42 @@ def redis_prefix() -> Iterator[str]:
     """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
     with scratch_redis_prefix() as prefix:
         yield prefix
+
+
+S3_PORT = int(os.environ.get("S3_PORT", "9020"))  # scripts/services starts moto's S3 server here
+
+
+@contextmanager
+def scratch_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket on the local S3 server, with the AWS_* variables pointing at it; emptied
+    and removed afterwards."""
+    import boto3
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT", "AWS_ALLOW_HTTP"):
+        monkeypatch.delenv(name, raising=False)
+    name = f"lbtest-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket for one test (see `scratch_bucket`)."""
+    with scratch_bucket(monkeypatch) as name:
+        yield name

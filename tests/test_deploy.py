@@ -223,15 +223,23 @@ def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
 
 
+def kafka_overlay() -> dict:
+    """deploy/compose/kafka.yaml, laid over compose.yaml: Kafka, the S3 sink, MinIO, and the
+    pipeline pointed at the sink's bucket."""
+    return yaml.safe_load((DEPLOY / "compose" / "kafka.yaml").read_text())
+
+
 def our_services() -> dict[str, dict]:
     return {n: s for n, s in compose()["services"].items() if "build" in s and s["build"]["context"] == "../.."}
 
 
 def test_compose_validates_against_the_compose_spec():
+    files = [str(DEPLOY / "compose" / name) for name in ("compose.yaml", "kafka.yaml")]
     res = subprocess.run(
-        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose" / "compose.yaml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *files],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -247,9 +255,22 @@ def test_compose_stack_shape():
     assert migrate["restart"] == "no" and migrate["command"] == ["migrate"]
     for name in ("code-server", "api"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
-    kafka = {n for n, s in services.items() if "kafka" in s.get("profiles", [])}
-    assert {"kafka", "kafka-connect", "landing-sync"} <= kafka
-    assert all(not s.get("profiles") for n, s in services.items() if n not in kafka)
+    assert all(not s.get("profiles") for s in services.values())
+    # kafka.yaml adds the sink's path; the pipeline reads MinIO in place (no copy into a volume)
+    overlay = kafka_overlay()["services"]
+    assert {"kafka", "kafka-connect", "minio", "minio-init"} <= set(overlay)
+    for name, svc in overlay.items():
+        if name in services:  # only pointed at the bucket, after the bucket exists
+            assert set(svc) == {"environment", "depends_on"}, name
+            assert svc["environment"]["LEADERBOARD_LANDING_DIR"] == "s3://landing", name
+            assert svc["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000", name
+            assert svc["depends_on"] == {"minio-init": {"condition": "service_completed_successfully"}}, name
+        else:
+            assert svc["logging"]["options"] == {"max-size": "10m", "max-file": "3"}, name
+            assert svc["deploy"]["resources"]["limits"], name
+    assert {"code-server", "daemon"} <= set(overlay)  # the runs and the landing sensor
+    assert "s3/landing" in overlay["minio-init"]["command"][0]
+    assert connector()["s3.bucket.name"] == "landing"
     # the commands name roles of the entrypoint and the gRPC workspace file
     for name, svc in our_services().items():
         assert svc["command"][0] in {"migrate", "code-server", "webserver", "daemon", "api", "dashboard"}, name
@@ -258,7 +279,7 @@ def test_compose_stack_shape():
 
 
 def test_compose_secrets_come_from_dot_env():
-    text = (DEPLOY / "compose" / "compose.yaml").read_text()
+    text = (DEPLOY / "compose" / "compose.yaml").read_text() + (DEPLOY / "compose" / "kafka.yaml").read_text()
     example = (DEPLOY / "compose" / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z_]+)=", example, re.M))
     referenced = set(re.findall(r"\$\{([A-Z_]+)", text))
@@ -298,9 +319,13 @@ def test_every_environment_variable_is_a_setting():
 
 def test_configured_values_are_valid_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The values themselves pass the settings' validation (a bad one would stop every pod)."""
+    import leaderboard.settings
+
     monkeypatch.chdir(tmp_path)
     for key in SETTINGS:
         monkeypatch.delenv(key, raising=False)
+    buckets: list[str] = []  # the real buckets are not reachable from here: their URLs must parse
+    monkeypatch.setattr(leaderboard.settings, "check_bucket", lambda location: buckets.append(location.url()))
     data = yaml_docs(K8S / "base" / "configmap.yaml")[0]["data"]
     secret = yaml_docs(K8S / "secret.example.yaml")[0]["stringData"]
     for overlay in OVERLAYS:
@@ -309,6 +334,7 @@ def test_configured_values_are_valid_settings(tmp_path: Path, monkeypatch: pytes
     load_settings(**{**data, **secret})
     env = compose_env_for("api")
     load_settings(**{k: v for k, v in env.items() if "${" not in v})
+    assert {data["LEADERBOARD_LANDING_DIR"], data["LEADERBOARD_LAKE_DIR"]} <= set(buckets)
 
 
 def compose_env_for(service: str) -> dict[str, str]:
@@ -620,7 +646,9 @@ def test_stale_alert_waits_three_refresh_intervals_of_the_configmap(target: str)
     assert _number(expr.rhs) == 3 * minutes * 60
     # the Helm chart's Dagster processes read the same ConfigMap, and set no interval of their own
     (dep,) = helm()["dagster-user-deployments"]["deployments"]
-    assert {m["name"] for m in dep["envConfigMaps"]} == {config_map["metadata"]["name"]}
+    assert config_map["metadata"]["name"] in {m["name"] for m in dep["envConfigMaps"]}
+    (storage,) = yaml_docs(DEPLOY / "helm" / "data.yaml")  # the other: the object store client's only
+    assert "REFRESH_INTERVAL_MINUTES" not in storage["data"]
     assert "REFRESH_INTERVAL_MINUTES" not in {e["name"] for e in dep.get("env", [])}
 
 
@@ -642,15 +670,20 @@ def test_helm_values_run_our_image_with_the_kubernetes_run_launcher():
     }  # fmt: skip
     assert dep["includeConfigInLaunchedRuns"]["enabled"] is True
     assert {e["name"] for e in dep["envSecrets"]} == {"leaderboard-secrets"}
-    assert {e["name"] for e in dep["envConfigMaps"]} == {"leaderboard-config"}
     # Kubernetes objects inside the values
     for vol in dep["volumes"]:
         validate_k8s_object(vol, "io.k8s.api.core.v1.Volume")
     for mount in dep["volumeMounts"]:
         validate_k8s_object(mount, "io.k8s.api.core.v1.VolumeMount")
-    mounted = {m["mountPath"] for m in dep["volumeMounts"]}
-    env = {e["name"]: e["value"] for e in dep["env"]}
-    assert {env["LEADERBOARD_LANDING_DIR"], env["LEADERBOARD_LAKE_DIR"]} <= mounted
+    # No shared volume: run pods get the deployment's volumes, so none may be a claim; landing and
+    # lake are buckets named in the ConfigMap every pod loads.
+    assert all("persistentVolumeClaim" not in v for v in dep["volumes"]) and "env" not in dep
+    assert [m["mountPath"] for m in dep["volumeMounts"]] == ["/tmp"]
+    assert {e["name"] for e in dep["envConfigMaps"]} == {"leaderboard-config", "leaderboard-storage"}
+    config = yaml_docs(K8S / "base" / "configmap.yaml")[0]["data"]
+    assert config["LEADERBOARD_LANDING_DIR"].startswith("s3://") and config["LEADERBOARD_LAKE_DIR"].startswith("s3://")
+    (storage,) = yaml_docs(DEPLOY / "helm" / "data.yaml")
+    assert storage["kind"] == "ConfigMap" and all(k.startswith("AWS_") for k in storage["data"])
     validate_k8s_object(dep["podSecurityContext"], "io.k8s.api.core.v1.PodSecurityContext")
     validate_k8s_object(dep["securityContext"], "io.k8s.api.core.v1.SecurityContext")
     assert dep["podSecurityContext"]["runAsUser"] == 1001
@@ -743,7 +776,7 @@ def test_kafka_connect_sink_writes_the_layout_the_reader_expects(tmp_path: Path)
 
     record = event("e1", "alice", at.isoformat().replace("+00:00", "Z"), 5)
     landed.write_bytes(gzip.compress((json.dumps(record) + "\n").encode()))
-    # rclone's partial copy of the next object, <name>.<8 random>.tmp, is invisible to both readers
+    # a copy in progress by another tool, <name>.<8 random>.tmp, is invisible to both readers
     (landed.parent / f"{topic}+2+{str(2000).zfill(10)}.{ext}.Ab3dEf9h.tmp").write_bytes(b"partial")
 
     files, skipped = list_files(tmp_path, hour, hour + dt.timedelta(hours=1))
@@ -760,11 +793,19 @@ def test_connect_worker_and_compose_use_the_connector_file():
         if line.strip() and not line.startswith("#")
     )
     assert worker["value.converter"] == connector()["value.converter"]
-    svc = compose()["services"]["kafka-connect"]
+    svc = kafka_overlay()["services"]["kafka-connect"]
     assert svc["command"][0] == "connect-standalone"
     mounted = {v.split(":")[0] for v in svc["volumes"]}
     assert {"../kafka-connect/worker.properties", "../kafka-connect/landing-s3-sink.properties"} <= mounted
     assert f"/connectors/{connector()['name']}/status" in " ".join(svc["healthcheck"]["test"])
+
+
+def test_no_copy_loop_and_no_shared_claim_remain_in_deploy():
+    """The pipeline reads the sink's bucket itself: no rclone loop, no ReadWriteMany volume."""
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace").lower()
+            assert "rclone" not in text and "readwritemany" not in text and "landing-sync" not in text, path
 
 
 # ---------------------------------------------------------------- runbook ------------------------

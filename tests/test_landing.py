@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from leaderboard import objstore
 from leaderboard.landing import (
     CLEAN_SCHEMA,
     LandedFile,
@@ -24,12 +25,14 @@ from leaderboard.landing import (
     contract,
     dedupe,
     hour_folder,
+    hour_rel,
     lines,
     list_files,
     read,
     read_day,
     sources,
 )
+from leaderboard.objstore import S3Location
 from leaderboard.periods import period_of
 from leaderboard.stores.lake import Lake
 from pipelines.steps import ingest_day
@@ -49,10 +52,50 @@ def ordered(request, monkeypatch) -> bool:
     return request.param == "ordered"
 
 
+_BUCKET: list[str] = []  # the test's bucket when it reads from object storage
+
+
+@pytest.fixture(autouse=True, params=["files", "s3"])
+def where(request, monkeypatch) -> str:
+    """Each test also reads its landed files from a bucket (uploaded as the sink would put
+    them): the same files, quarantine rows, skipped names and events as from local files."""
+    if request.param == "s3":
+        monkeypatch.setattr(f"{__name__}._BUCKET", [request.getfixturevalue("s3_bucket")])
+    return request.param
+
+
+def _upload(landing: Path, bucket: str) -> S3Location:
+    """The landing folder's topics/ as objects under s3://bucket/landing (the sink's keys)."""
+    location = S3Location(bucket, "landing")
+    store = objstore.store_of(location)
+    for path in sorted((landing / "topics").rglob("*")) if (landing / "topics").is_dir() else []:
+        if path.is_file():
+            objstore.put_bytes(store, location.key(path.relative_to(landing).as_posix()), path.read_bytes())
+    if not (landing / "topics").is_dir():
+        objstore.put_bytes(store, location.key("elsewhere/x"), b"")  # a bucket with no topics/ prefix
+    return location
+
+
 def _read(landing: Path, day: dt.date = DAY, tz: str = "UTC") -> SimpleNamespace:
     start, end = period_of("daily", day).bounds(ZoneInfo(tz))
-    r = read_day(landing, start, end, landing / ".work")
-    return SimpleNamespace(files=r.files, skipped=r.skipped, events=r.events.collect(), quarantine=r.quarantine)
+    if not _BUCKET:
+        r = read_day(landing, start, end, landing / ".work")
+        return SimpleNamespace(files=r.files, skipped=r.skipped, events=r.events.collect(), quarantine=r.quarantine)
+    location = _upload(landing, _BUCKET[0])
+    try:
+        r = read_day(location, start, end, landing / ".work-s3")
+    except LandingError as exc:
+        raise LandingError(str(exc).replace(location.url(), str(landing))) from exc
+    # Named by their objects' URLs: mapped back to the local paths the assertions expect.
+    assert all(f.startswith(location.url("topics/")) for f in r.quarantine["file"])
+    assert all(s.startswith(location.url("topics/")) for s in r.skipped)
+    back = pl.col("file").str.replace(location.url(), str(landing), literal=True)
+    return SimpleNamespace(
+        files=r.files,
+        skipped=[s.replace(location.url(), str(landing)) for s in r.skipped],
+        events=r.events.collect(),
+        quarantine=r.quarantine.with_columns(back),
+    )
 
 
 BAD = [
@@ -326,12 +369,14 @@ def test_ingest_day_keeps_the_conservation_law_and_writes_the_lake(tmp_path, boa
             event("b", "u2", "2026-11-26T10:30:00Z", 1),
         ],
     )
-    stats = ingest_day(landing, lake, boards, DAY, "run-1")
+    stats = ingest_day(_upload(landing, _BUCKET[0]) if _BUCKET else landing, lake, boards, DAY, "run-1")
     assert (stats.read, stats.counted, stats.duplicates, stats.conflicts, stats.quarantined) == (5, 2, 2, 1, 1)
     assert stats.read == stats.counted + stats.duplicates + stats.quarantined
     assert pl.read_parquet(lake.day_file("clean_events", DAY)).height == 2
     q = pl.read_parquet(lake.day_file("quarantine", DAY))
     assert q.select("line", "reason").rows() == [(4, "bad JSON")]
+    where = f"s3://{_BUCKET[0]}/landing" if _BUCKET else str(landing)
+    assert q["file"].to_list() == [f"{where}/{hour_rel('game', H10)}/game+0+0.json"]
     assert pl.read_parquet(lake.day_file("ingest_stats", DAY))["run_id"].to_list() == ["run-1"]
 
 
@@ -700,7 +745,7 @@ def test_a_parquet_time_of_day_with_a_zone_is_refused_not_fatal(tmp_path):
 
 
 def test_a_missing_landing_zone_is_an_error_not_an_empty_day(tmp_path):
-    with pytest.raises(LandingError, match=r"LEADERBOARD_LANDING_DIR=.*no topics/ folder"):
+    with pytest.raises(LandingError, match=r"LEADERBOARD_LANDING_DIR=.*no topics/ (folder|prefix)"):
         _read(tmp_path / "nowhere")
 
 

@@ -8,7 +8,7 @@ same layout and rules. One concern per module: `layout`, `lines`, `contract`, `s
 
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA
 from leaderboard.landing.dedupe import Deduped, dedupe
-from leaderboard.landing.layout import FILE_NAME, LandedFile, LandingError, hour_folder, list_files
+from leaderboard.landing.layout import FILE_NAME, LandedFile, LandingError, hour_folder, hour_rel, list_files
 from leaderboard.landing.read import DayRead, read_day
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "LandingError",
     "dedupe",
     "hour_folder",
+    "hour_rel",
     "list_files",
     "read_day",
 ]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from leaderboard import objstore
+from leaderboard.objstore import S3Location
 from leaderboard.periods import utc_hours
 
 # <topic>+<partition>+<offset>.<ext>; the S3 sink may put the codec before .parquet (.snappy.parquet)
@@ -43,7 +46,17 @@ class LandedFile:
 
 
 def hour_folder(landing: Path, topic: str, hour: dt.datetime) -> Path:
-    return landing / "topics" / topic / f"year={hour:%Y}" / f"month={hour:%m}" / f"day={hour:%d}" / f"hour={hour:%H}"
+    return landing / hour_rel(topic, hour)
+
+
+def hour_rel(topic: str, hour: dt.datetime) -> str:
+    """An hour folder relative to the landing zone, `/`-separated (also an object key prefix)."""
+    return f"topics/{topic}/year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}"
+
+
+def _ignored(name: str) -> bool:
+    """A file being written (a leading `.` or a `.tmp` suffix): not listed, not counted."""
+    return name.startswith(".") or name.endswith(".tmp")
 
 
 def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[list[LandedFile], list[str]]:
@@ -65,7 +78,7 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
                 continue
             for path in sorted(folder.iterdir()):
                 name = path.name
-                if name.startswith(".") or name.endswith(".tmp") or not path.is_file():
+                if _ignored(name) or not path.is_file():
                     continue
                 m = FILE_NAME.match(name)
                 if not m:
@@ -78,3 +91,37 @@ def list_files(landing: Path, start: dt.datetime, end: dt.datetime) -> tuple[lis
                 files.append(LandedFile(path, topic_dir.name, int(m["partition"]), int(m["offset"]), fmt, hour, size))
     files.sort(key=lambda f: (f.order, f.path.name))
     return files, skipped
+
+
+def fetch_hours(
+    landing: S3Location, start: dt.datetime, end: dt.datetime, into: Path
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Download the landing objects of the UTC hour folders overlapping [start, end) into the
+    same layout under `into`, so the local reader reads them as it reads files.
+
+    Returns the (local path, object URL) of each download and the skipped names (as
+    `list_files` reports them, with the object's URL). An object is listed only once its upload
+    is complete, so none is half written; names the sink does not write are skipped the same way.
+    """
+    store = objstore.store_of(landing)
+    topics, _ = objstore.list_children(store, landing.key("topics"))
+    if not topics:
+        raise LandingError(f"LEADERBOARD_LANDING_DIR={landing}: no topics/ prefix (is the sink writing there?)")
+    (into / "topics").mkdir(parents=True, exist_ok=True)
+    prefixes = [hour_rel(t, hour) for t in sorted(topics) if not t.startswith(".") for hour in utc_hours(start, end)]
+    with ThreadPoolExecutor(min(objstore.FETCH_THREADS, max(1, len(prefixes)))) as pool:
+        listed = list(pool.map(lambda rel: objstore.list_children(store, landing.key(rel))[1], prefixes))
+    pairs: list[tuple[str, Path]] = []
+    skipped: list[str] = []
+    for objects in listed:
+        for obj in objects:
+            rel = landing.rel(obj.key)
+            name = rel.rsplit("/", 1)[-1]
+            if _ignored(name):
+                continue
+            if not FILE_NAME.match(name):
+                skipped.append(f"{landing.url(rel)}: not <topic>+<partition>+<offset>.json|json.gz|parquet")
+            elif obj.size:
+                pairs.append((obj.key, into / rel))
+    objstore.download(store, pairs)
+    return [(str(path), landing.url(landing.rel(key))) for key, path in pairs], sorted(skipped)

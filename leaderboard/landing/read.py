@@ -27,7 +27,8 @@ from leaderboard.boards import ValueRange
 from leaderboard.landing import lines, sources
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
-from leaderboard.landing.layout import LandedFile, LandingError, list_files
+from leaderboard.landing.layout import LandedFile, LandingError, fetch_hours, list_files
+from leaderboard.objstore import Location, S3Location
 
 # Mean JSON file size from which DuckDB's rows are staged in scan order (see read_day)
 ORDERED_MIN_FILE_BYTES = 64 * 1024
@@ -46,7 +47,7 @@ class DayRead:
 
 
 def read_day(
-    landing: Path,
+    landing: Location,
     start: dt.datetime,
     end: dt.datetime,
     workdir: Path,
@@ -60,6 +61,8 @@ def read_day(
     staging files behind the returned lazy `events`; keep it until they are written. `ranges`:
     the boards' value ranges by event type (`boards.value_ranges`), a rule like the others.
     """
+    if isinstance(landing, S3Location):
+        return _read_bucket(landing, start, end, workdir, con, ranges)
     files, skipped = list_files(landing, start, end)
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
@@ -113,6 +116,33 @@ def read_day(
     refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
     quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
     return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+
+
+def _read_bucket(
+    landing: S3Location,
+    start: dt.datetime,
+    end: dt.datetime,
+    workdir: Path,
+    con: duckdb.DuckDBPyConnection | None,
+    ranges: Mapping[str, ValueRange] | None,
+) -> DayRead:
+    """The day's objects fetched into `workdir` in parallel, then read as local files: DuckDB
+    has no S3 reader here (its httpfs extension is a download at run time), and the line
+    numbering reads a refused file's bytes again. Quarantine and errors name the objects' URLs."""
+    local = workdir / "landing"
+    fetched, skipped = fetch_hours(landing, start, end, local)
+    urls = dict(fetched)
+
+    def named(text: str) -> str:
+        # every local path in a message or a row back to its object's URL
+        return text.replace(str(local / "topics"), landing.url("topics")) if urls else text
+
+    try:
+        day = read_day(local, start, end, workdir, con, ranges)
+    except LandingError as exc:
+        raise LandingError(named(str(exc))) from exc
+    quarantine = day.quarantine.with_columns(pl.col("file").replace(urls))
+    return DayRead(day.files, skipped + [named(s) for s in day.skipped], day.events, quarantine)
 
 
 def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception) -> str:

@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -68,7 +67,7 @@ class Stores:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Stores:
-        return cls(Lake(Path(s.LEADERBOARD_LAKE_DIR)), s.DATABASE_URL, s.redis_url, s.REDIS_KEY_PREFIX,
+        return cls(Lake(s.LEADERBOARD_LAKE_DIR), s.DATABASE_URL, s.redis_url, s.REDIS_KEY_PREFIX,
                    s.REDIS_MAX_CONNECTIONS)  # fmt: skip
 
     @property

@@ -18,7 +18,7 @@ import psycopg
 
 from leaderboard.stores import pgcopy
 from leaderboard.stores.errors import SchemaMissing, server_of
-from leaderboard.stores.lake import Lake, write_atomic
+from leaderboard.stores.lake import Lake
 from leaderboard.stores.postgres import connect
 
 CACHE_SCHEMA = {
@@ -127,10 +127,10 @@ class LakeIdentityCache:
 
     @property
     def path(self) -> Path:
-        return self.lake.root / "identity" / "cache.parquet"
+        return self.lake.folder / "identity" / "cache.parquet"
 
     def _all(self) -> pl.DataFrame:
-        if not self.path.is_file():
+        if not self.lake.pull(self.path).is_file():
             return pl.DataFrame(schema=CACHE_SCHEMA)
         return pl.read_parquet(self.path).select(list(CACHE_SCHEMA)).cast(CACHE_SCHEMA)  # type: ignore[arg-type]
 
@@ -141,7 +141,7 @@ class LakeIdentityCache:
         if rows.is_empty():
             return
         kept = self._all().join(rows.select("user_id"), on="user_id", how="anti")
-        write_atomic(pl.concat([kept, rows.select(list(CACHE_SCHEMA))]), self.path)
+        self.lake.write_parquet(pl.concat([kept, rows.select(list(CACHE_SCHEMA))]), self.path)
 
 
 def identity_cache(database_url: str | None, lake: Lake) -> IdentityCache:

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import anyio
 
+from leaderboard.objstore import ObjectStoreError, check_bucket
 from leaderboard.standings import Snapshot
 from leaderboard.stores.errors import StoreUnavailable
 from leaderboard.stores.lake import Lake, LakeStandings
@@ -33,15 +34,15 @@ class AsyncLake:
         return "lake"
 
     def _check(self) -> None:
-        if not self.lake.root.is_dir():
+        if self.lake.bucket is None and not self.lake.folder.is_dir():
             raise StoreUnavailable(f"LEADERBOARD_LAKE_DIR={self.lake.root} does not exist")
 
     async def _read(self, read: Callable[..., T], *args: object) -> T:
         self._check()
         try:
             return await anyio.to_thread.run_sync(read, *args)
-        except OSError as exc:
-            raise StoreUnavailable(f"lake read failed: {exc}") from exc
+        except (OSError, ObjectStoreError) as exc:  # a bucket out of reach is a store that is down
+            raise StoreUnavailable(f"lake read failed: {str(exc).splitlines()[0]}") from exc
 
     async def snapshot(
         self, board_id: str, period_type: str, key: str, top: int | None = None, after: int = 0
@@ -67,5 +68,7 @@ class AsyncLake:
         return await anyio.to_thread.run_sync(LakeBoardConfig(self.lake).load)
 
     async def ping(self) -> None:
-        if not self.lake.root.is_dir():
+        if self.lake.bucket is not None:
+            await anyio.to_thread.run_sync(check_bucket, self.lake.bucket, abandon_on_cancel=True)
+        elif not self.lake.folder.is_dir():
             raise FileNotFoundError(f"LEADERBOARD_LAKE_DIR={self.lake.root} does not exist")

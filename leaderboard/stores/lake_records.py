@@ -12,7 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from leaderboard.stores.lake import Lake, write_json_atomic
+from leaderboard.stores.lake import Lake
 from leaderboard.stores.protocols import Override
 
 
@@ -24,17 +24,17 @@ class LakeBoardConfig:
 
     @property
     def path(self) -> Path:
-        return self.lake.root / "config" / "boards.json"
+        return self.lake.folder / "config" / "boards.json"
 
     def load(self) -> dict[str, Override]:
-        if not self.path.is_file():
+        if not self.lake.pull(self.path).is_file():
             return {}
         return {b: Override(**v) for b, v in json.loads(self.path.read_text()).items()}
 
     def save(self, changes: dict[str, Override], by: str, reason: str = "") -> None:
         """Without Postgres there is no audit: only the file's latest state."""
         current = self.load() | changes
-        write_json_atomic(self.path, {b: asdict(o) for b, o in current.items()})
+        self.lake.write_json(self.path, {b: asdict(o) for b, o in current.items()})
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,15 @@ class LakeRefreshRequests:
 
     @property
     def folder(self) -> Path:
-        return self.lake.root / "config" / "refresh_requests"
+        return self.lake.folder / "config" / "refresh_requests"
 
     def _all(self) -> list[tuple[Path, dict]]:
-        return [(p, json.loads(p.read_text())) for p in self.folder.glob("*.json")] if self.folder.is_dir() else []
+        return [(p, json.loads(p.read_text())) for p in self.lake.json_files(self.folder)]
 
     def request(self, by: str) -> str:
         rid = uuid.uuid4().hex
         now = dt.datetime.now(dt.UTC).isoformat()
-        write_json_atomic(
+        self.lake.write_json(
             self.folder / f"{rid}.json", {"id": rid, "requested_by": by, "requested_at": now, "status": "pending"}
         )
         return rid
@@ -62,7 +62,7 @@ class LakeRefreshRequests:
         pending = [(p, r) for p, r in self._all() if r["status"] == "pending"]
         taken = sorted(pending, key=lambda p_r: p_r[1]["requested_at"])[:limit]
         for path, record in taken:
-            write_json_atomic(path, record | {"status": "running", "run_id": batch})
+            self.lake.write_json(path, record | {"status": "running", "run_id": batch})
         return [record["id"] for _, record in taken]
 
     def finish(self, batch: str, run_id: str, ok: bool) -> int:
@@ -70,9 +70,9 @@ class LakeRefreshRequests:
         status, new_id = ("done", run_id) if ok else ("failed", batch)
         ended = [(p, r) for p, r in self._all() if r["status"] in ("running", "failed") and r.get("run_id") == batch]
         for path, record in ended:
-            write_json_atomic(path, record | {"status": status, "done_at": now, "run_id": new_id})
+            self.lake.write_json(path, record | {"status": status, "done_at": now, "run_id": new_id})
         return len(ended)
 
     def status(self, request_id: str) -> str | None:
         path = self.folder / f"{request_id}.json"
-        return json.loads(path.read_text())["status"] if path.is_file() else None
+        return json.loads(path.read_text())["status"] if self.lake.pull(path).is_file() else None

@@ -238,6 +238,14 @@ def test_an_exclusion_drops_the_user_within_one_refresh_and_lifting_restores_the
         assert (made["subject"], made["board"], made["created_by"], made["in_force"]) == (
             "u1", "points", "ops@example.com", True)  # fmt: skip
         assert _daily(api) == [(1, "u1"), (2, "u2"), (3, "u3")]  # not before the refresh
+        refused = {
+            "nope": ({"subject": "u1", "board": "nope", "reason": "x"}, 400, "unknown board 'nope'"),
+            "blank": ({"subject": "u1", "reason": "  "}, 400, "Bad Request"),  # the body's schema: `extra` says where
+            "past": ({"subject": "u1", "reason": "x", "until": "2020-01-01T00:00:00Z"}, 409, "is not in the future"),
+        }
+        for body, status, detail in refused.values():
+            answer = api.post("/leaderboard/exclusions", headers=admin, json=body)
+            assert answer.status_code == status and detail in answer.json()["detail"], answer.text
         cursor = _refresh(defs, instance, resources, first.cursor)
         assert _daily(api) == [(1, "u2"), (2, "u3")]  # ranks closed up
         with psycopg.connect(settings.DATABASE_URL) as conn:

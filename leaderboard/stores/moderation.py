@@ -186,10 +186,13 @@ class PostgresModeration:
     def changes(self, after: int | None, since: dt.datetime, now: dt.datetime) -> Changes:
         """Exclusions added or lifted after audit id `after` (None: only learn the latest id), or
         whose `until` passed in (since, now]."""
-        with self.store.connection() as conn:
-            last = conn.execute(CHANGED).fetchone()[0] or 0  # type: ignore[index]
-            if after is None:
-                return Changes(last, 0, ())
-            rows = conn.execute(CHANGES, {"actions": list(EXCLUSION_ACTIONS), "after": after, "since": since,
-                                          "now": now}).fetchall()  # fmt: skip
+        try:
+            with self.store.connection() as conn:
+                last = conn.execute(CHANGED).fetchone()[0] or 0  # type: ignore[index]
+                if after is None:
+                    return Changes(last, 0, ())
+                rows = conn.execute(CHANGES, {"actions": list(EXCLUSION_ACTIONS), "after": after, "since": since,
+                                              "now": now}).fetchall()  # fmt: skip
+        except psycopg.errors.UndefinedTable as exc:
+            raise _missing(exc) from exc
         return Changes(max(last, after), len(rows), tuple(sorted({r[1] for r in rows}, key=lambda b: b or "")))

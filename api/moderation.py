@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Annotated
 
 import anyio
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post, route
+from litestar.enums import HttpMethod
 from litestar.params import Parameter
 from litestar.plugins.problem_details import ProblemDetailsException
 
@@ -59,6 +61,12 @@ class ModerationController(Controller):
     guards = (requires_admin,)
     security = (BEARER,)
 
+    @route("/exclusions", http_method=HttpMethod.OPTIONS, include_in_schema=False)
+    async def allowed_methods(self) -> Response[None]:
+        """Litestar's automatic answer here would list only the methods of the path's first
+        handler. Handlers register in name order: this one must sort before `exclude`."""
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
     @post("/exclusions", status_code=201, responses=problems(400, 401, 403, 409, 429, 503))
     async def exclude(self, reader: Reader, stores: StoresDep, caller: Caller, data: ExclusionRequest) -> ExclusionBody:
         """Exclude a user (or group) from a board, or from every board (`board` null), optionally
@@ -83,13 +91,17 @@ class ModerationController(Controller):
         found = await anyio.to_thread.run_sync(lambda: store.listed(now, in_force, limit))
         return [_body(e, now) for e in found]
 
-    @post("/exclusions/{exclusion_id:int}/lift", status_code=200, responses=problems(400, 401, 403, 404, 409, 429, 503))
-    async def lift(self, stores: StoresDep, caller: Caller, exclusion_id: int, data: LiftRequest) -> ExclusionBody:
+    # The id is a string to the router: a path that is not a number is a 404 after the guard (401
+    # or 403 first), not a route that does not exist.
+    @post("/exclusions/{exclusion_id:str}/lift", status_code=200, responses=problems(400, 401, 403, 404, 409, 429, 503))
+    async def lift(self, stores: StoresDep, caller: Caller, exclusion_id: str, data: LiftRequest) -> ExclusionBody:
         """Lift an exclusion in force: the subject is ranked again from the next refresh."""
         store = _store(stores)
+        if not re.fullmatch(r"[0-9]{1,19}", exclusion_id):
+            raise ProblemDetailsException(status_code=404, detail=f"no exclusion {exclusion_id[:40]!r}")
         now = dt.datetime.now(UTC)
         try:
-            done = await anyio.to_thread.run_sync(lambda: store.lift(exclusion_id, caller.sub, data.reason, now))
+            done = await anyio.to_thread.run_sync(lambda: store.lift(int(exclusion_id), caller.sub, data.reason, now))
         except ModerationError as exc:
             raise _failed(exc) from None
         return _body(done, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, Operation, Schema
+from litestar.openapi.spec import Components, OpenAPIType, Operation, Schema
 
 from api.guards import BEARER_SCHEME, SCHEME_NAME
 from leaderboard.boards import BoardSet
@@ -50,3 +50,8 @@ def document_boards(app: Litestar, boards: BoardSet) -> None:
         patch = patches.additional_properties
         patches.properties = dict.fromkeys(ids, patch)  # type: ignore[arg-type]
         patches.additional_properties = False
+    exclusion = (app.openapi_schema.components.schemas or {}).get("ExclusionRequest")
+    board = exclusion.properties.get("board") if exclusion is not None and exclusion.properties else None
+    for option in (board.one_of or []) if isinstance(board, Schema) else []:
+        if isinstance(option, Schema) and option.type == OpenAPIType.STRING:
+            option.enum = ids  # or null: every board

@@ -190,15 +190,19 @@ class SettlementState(msgspec.Struct):
     reopened_at: str | None
 
 
+# A reason says something: at least one character that is not white space.
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=r"\S", description="Why, kept in the audit")]
+
+
 class ExclusionRequest(msgspec.Struct, forbid_unknown_fields=True):
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="A user id, or a group id")]
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, description="Why, kept in the audit")]
+    reason: Reason
     board: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="null: every board")] | None = None
     until: Annotated[dt.datetime, msgspec.Meta(description="RFC 3339 with offset; null: until lifted")] | None = None
 
 
 class LiftRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, description="Why, kept in the audit")]
+    reason: Reason
 
 
 class ExclusionBody(msgspec.Struct):

@@ -238,6 +238,14 @@ def test_an_exclusion_drops_the_user_within_one_refresh_and_lifting_restores_the
         assert (made["subject"], made["board"], made["created_by"], made["in_force"]) == (
             "u1", "points", "ops@example.com", True)  # fmt: skip
         assert _daily(api) == [(1, "u1"), (2, "u2"), (3, "u3")]  # not before the refresh
+        refused = {
+            "nope": ({"subject": "u1", "board": "nope", "reason": "x"}, 400, "unknown board 'nope'"),
+            "blank": ({"subject": "u1", "reason": "  "}, 400, "Bad Request"),  # the body's schema: `extra` says where
+            "past": ({"subject": "u1", "reason": "x", "until": "2020-01-01T00:00:00Z"}, 409, "is not in the future"),
+        }
+        for body, status, detail in refused.values():
+            answer = api.post("/leaderboard/exclusions", headers=admin, json=body)
+            assert answer.status_code == status and detail in answer.json()["detail"], answer.text
         cursor = _refresh(defs, instance, resources, first.cursor)
         assert _daily(api) == [(1, "u2"), (2, "u3")]  # ranks closed up
         with psycopg.connect(settings.DATABASE_URL) as conn:
@@ -289,11 +297,21 @@ def test_an_exclusion_from_every_board_that_expires_is_republished_by_the_sensor
         assert not gone.in_force(now) and store.excluded(now).is_empty()
         held = store.exclude(None, "u3", "chargeback", "ops", now)
         assert store.excluded(now).rows() == [(None, "u3")]
+        automation = dg.evaluate_automation_conditions(defs, instance)
         _refresh(defs, instance, resources, cursor)
+
+        def all_time() -> set[str]:
+            with TestClient(create_app(settings)) as api:  # a new app: no page kept in its memory
+                return {e["user_id"] for e in api.get("/leaderboard/points/all_time").json()["entries"]}
+
         with TestClient(create_app(settings)) as api:
             assert _daily(api) == [(1, "u1"), (2, "u2")]
-            high = api.get("/leaderboard/points/all_time").json()
-        assert "u3" in {e["user_id"] for e in high["entries"]}  # all-time follows by automation, not this run
+        assert "u3" in all_time()  # not this run's: all-time, the week and the month follow it by automation
+        follow = dg.evaluate_automation_conditions(defs, instance, cursor=automation.cursor)
+        for asset in ("weekly_rankings", "monthly_rankings", "all_time_rankings"):
+            assert len(follow.get_requested_partitions(dg.AssetKey(asset))) >= 1, asset
+        assert defs.resolve_job_def("all_time_job").execute_in_process(instance=instance).success
+        assert all_time() == {"u1", "u2"}
         # an expiry alone is a change: a tick whose last one was before `until` asks for a run
         last = store.changes(None, now, now).last_audit_id
         before = json.dumps({"audit": last, "at": (now - dt.timedelta(minutes=2)).isoformat()})

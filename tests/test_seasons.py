@@ -82,6 +82,7 @@ def test_season_at_an_instant_or_a_date(tmp_path: Path):
     assert season_at(points, dt.date(2026, 3, 27), BERLIN).key == "winter"  # type: ignore[union-attr]  # at midnight
     assert season_at(points, dt.date(2026, 4, 2), BERLIN).key == "spring"  # type: ignore[union-attr]
     assert season_at(points, dt.date(2026, 4, 3), BERLIN) is None
+    assert season_at(points, dt.datetime(1, 1, 1), BERLIN) is None and season_at(points, dt.date.max, BERLIN) is None
     with pytest.raises(PeriodError, match="no season 'summer'; its seasons: winter, spring"):
         season_period(points, "summer", BERLIN)
 
@@ -319,7 +320,8 @@ def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_s
             ("/leaderboard/points/season?at=2026-03-27T17:59:59", 404, "no season of 'points' contains"),
             ("/leaderboard/points/season/summer", 404, "board 'points' has no season 'summer'; its seasons: spring"),
             ("/leaderboard/daily_only/season", 404, "board 'daily_only' has no season standings; it has daily"),
-            ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-03-29 or a date-time"),
+            ("/leaderboard/points/season?at=0001-01-01T00:00", 404, "no season of 'points' contains 0001-01-01T00:00"),
+            ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-11-26 (nor a date-time like 2026-11-26T12:00)"),
             ("/leaderboard/points/daily?at=2026-03-29T12:00", 400, "is not a date like 2026-11-26"),
             ("/leaderboard/points/daily/2026-13", 404, "no daily period has key '2026-13': bad daily period key"),
             ("/leaderboard/points/season/spring/results", 409,

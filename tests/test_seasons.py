@@ -333,6 +333,31 @@ def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_s
         assert day.status_code == 404 and "no published daily standings of 'points' for 2026-03-29" in day.text
 
 
+def _recompute_reopened(settings) -> None:
+    """What the daemon does after a reopening: `settle_periods` asks for a run of the season's
+    partition, and `season_job` runs it."""
+    import dagster as dg
+
+    from pipelines.definitions import build_defs
+    from pipelines.resources import StoresResource
+    from pipelines.settlement import SettlementResource
+
+    defs = build_defs(settings)
+    resources = {"stores": StoresResource.from_settings(settings), "settlement": SettlementResource()}
+    sensor = defs.get_repository_def().get_sensor_def("settle_periods")
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        [request] = result.run_requests or []
+        assert (request.job_name, request.partition_key) == ("season_job", "spring")
+        instance.add_dynamic_partitions("seasons", ["spring"])  # the season_rankings sensor's doing
+        run = defs.resolve_job_def(request.job_name).execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags
+        )
+        assert run.success
+
+
 def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stores):
     """closing -> settled (revision 1, a webhook body) -> a late file is recorded, not applied
     -> reopened with a reason -> republished -> settled again as revision 2."""
@@ -393,7 +418,7 @@ def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stor
         reopened = store.state("points", "season", "spring").reopened_at  # type: ignore[union-attr]
         assert reopened is not None
         assert api.get("/leaderboard/points/season/spring/results").status_code == 409
-        _rank_spring(boards, stores, reopened + dt.timedelta(minutes=1))
+        _recompute_reopened(get_settings())
         again = store.settle_due(reopened + dt.timedelta(minutes=61), grace, BERLIN, lambda board: 10)
         assert [(s.board_id, s.revision) for s in again] == [("points", 2)]
         second = api.get("/leaderboard/points/season/spring/results").json()

@@ -57,7 +57,7 @@ def parse_when(text: str) -> dt.date | dt.datetime:
             raise ValueError(text)
         return dt.datetime.fromisoformat(text)
     except ValueError:
-        raise PeriodError(f"{text!r} is not a date like 2026-03-29 or a date-time like 2026-03-29T12:00") from None
+        raise PeriodError(f"{text!r} is not a date like 2026-11-26 (nor a date-time like 2026-11-26T12:00)") from None
 
 
 @dataclass(frozen=True, order=True)
@@ -109,11 +109,14 @@ def season_at(board: Board, at: dt.datetime | dt.date, tz: ZoneInfo) -> Period |
     """The board's season containing instant `at` (a date-time without an offset is local); for
     a local date, the one containing its midnight, else the first that starts during that day."""
     periods = [season_period(board, s.id, tz) for s in board.seasons]
-    if isinstance(at, dt.datetime):
-        if at.tzinfo is None:
-            at = local_instant(at, tz)
-        return next((p for p in periods if p.bounds(tz)[0] <= at < p.bounds(tz)[1]), None)
-    day_start, day_end = local_midnight(at, tz), local_midnight(at + dt.timedelta(days=1), tz)
+    try:
+        if isinstance(at, dt.datetime):
+            if at.tzinfo is None:
+                at = local_instant(at, tz)
+            return next((p for p in periods if p.bounds(tz)[0] <= at < p.bounds(tz)[1]), None)
+        day_start, day_end = local_midnight(at, tz), local_midnight(at + dt.timedelta(days=1), tz)
+    except OverflowError:  # a time at the very ends of the calendar: no season is there
+        return None
     found = season_at(board, day_start, tz)
     return found or next((p for p in periods if day_start <= p.bounds(tz)[0] < day_end), None)
 

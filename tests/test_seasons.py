@@ -82,6 +82,7 @@ def test_season_at_an_instant_or_a_date(tmp_path: Path):
     assert season_at(points, dt.date(2026, 3, 27), BERLIN).key == "winter"  # type: ignore[union-attr]  # at midnight
     assert season_at(points, dt.date(2026, 4, 2), BERLIN).key == "spring"  # type: ignore[union-attr]
     assert season_at(points, dt.date(2026, 4, 3), BERLIN) is None
+    assert season_at(points, dt.datetime(1, 1, 1), BERLIN) is None and season_at(points, dt.date.max, BERLIN) is None
     with pytest.raises(PeriodError, match="no season 'summer'; its seasons: winter, spring"):
         season_period(points, "summer", BERLIN)
 
@@ -319,7 +320,8 @@ def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_s
             ("/leaderboard/points/season?at=2026-03-27T17:59:59", 404, "no season of 'points' contains"),
             ("/leaderboard/points/season/summer", 404, "board 'points' has no season 'summer'; its seasons: spring"),
             ("/leaderboard/daily_only/season", 404, "board 'daily_only' has no season standings; it has daily"),
-            ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-03-29 or a date-time"),
+            ("/leaderboard/points/season?at=0001-01-01T00:00", 404, "no season of 'points' contains 0001-01-01T00:00"),
+            ("/leaderboard/points/season?at=soon", 400, "at='soon' is not a date like 2026-11-26 (nor a date-time like 2026-11-26T12:00)"),
             ("/leaderboard/points/daily?at=2026-03-29T12:00", 400, "is not a date like 2026-11-26"),
             ("/leaderboard/points/daily/2026-13", 404, "no daily period has key '2026-13': bad daily period key"),
             ("/leaderboard/points/season/spring/results", 409,
@@ -329,6 +331,31 @@ def test_the_api_serves_a_season_by_instant_date_and_id_from_each_store(season_s
             assert r.status_code == status and detail in r.json()["detail"], (path, r.text)
         day = c.get("/leaderboard/points/daily/2026-03-29")  # a calendar period by its key too (none published)
         assert day.status_code == 404 and "no published daily standings of 'points' for 2026-03-29" in day.text
+
+
+def _recompute_reopened(settings) -> None:
+    """What the daemon does after a reopening: `settle_periods` asks for a run of the season's
+    partition, and `season_job` runs it."""
+    import dagster as dg
+
+    from pipelines.definitions import build_defs
+    from pipelines.resources import StoresResource
+    from pipelines.settlement import SettlementResource
+
+    defs = build_defs(settings)
+    resources = {"stores": StoresResource.from_settings(settings), "settlement": SettlementResource()}
+    sensor = defs.get_repository_def().get_sensor_def("settle_periods")
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        [request] = result.run_requests or []
+        assert (request.job_name, request.partition_key) == ("season_job", "spring")
+        instance.add_dynamic_partitions("seasons", ["spring"])  # the season_rankings sensor's doing
+        run = defs.resolve_job_def(request.job_name).execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags
+        )
+        assert run.success
 
 
 def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stores):
@@ -391,7 +418,7 @@ def test_a_season_settles_freezes_and_reopens_through_the_settlement(season_stor
         reopened = store.state("points", "season", "spring").reopened_at  # type: ignore[union-attr]
         assert reopened is not None
         assert api.get("/leaderboard/points/season/spring/results").status_code == 409
-        _rank_spring(boards, stores, reopened + dt.timedelta(minutes=1))
+        _recompute_reopened(get_settings())
         again = store.settle_due(reopened + dt.timedelta(minutes=61), grace, BERLIN, lambda board: 10)
         assert [(s.board_id, s.revision) for s in again] == [("points", 2)]
         second = api.get("/leaderboard/points/season/spring/results").json()

@@ -73,8 +73,8 @@ def _digest(parts: list[str]) -> str:
 
 
 def _newer_than_ingest(lake: LakeResource, day: dt.date, found: list[LandedChange]) -> bool:
-    written = lake.lake.modified(lake.lake.day_file("clean_events", day))
-    return written is None or max(c.changed_ns for c in found) >= written.timestamp() * 1e9
+    written_ns = lake.lake.modified_ns(lake.lake.day_file("clean_events", day))
+    return written_ns is None or max(c.changed_ns for c in found) >= written_ns
 
 
 def build_automation(

@@ -156,3 +156,17 @@ def test_bucket_sensor_requests_the_days_of_new_objects(settings, s3_bucket, mon
     _put(location, now, "events+0+5.json", [event("c", "u", now.isoformat(), 1)])
     again = sense(first.cursor)
     assert [r.partition_key for r in again.run_requests] == [now.date().isoformat()]
+
+
+def test_a_bucket_out_of_reach_mid_run_fails_the_day_naming_it(s3_bucket, monkeypatch, tmp_path):
+    from leaderboard.landing import LandingError, read_day
+    from tests.conftest import free_port
+
+    location = S3Location(s3_bucket, "landing")
+    hour = dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)
+    _put(location, hour, "events+0+0.json", [event("a", "u", hour.isoformat(), 1)])
+    monkeypatch.setattr(objstore, "store_of", lambda loc, quick=False: objstore.S3Store(
+        loc.bucket, endpoint=f"http://127.0.0.1:{free_port()}", client_options={"allow_http": True},
+        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=1)}))  # fmt: skip
+    with pytest.raises(LandingError, match=rf"cannot list or fetch s3://{s3_bucket}/landing/topics for 2026-11-26"):
+        read_day(location, hour, hour + dt.timedelta(days=1), tmp_path / "work")

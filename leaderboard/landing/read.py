@@ -28,7 +28,7 @@ from leaderboard.landing import lines, sources
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
 from leaderboard.landing.layout import LandedFile, LandingError, fetch_hours, list_files
-from leaderboard.objstore import Location, S3Location
+from leaderboard.objstore import Location, ObjectStoreError, S3Location
 
 # Mean JSON file size from which DuckDB's rows are staged in scan order (see read_day)
 ORDERED_MIN_FILE_BYTES = 64 * 1024
@@ -130,7 +130,12 @@ def _read_bucket(
     has no S3 reader here (its httpfs extension is a download at run time), and the line
     numbering reads a refused file's bytes again. Quarantine and errors name the objects' URLs."""
     local = workdir / "landing"
-    fetched, skipped = fetch_hours(landing, start, end, local)
+    try:
+        fetched, skipped = fetch_hours(landing, start, end, local)
+    except ObjectStoreError as exc:  # the bucket out of reach, or denied, mid-run
+        day = f"{start.astimezone(dt.UTC):%Y-%m-%d %H:%M}Z..{end.astimezone(dt.UTC):%Y-%m-%d %H:%M}Z"
+        why = str(exc).splitlines()[0]
+        raise LandingError(f"cannot list or fetch {landing.url('topics')} for {day}: {why}") from exc
     urls = dict(fetched)
 
     def named(text: str) -> str:

@@ -120,12 +120,12 @@ class Lake:
             return objstore.head(self._store(), self._key(path)) is not None
         return path.is_file()
 
-    def modified(self, path: Path) -> dt.datetime | None:
-        """When the file (or object) was last written; None if there is none."""
+    def modified_ns(self, path: Path) -> int | None:
+        """When the file (or object) was last written, in ns since the epoch; None if there is none."""
         if self.bucket is not None:
             found = objstore.head(self._store(), self._key(path))
-            return found.last_modified if found else None
-        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC) if path.is_file() else None
+            return int(found.last_modified.timestamp() * 1e9) if found else None
+        return path.stat().st_mtime_ns if path.is_file() else None
 
     def write_parquet(self, frame: pl.DataFrame, path: Path, header: dict | None = None) -> None:
         """`write_atomic`, then into the bucket."""

@@ -171,8 +171,10 @@ def scan_bucket(
     The first tick lists the whole `topics/` prefix once: every object is new then. A round of
     the sweep reports the objects changed between the starts of the two rounds before it, so
     the rounds' spans neither overlap nor leave a gap (an object is reported once, late by up
-    to two rounds), and only those changed after their hour left the head (every tick lists an
-    hour until the first tick past RECENT_HOURS + 1 hours after its start: the head saw the rest).
+    to two rounds; only one landing in an old hour within SLACK_NS before the first tick may be
+    reported by it and again by the first round), and only those changed after their hour left
+    the head (every tick lists an hour until the first tick past RECENT_HOURS + 1 hours after
+    its start: the head saw the rest).
     """
     now_ns = int(now_ns if now_ns is not None else dt.datetime.now(dt.UTC).timestamp() * 1e9)
     store = objstore.store_of(landing)

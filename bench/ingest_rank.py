@@ -127,6 +127,53 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
     return {"seconds": seconds, "rows": rows}
 
 
+def _run_incremental(landing: Path, workdir: Path, share: float) -> dict:
+    """The day live: a refresh reading all files but every 1/share-th one (the day so far), then
+    a refresh adding those (the files landed since); each followed by its scores."""
+    from leaderboard.boards import load_boards
+    from leaderboard.landing import list_files
+    from leaderboard.periods import period_of
+    from leaderboard.settings import DEFAULT_BOARDS_FILE
+    from leaderboard.stores.lake import Lake
+    from pipelines.steps import refresh_day, score_day
+
+    boards = load_boards(DEFAULT_BOARDS_FILE)
+    start, end = period_of("daily", DAY).bounds(boards.tz)
+    files, _ = list_files(landing, start, end)
+    step = round(1 / share)
+    later = {f.path for i, f in enumerate(files) if i % step == step // 2}
+    live_landing, lake_dir = workdir / "live-landing", workdir / "live-lake"
+    shutil.rmtree(live_landing, ignore_errors=True)
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    lake = Lake(lake_dir)
+
+    def link(paths: list[Path]) -> None:  # hard links: the same files, landing in two steps
+        for path in paths:
+            target = live_landing / path.relative_to(landing)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.hardlink_to(path)
+
+    link([f.path for f in files if f.path not in later])
+    t0 = time.perf_counter()
+    first = refresh_day(live_landing, lake, boards, DAY)
+    score_day(lake, boards, DAY)
+    t1 = time.perf_counter()
+    link(sorted(later))
+    t2 = time.perf_counter()
+    second = refresh_day(live_landing, lake, boards, DAY)
+    score_day(lake, boards, DAY)
+    t3 = time.perf_counter()
+    shutil.rmtree(live_landing, ignore_errors=True)
+    return {
+        "seconds": t3 - t2,
+        "first": t1 - t0,
+        "new_files": len(later),
+        "files": len(files),
+        "new_events": second.read - first.read,
+        "read": second.read,
+    }
+
+
 def _child(args: argparse.Namespace) -> None:
     from checkout import use
 
@@ -137,10 +184,26 @@ def _child(args: argparse.Namespace) -> None:
         result = _run_ours(landing, workdir / "lake")
     elif args.child == "copy":
         result = _run_copy(landing, args.fmt, workdir / "copy.parquet")
+    elif args.child == "incremental":
+        result = _run_incremental(landing, workdir, args.share)
     else:
         result = _run_duckdb(landing, args.fmt)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
+
+
+def _incremental_report(fmt: str, args: argparse.Namespace, full: list[dict], live: list[dict]) -> None:
+    ingest = statistics.median(r["ingest"] for r in full)
+    refresh = statistics.median(r["seconds"] for r in live)
+    first = statistics.median(r["first"] for r in live)
+    one = live[0]
+    print(
+        f"{fmt:8} {args.events:,} events: a refresh adding {one['new_files']} of {one['files']} files "
+        f"({one['new_events']:,} of {one['read']:,} records) took median {refresh:.2f}s (ingest + scores), "
+        f"{refresh / ingest:.1%} of the full day's ingest ({ingest:.2f}s; its first live read with scores "
+        f"{first:.2f}s); peak RSS {max(r['peak_rss_mb'] for r in live):.0f} MB  (runs: {args.repeat} each, alternated)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -158,7 +221,13 @@ def main() -> None:
         help="checkout whose pipeline runs as ours (e.g. a git worktree; this one by default); repeat to compare",
     )
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
-    p.add_argument("--child", choices=["ours", "duckdb", "copy"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="time a live refresh adding --share of the files to the day against ours (full ingest)",
+    )
+    p.add_argument("--share", type=float, default=0.01, help="share of the day's files a refresh adds")
+    p.add_argument("--child", choices=["ours", "duckdb", "copy", "incremental"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
     p.add_argument("--fmt", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -171,7 +240,9 @@ def main() -> None:
     for fmt in args.formats.split(","):
         landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
         sides = [("ours", code) for code in codes]
-        if not args.only_ours:
+        if args.incremental:
+            sides = [("ours", codes[0]), ("incremental", codes[0])]
+        elif not args.only_ours:
             sides += [("duckdb", codes[0]), ("copy", codes[0])]
         runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
         for i in range(args.repeat):
@@ -189,11 +260,16 @@ def main() -> None:
                     str(workdir),
                     "--code",
                     code,
+                    "--share",
+                    str(args.share),
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 runs[who, code].append(json.loads(out.strip().splitlines()[-1]))
-                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who == "ours" else ""
+                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if "cpu" in runs[who, code][-1] else ""
                 print(f"  {who:6} {runs[who, code][-1]['seconds']:7.2f}s{cpu}  {code}", flush=True)
+        if args.incremental:
+            _incremental_report(fmt, args, runs[sides[0]], runs[sides[1]])
+            continue
         med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
         rss = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
         first = ("ours", codes[0])

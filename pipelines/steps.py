@@ -17,7 +17,8 @@ import polars as pl
 from leaderboard import faults
 from leaderboard.boards import BoardSet, display_limit
 from leaderboard.identity import IdentityService, name_standings
-from leaderboard.landing import dedupe, read_day
+from leaderboard.landing import dedupe, list_files, read_day
+from leaderboard.landing.read import read_files
 from leaderboard.periods import UTC, Period, period_of, status_at
 from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
@@ -27,7 +28,7 @@ from leaderboard.stores.identity_cache import identity_cache
 from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
-from pipelines import checks
+from pipelines import checks, live
 from pipelines.checks import Verdict
 
 SETTLEMENT_RETRIES = 3
@@ -101,6 +102,7 @@ def ingest_day(
             verdict = checks.quarantine_rate(read, stats.quarantined, max_quarantine_rate, landed.quarantine)
         faults.pause("ingest", str(day))
         if verdict.passed:
+            live.drop(lake, day)  # a live day's events are this full read's from now on
             lake.install(staged_clean, lake.day_file("clean_events", day))
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
     (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
@@ -109,10 +111,75 @@ def ingest_day(
     return stats
 
 
+def refresh_day(
+    landing: Path,
+    lake: Lake,
+    boards: BoardSet,
+    day: dt.date,
+    run_id: str = "",
+    stores: Stores | None = None,
+    max_quarantine_rate: float | None = None,
+) -> IngestStats:
+    """`ingest_day` for the current day, reading only the files landed since its last refresh
+    and merging them into what the day has (pipelines/live.py): same events, quarantine,
+    stats and scores as a full read of the day, kept in the lake's work area (`day_events`).
+
+    Past `max_quarantine_rate` the quarantine and stats are written, the state stays as it
+    was (the files are read again next time) and QuarantineRateExceeded is raised.
+    """
+    t0 = time.perf_counter()
+    start, end = period_of("daily", day).bounds(boards.tz)
+    folder = lake.live_dir(day)
+    files, skipped = list_files(landing, start, end)
+    times = live.landed(files)
+    fingerprint = live.fingerprint(boards, start, end)
+    state = live.load(folder, fingerprint)
+    if state is None or not state.unchanged(times):
+        state = live.State(folder, fingerprint)  # start again from a full read
+    known = {f["path"] for f in state.files}
+    new = [f for f in files if str(f.path) not in known]
+    with lake.workdir(f"refresh-{day}") as workdir:
+        batch = read_files(new, skipped, start, end, workdir)
+        merged = live.merge(state, batch, times, boards)
+    totals = merged.state.totals
+    stats = IngestStats(
+        day=day.isoformat(),
+        files=len(merged.state.files),
+        skipped_files=len(skipped),
+        read=totals.read,
+        counted=totals.counted,
+        duplicates=totals.duplicates,
+        conflicts=totals.conflicts,
+        quarantined=totals.quarantined,
+        seconds=round(time.perf_counter() - t0, 3),
+        ungrouped=json.dumps(totals.ungrouped, separators=(",", ":")),
+    )
+    if stats.read != stats.counted + stats.duplicates + stats.quarantined:
+        raise AssertionError(f"{day}: read {stats.read} != counted + duplicates + quarantined ({stats})")
+    verdict = Verdict(checks.QUARANTINE_RATE, True)
+    if max_quarantine_rate is not None:
+        verdict = checks.quarantine_rate(stats.read, stats.quarantined, max_quarantine_rate, merged.quarantine)
+    faults.pause("ingest", str(day))
+    if verdict.passed:
+        merged.state.commit()
+    write_atomic(merged.quarantine, lake.day_file("quarantine", day))
+    (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
+    if not verdict.passed:
+        raise QuarantineRateExceeded(stats, verdict)
+    return stats
+
+
+def day_events(lake: Lake, day: dt.date) -> pl.LazyFrame:
+    """A day's clean events: the live state's while the day is refreshed live, else the lake's."""
+    found = live.day_events(lake, day)
+    return found if found is not None else pl.scan_parquet(lake.day_file("clean_events", day))
+
+
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
-    """`daily_scores` of one day from its clean events."""
-    events = pl.scan_parquet(lake.day_file("clean_events", day))
-    scores = score_events(events, boards.boards).collect()
+    """`daily_scores` of one day from its clean events (merged by its live refreshes already)."""
+    scores = live.day_scores(lake, day)
+    if scores is None:
+        scores = score_events(pl.scan_parquet(lake.day_file("clean_events", day)), boards.boards).collect()
     write_atomic(scores, lake.day_file("daily_scores", day))
     return scores
 
@@ -152,6 +219,8 @@ def expected_users(lake: Lake, boards: BoardSet, period: Period, scores: pl.Data
     """Who must be in a period's standings: for a day, counted from its clean events directly;
     for longer periods (whose clean events may be past retention), from the rolled-up scores."""
     selected = boards.with_period(period.type)
+    if period.type == "daily" and (events := live.day_events(lake, period.start)) is not None:
+        return checks.counted_users(events, selected)
     clean = lake.day_file("clean_events", period.start)
     if period.type == "daily" and clean.is_file():
         return checks.counted_users(pl.scan_parquet(clean), selected)

@@ -53,6 +53,19 @@ def read_day(
     staging files behind the returned lazy `events`; keep it until they are written.
     """
     files, skipped = list_files(landing, start, end)
+    return read_files(files, skipped, start, end, workdir, con)
+
+
+def read_files(
+    files: list[LandedFile],
+    skipped: list[str],
+    start: dt.datetime,
+    end: dt.datetime,
+    workdir: Path,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> DayRead:
+    """`read_day` over given files of the day (in Kafka order): a live refresh reads only the
+    files landed since the last one. `file_idx` numbers `files`."""
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
     con = con or sources.connect()

@@ -9,6 +9,7 @@ Layout under LEADERBOARD_LAKE_DIR:
   ingest_stats/date=D/stats.parquet        read / counted / duplicates / conflicts / quarantined
   daily_scores/date=D/scores.parquet       per board and user, the input of every rollup
   standings/<board>/<period_type>/<key>.parquet   published snapshots, one per board and period
+  .live/date=D/                            the current day's live state: clean events by read, manifest
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class Lake:
 
     def snapshot(self, board_id: str, period_type: str, key: str) -> Path:
         return self.root / "standings" / board_id / period_type / f"{key}.parquet"
+
+    def live_dir(self, day: dt.date) -> Path:
+        """What the current day's live refreshes keep to merge the next one's files into
+        (pipelines/live.py): in the lake's work area, not a dataset."""
+        return self.root / ".live" / f"date={day.isoformat()}"
 
     @contextmanager
     def workdir(self, name: str) -> Iterator[Path]:

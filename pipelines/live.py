@@ -130,12 +130,12 @@ def day_events(lake: Lake, day: dt.date) -> pl.LazyFrame | None:
     return pl.scan_parquet(state.part_paths()).drop("content_hash", "seq", "_h")
 
 
-def day_scores(lake: Lake, day: dt.date) -> pl.DataFrame | None:
-    """The live day's scores, or None."""
+def scores_file(lake: Lake, day: dt.date) -> Path | None:
+    """The live day's scores (a file no refresh changes: the next writes another), or None."""
     state = load(lake.live_dir(day))
     if state is None or state.scores is None:
         return None
-    return pl.read_parquet(state.path(state.scores))
+    return state.path(state.scores)
 
 
 def landed(files: list[LandedFile]) -> dict[str, tuple[int, int]]:
@@ -166,6 +166,15 @@ def _kafka_rank(files: list[dict]) -> pl.DataFrame:
         ranks[i] = rank
     schema = {"file_idx": pl.Int32, "rank": pl.Int64}
     return pl.DataFrame({"file_idx": list(range(len(files))), "rank": ranks}, schema=schema)
+
+
+def _merged_scores(old: pl.DataFrame, new: pl.DataFrame, boards: BoardSet) -> pl.DataFrame | None:
+    """The day's scores with the new events': only the entries they touch are combined."""
+    touched = new.select("board_id", "user_id")
+    merged = merge_scores(old.join(touched, on=["board_id", "user_id"], how="semi"), new, boards.boards)
+    if merged is None:
+        return None
+    return pl.concat([old.join(touched, on=["board_id", "user_id"], how="anti"), merged])
 
 
 @dataclass(frozen=True)
@@ -247,7 +256,7 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     ungrouped = None
     if not superseded:
         new_scores = score_events(new_events, boards.boards).collect()
-        scores = new_scores if old_scores is None else merge_scores(old_scores, new_scores, boards.boards)
+        scores = new_scores if old_scores is None else _merged_scores(old_scores, new_scores, boards)
         added = ungrouped_counts(new_events, boards.boards)
         ungrouped = {b: state.totals.ungrouped.get(b, 0) + n for b, n in added.items()}
     if scores is None or ungrouped is None:

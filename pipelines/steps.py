@@ -25,7 +25,7 @@ from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
-from leaderboard.stores.lake import Lake, drop_temp_files, write_atomic
+from leaderboard.stores.lake import Lake, copy_atomic, drop_temp_files, write_atomic
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
 from pipelines import checks, live
@@ -177,9 +177,11 @@ def day_events(lake: Lake, day: dt.date) -> pl.LazyFrame:
 
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     """`daily_scores` of one day from its clean events (merged by its live refreshes already)."""
-    scores = live.day_scores(lake, day)
-    if scores is None:
-        scores = score_events(pl.scan_parquet(lake.day_file("clean_events", day)), boards.boards).collect()
+    merged = live.scores_file(lake, day)
+    if merged is not None:  # a live day's: in place as it is
+        copy_atomic(merged, lake.day_file("daily_scores", day))
+        return pl.read_parquet(merged)
+    scores = score_events(pl.scan_parquet(lake.day_file("clean_events", day)), boards.boards).collect()
     write_atomic(scores, lake.day_file("daily_scores", day))
     return scores
 

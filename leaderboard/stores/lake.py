@@ -127,6 +127,17 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
         tmp.unlink(missing_ok=True)
 
 
+def copy_atomic(source: Path, path: Path) -> None:
+    """A copy of a file, renamed into place as `write_atomic` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def drop_temp_files(path: Path) -> list[Path]:
     """Delete the temp files `write_atomic` left beside `path` when killed before its rename.
 

@@ -408,3 +408,14 @@ def ungrouped_counts(events: pl.LazyFrame, boards: Iterable[Board]) -> dict[str,
         for b in grouped
     ]
     return {b.id: int(found.item()) for b, found in zip(grouped, pl.collect_all(plans), strict=True)}
+
+
+def ungrouped_of(scores: pl.DataFrame, by_type: dict[str, int], boards: Iterable[Board]) -> dict[str, int]:
+    """`ungrouped_counts` from a day's scores and its count of events by type: a group board's
+    scores count the events of its types that name a group, the others are ungrouped."""
+    out = {}
+    for b in boards:
+        if b.group_by:
+            grouped = scores.filter(pl.col("board_id") == b.id)["event_count"].sum()
+            out[b.id] = sum(by_type.get(t, 0) for t in b.event_types) - int(grouped)
+    return out

@@ -26,7 +26,7 @@ import polars as pl
 from leaderboard.boards import BoardSet
 from leaderboard.landing import CLEAN_SCHEMA, QUARANTINE_SCHEMA, DayRead, LandedFile
 from leaderboard.landing.dedupe import DELIVERY_SCHEMA, dedupe, merge_deliveries
-from leaderboard.ranking import SCORES_SCHEMA, merge_scores, score_events, ungrouped_counts
+from leaderboard.ranking import SCORES_SCHEMA, merge_scores, score_events, ungrouped_of
 from leaderboard.stores.lake import Lake, write_json_atomic
 
 STATE_VERSION = 1
@@ -153,6 +153,10 @@ def _entry(f: LandedFile, time: tuple[int, int]) -> dict:
             "offset": f.offset}  # fmt: skip
 
 
+def _by_type(events: pl.LazyFrame) -> dict[str, int]:
+    return dict(events.group_by("event_type").len().collect().iter_rows())
+
+
 def _name(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex}.parquet"
 
@@ -257,7 +261,7 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     if not superseded:
         new_scores = score_events(new_events, boards.boards).collect()
         scores = new_scores if old_scores is None else _merged_scores(old_scores, new_scores, boards)
-        added = ungrouped_counts(new_events, boards.boards)
+        added = ungrouped_of(new_scores, _by_type(new_events), boards.boards)
         ungrouped = {b: state.totals.ungrouped.get(b, 0) + n for b, n in added.items()}
     if scores is None or ungrouped is None:
         # A tie only the events' order breaks, or a delivery that lost its place: score the day
@@ -271,7 +275,7 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
             else pl.LazyFrame(schema=PART_SCHEMA)
         )
         scores = score_events(day, boards.boards).collect()
-        ungrouped = ungrouped_counts(day, boards.boards)
+        ungrouped = ungrouped_of(scores, _by_type(day), boards.boards)
 
     quarantine = pl.concat([
         pl.read_parquet(state.path(state.quarantine)) if state.quarantine else pl.DataFrame(schema=QUARANTINE_SCHEMA),

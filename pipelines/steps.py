@@ -20,7 +20,7 @@ from leaderboard.identity import IdentityService, name_standings
 from leaderboard.landing import dedupe, list_files, read_day
 from leaderboard.landing.read import read_files
 from leaderboard.periods import UTC, Period, period_of, status_at
-from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_counts
+from leaderboard.ranking import SCORES_SCHEMA, rollup_scores, score_events, standings, ungrouped_of
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
@@ -81,8 +81,15 @@ def ingest_day(
         kept = dedupe(landed.events)
         staged_clean = workdir / "clean.parquet"
         kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
-        counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
-        ungrouped = ungrouped_counts(pl.scan_parquet(staged_clean), boards.boards)
+        events = pl.scan_parquet(staged_clean)
+        # Scored here, once: the events a group board leaves ungrouped are those of its types
+        # that its scores do not count, so they need no reading of attributes of their own.
+        scores = score_events(events, boards.boards).collect()
+        by_type = dict(events.group_by("event_type").len().collect().iter_rows())
+        counted = sum(by_type.values())
+        ungrouped = ungrouped_of(scores, by_type, boards.boards)
+        staged_scores = workdir / "scores.parquet"
+        scores.write_parquet(staged_scores, statistics=True, metadata={SCORED_WITH: scored_with(boards)})
         stats = IngestStats(
             day=day.isoformat(),
             files=len(landed.files),
@@ -104,6 +111,7 @@ def ingest_day(
         if verdict.passed:
             live.drop(lake, day)  # a live day's events are this full read's from now on
             lake.install(staged_clean, lake.day_file("clean_events", day))
+            lake.install(staged_scores, lake.day_file("daily_scores", day))  # after: newer than the events
     write_atomic(landed.quarantine, lake.day_file("quarantine", day))
     (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
     if not verdict.passed:
@@ -175,13 +183,35 @@ def day_events(lake: Lake, day: dt.date) -> pl.LazyFrame:
     return found if found is not None else pl.scan_parquet(lake.day_file("clean_events", day))
 
 
+SCORED_WITH = "leaderboard.scored_with"  # Parquet metadata of daily_scores written by ingest_day
+
+
+def scored_with(boards: BoardSet) -> str:
+    """The boards a day's scores were computed with (another file or zone: score again)."""
+    return json.dumps([boards.timezone, repr(boards.boards)])
+
+
+def _scored_at_ingest(path: Path, clean: Path, boards: BoardSet) -> bool:
+    """Whether `daily_scores` are those ingest_day wrote with the day's current clean events."""
+    try:
+        if path.stat().st_mtime_ns < clean.stat().st_mtime_ns:
+            return False
+        return pl.read_parquet_metadata(path).get(SCORED_WITH) == scored_with(boards)
+    except OSError:
+        return False
+
+
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
-    """`daily_scores` of one day from its clean events (merged by its live refreshes already)."""
+    """`daily_scores` of one day from its clean events: scored by its ingest (or merged by its
+    live refreshes) already, unless the boards changed since."""
     merged = live.scores_file(lake, day)
     if merged is not None:  # a live day's: in place as it is
         copy_atomic(merged, lake.day_file("daily_scores", day))
         return pl.read_parquet(merged)
-    scores = score_events(pl.scan_parquet(lake.day_file("clean_events", day)), boards.boards).collect()
+    path, clean = lake.day_file("daily_scores", day), lake.day_file("clean_events", day)
+    if _scored_at_ingest(path, clean, boards):
+        return pl.read_parquet(path)
+    scores = score_events(pl.scan_parquet(clean), boards.boards).collect()
     write_atomic(scores, lake.day_file("daily_scores", day))
     return scores
 

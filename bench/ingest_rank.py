@@ -56,6 +56,36 @@ def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, 
     return landing
 
 
+SCALE_CODE = """
+import sys
+from pathlib import Path
+import polars as pl
+src, out, factor = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+for path in sorted(src.glob("topics/*/*/*/*/*/*.parquet")):
+    table = pl.read_parquet(path)
+    topic, part, offset = path.name.removesuffix(".parquet").split("+")
+    folder = out / path.parent.relative_to(src)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(factor):  # the same records again with other ids, in files of later offsets
+        copy = table.with_columns(pl.col("event_id") + f"-{k}")
+        copy.write_parquet(folder / f"{topic}+{part}+{int(offset) + k * 10**12}.parquet")
+"""
+
+
+def _scaled(landing: Path, factor: int) -> Path:
+    """`landing` (Parquet) `factor` times over, each copy's event ids made its own: a day of
+    `factor` times the events with the same users and hours, without generating it whole."""
+    out = landing.with_name(f"{landing.name}-x{factor}")
+    marker = out / ".complete"
+    if not marker.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SCALE_CODE, str(landing), str(out), str(factor)], check=True)
+        marker.write_text("ok")
+        print(f"made {factor}x {landing.name} in {time.perf_counter() - t0:.1f}s -> {out}", flush=True)
+    return out
+
+
 def _run_ours(landing: Path, lake_dir: Path) -> dict:
     from checkout import load
 
@@ -192,6 +222,30 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def _scale(args: argparse.Namespace, code: str, workdir: Path) -> None:
+    """Ours on the Parquet day and on the day `args.scale` times larger, alternated."""
+    day = _landing(workdir, "parquet", args.events, args.users, 0.0, 0.0)
+    sizes = {"day": day, "scaled": _scaled(day, args.scale)}
+    runs: dict[str, list[dict]] = {"day": [], "scaled": []}
+    for i in range(args.repeat):
+        for size in ("day", "scaled") if i % 2 == 0 else ("scaled", "day"):
+            cmd = [sys.executable, __file__, "--child", "ours", "--landing", str(sizes[size]), "--fmt", "parquet",
+                   "--workdir", str(workdir), "--code", code]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+            runs[size].append(json.loads(out.strip().splitlines()[-1]))
+            r = runs[size][-1]
+            print(f"  {size:6} {r['seconds']:7.2f}s (ingest {r['ingest']:.2f}s) {r['read']:,} records, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    med = {k: statistics.median(r["seconds"] for r in rs) for k, rs in runs.items()}
+    rss = {k: max(r["peak_rss_mb"] for r in rs) for k, rs in runs.items()}
+    print(
+        f"parquet  {runs['day'][0]['read']:,} records: {med['day']:.2f}s, peak RSS {rss['day']:.0f} MB; "
+        f"{runs['scaled'][0]['read']:,} records: {med['scaled']:.2f}s ({med['scaled'] / med['day']:.2f}x), "
+        f"peak RSS {rss['scaled']:.0f} MB  (ours: ingest + score + rank + publish; runs: {args.repeat} each)",
+        flush=True,
+    )
+
+
 def _incremental_report(fmt: str, args: argparse.Namespace, full: list[dict], live: list[dict]) -> None:
     ingest = statistics.median(r["ingest"] for r in full)
     refresh = statistics.median(r["seconds"] for r in live)
@@ -226,6 +280,12 @@ def main() -> None:
         action="store_true",
         help="time a live refresh adding --share of the files to the day against ours (full ingest)",
     )
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="time ours on the Parquet day and on one of SCALE times its events (its files copied with new ids)",
+    )
     p.add_argument("--share", type=float, default=0.01, help="share of the day's files a refresh adds")
     p.add_argument("--child", choices=["ours", "duckdb", "copy", "incremental"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
@@ -237,6 +297,9 @@ def main() -> None:
     codes = [str(Path(c).resolve()) for c in args.code or [ROOT]]
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        _scale(args, codes[0], workdir)
+        return
     for fmt in args.formats.split(","):
         landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
         sides = [("ours", code) for code in codes]

@@ -78,7 +78,7 @@ def ingest_day(
     with lake.workdir(f"ingest-{day}") as workdir:
         landed = read_day(landing, start, end, workdir)
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
-        kept = dedupe(landed.events)
+        kept = dedupe(landed.events, read - landed.quarantine.height, workdir)
         staged_clean = workdir / "clean.parquet"
         kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         events = pl.scan_parquet(staged_clean)

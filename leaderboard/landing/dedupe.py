@@ -7,8 +7,11 @@ the landing contract (the first in Kafka order), hence here beside the reader.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
+
+HASHES_PER_PASS = 16_000_000  # distinct ids counted at once (about half a gigabyte)
 
 # Where a delivery sits (file, then line or scan place) and what it holds
 DELIVERY_SCHEMA = {
@@ -30,15 +33,21 @@ class Deduped:
     repeats: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DELIVERY_SCHEMA))
 
 
-def dedupe(events: pl.LazyFrame) -> Deduped:
+def dedupe(events: pl.LazyFrame, rows: int = 0, workdir: Path | None = None) -> Deduped:
     """Keep the first delivery of each `event_id` in (topic, partition, offset, line) order.
 
     `file_idx` numbers files in Kafka order, and within a file `line` (or, for a JSON row of
     DuckDB's reader, which has none, `seq`: its place in DuckDB's scan) is that order. Only the
     rows of ids seen more than once are collected and sorted; the rest stream through untouched.
+    Past HASHES_PER_PASS `rows`, the ids are counted a share at a time (in `workdir`).
     """
     events = events.with_columns(pl.col("event_id").hash().alias("_h"))
-    repeated = repeated_hashes(events.select("_h"))
+    if rows > HASHES_PER_PASS and workdir is not None:
+        spill = workdir / "id-hashes.parquet"
+        events.select("_h").sink_parquet(spill)  # hashed once, then read a share per pass
+        repeated = repeated_hashes(pl.scan_parquet(spill), -(-rows // HASHES_PER_PASS))
+    else:
+        repeated = repeated_hashes(events.select("_h"))
     if repeated.is_empty():
         return Deduped(events.drop("_h"), 0, 0)
     multi = (
@@ -62,10 +71,15 @@ def dedupe(events: pl.LazyFrame) -> Deduped:
     return Deduped(kept, later.height, int(later["_conflict"].sum()), repeats.cast(DELIVERY_SCHEMA))  # type: ignore[arg-type]
 
 
-def repeated_hashes(hashes: pl.LazyFrame) -> pl.DataFrame:
+def repeated_hashes(hashes: pl.LazyFrame, passes: int = 1) -> pl.DataFrame:
     """Hashes (column `_h`) seen more than once: a superset of the repeated ids (collisions
-    only add candidates, which are then compared by id), at 8 bytes a key instead of the id."""
-    return hashes.group_by("_h").len().filter(pl.col("len") > 1).select("_h").collect()
+    only add candidates, which are then compared by id), at 8 bytes a key instead of the id.
+    In `passes`, each counting the hashes of one remainder: a day's distinct ids at once take
+    gigabytes past some tens of millions."""
+    if passes == 1:
+        return hashes.group_by("_h").len().filter(pl.col("len") > 1).select("_h").collect()
+    shares = [hashes.filter(pl.col("_h") % passes == k) for k in range(passes)]
+    return pl.concat([s.group_by("_h").len().filter(pl.col("len") > 1).select("_h").collect() for s in shares])
 
 
 @dataclass(frozen=True)

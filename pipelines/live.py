@@ -187,9 +187,9 @@ class Merged:
     quarantine: pl.DataFrame
 
 
-def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], boards: BoardSet) -> Merged:
+def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], boards: BoardSet, workdir: Path) -> Merged:
     """The state after `batch` (a read of the files not in the state, numbered from 0), its
-    files written into the state's folder but not committed."""
+    files written into the state's folder but not committed (`workdir`: scratch space)."""
     folder = state.folder
     folder.mkdir(parents=True, exist_ok=True)
     base = len(state.files)
@@ -197,7 +197,7 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     rank = _kafka_rank(files)
     events = batch.events.with_columns((pl.col("file_idx") + base).cast(pl.Int32))
     read = events.select(pl.len()).collect().item() + batch.quarantine.height
-    kept = dedupe(events)
+    kept = dedupe(events, read - batch.quarantine.height, workdir)
     part = _name("part")
     kept.events.with_columns(pl.col("event_id").hash().alias("_h")).sink_parquet(folder / part)
 
@@ -218,11 +218,13 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     duplicates, conflicts, repeats = kept.duplicates, kept.conflicts, kept.repeats
     if shared.height or old_repeats.height or kept.repeats.height:
         old_rows = (
-            pl.scan_parquet(old_parts, include_file_paths="_part").join(shared.lazy(), on="_h", how="semi").collect()
+            pl.scan_parquet(old_parts, include_file_paths="_part")
+            .filter(pl.col("_h").is_in(shared["_h"].implode()))  # a filter the reader applies first
+            .collect()
             if shared.height
             else pl.DataFrame(schema={**PART_SCHEMA, "_part": pl.String})
         )
-        new_rows = pl.scan_parquet(folder / part).join(shared.lazy(), on="_h", how="semi").collect()
+        new_rows = pl.scan_parquet(folder / part).filter(pl.col("_h").is_in(shared["_h"].implode())).collect()
         merged = merge_deliveries([old_repeats, kept.repeats, old_rows, new_rows], rank)
         duplicates, conflicts, repeats = merged.duplicates, merged.conflicts, merged.repeats
         later = merged.later.with_columns(pl.col("line").fill_null(-1), pl.col("seq").fill_null(-1))

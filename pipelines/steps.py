@@ -146,9 +146,12 @@ def refresh_day(
         state = live.State(folder, fingerprint)  # start again from a full read
     known = {f["path"] for f in state.files}
     new = [f for f in files if str(f.path) not in known]
-    with lake.workdir(f"refresh-{day}") as workdir:
-        batch = read_files(new, skipped, start, end, workdir)
-        merged = live.merge(state, batch, times, boards)
+    if not new and state.scores is not None:  # nothing landed since: the day stays as it is
+        merged = live.Merged(state, pl.read_parquet(state.path(state.quarantine or "")))
+    else:
+        with lake.workdir(f"refresh-{day}") as workdir:
+            batch = read_files(new, skipped, start, end, workdir)
+            merged = live.merge(state, batch, times, boards, workdir)
     totals = merged.state.totals
     stats = IngestStats(
         day=day.isoformat(),

@@ -158,6 +158,7 @@ def test_a_refresh_reads_only_new_files_and_a_changed_file_reads_the_day_again(t
     real = live.merge
     monkeypatch.setattr(live, "merge", lambda state, batch, *a: seen.append(len(batch.files)) or real(state, batch, *a))
     assert refresh_day(landing, lake, boards, DAY).counted == 2
+    assert refresh_day(landing, lake, boards, DAY).counted == 2  # nothing new: nothing read
     changed = land(landing, "game", h10, "game+0+0.json", [event("a", "u1", "2026-11-26T10:00:01Z", 5)])
     os.utime(changed, ns=(1, 1))  # another modification time: the sink rewrote it
     assert refresh_day(landing, lake, boards, DAY).counted == 2

@@ -101,6 +101,9 @@ def load(folder: Path, expected: str | None = None) -> State | None:
         return None
     if expected is not None and body.get("fingerprint") != expected:
         return None
+    named = [*body["parts"], body["repeats"], body["quarantine"], body["scores"]]
+    if not all((folder / name).is_file() for name in named if name):
+        return None  # another run's cleanup took a file (two refreshes of a day at once): read again
     return State(
         folder=folder,
         fingerprint=body["fingerprint"],

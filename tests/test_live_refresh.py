@@ -187,6 +187,11 @@ def test_a_refresh_killed_before_its_commit_leaves_the_previous_state(tmp_path, 
     state = live.load(lake.live_dir(DAY))
     assert state is not None
     assert named == {live.MANIFEST, *state.parts, state.repeats, state.quarantine, state.scores}
+    # A state naming a file that is gone (two refreshes of the day at once) is read again whole.
+    (lake.live_dir(DAY) / state.parts[0]).unlink()
+    assert live.load(lake.live_dir(DAY)) is None
+    again = refresh_day(landing, lake, boards, DAY)
+    assert (again.read, again.counted, again.duplicates) == (2, 1, 1)
 
 
 def test_a_full_read_of_the_day_replaces_its_live_state(tmp_path, boards):

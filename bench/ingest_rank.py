@@ -67,6 +67,36 @@ def _landing(workdir: Path, fmt: str, events: int, users: int, bad_rate: float, 
     return landing
 
 
+SCALE_CODE = """
+import sys
+from pathlib import Path
+import polars as pl
+src, out, factor = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+for path in sorted(src.glob("topics/*/*/*/*/*/*.parquet")):
+    table = pl.read_parquet(path)
+    topic, part, offset = path.name.removesuffix(".parquet").split("+")
+    folder = out / path.parent.relative_to(src)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(factor):  # the same records again with other ids, in files of later offsets
+        copy = table.with_columns(pl.col("event_id") + f"-{k}")
+        copy.write_parquet(folder / f"{topic}+{part}+{int(offset) + k * 10**12}.parquet")
+"""
+
+
+def _scaled(landing: Path, factor: int) -> Path:
+    """`landing` (Parquet) `factor` times over, each copy's event ids made its own: a day of
+    `factor` times the events with the same users and hours, without generating it whole."""
+    out = landing.with_name(f"{landing.name}-x{factor}")
+    marker = out / ".complete"
+    if not marker.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SCALE_CODE, str(landing), str(out), str(factor)], check=True)
+        marker.write_text("ok")
+        print(f"made {factor}x {landing.name} in {time.perf_counter() - t0:.1f}s -> {out}", flush=True)
+    return out
+
+
 def _bucket(workdir: Path, landing: Path) -> str:
     """A bucket on the S3 server holding `landing` under `landing/`, made once (named in workdir)."""
     import boto3
@@ -162,6 +192,53 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
     return {"seconds": seconds, "rows": rows}
 
 
+def _run_incremental(landing: Path, workdir: Path, share: float) -> dict:
+    """The day live: a refresh reading all files but every 1/share-th one (the day so far), then
+    a refresh adding those (the files landed since); each followed by its scores."""
+    from leaderboard.boards import load_boards
+    from leaderboard.landing import list_files
+    from leaderboard.periods import period_of
+    from leaderboard.settings import DEFAULT_BOARDS_FILE
+    from leaderboard.stores.lake import Lake
+    from pipelines.steps import refresh_day, score_day
+
+    boards = load_boards(DEFAULT_BOARDS_FILE)
+    start, end = period_of("daily", DAY).bounds(boards.tz)
+    files, _ = list_files(landing, start, end)
+    step = round(1 / share)
+    later = {f.path for i, f in enumerate(files) if i % step == step // 2}
+    live_landing, lake_dir = workdir / "live-landing", workdir / "live-lake"
+    shutil.rmtree(live_landing, ignore_errors=True)
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    lake = Lake(lake_dir)
+
+    def link(paths: list[Path]) -> None:  # hard links: the same files, landing in two steps
+        for path in paths:
+            target = live_landing / path.relative_to(landing)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.hardlink_to(path)
+
+    link([f.path for f in files if f.path not in later])
+    t0 = time.perf_counter()
+    first = refresh_day(live_landing, lake, boards, DAY)
+    score_day(lake, boards, DAY)
+    t1 = time.perf_counter()
+    link(sorted(later))
+    t2 = time.perf_counter()
+    second = refresh_day(live_landing, lake, boards, DAY)
+    score_day(lake, boards, DAY)
+    t3 = time.perf_counter()
+    shutil.rmtree(live_landing, ignore_errors=True)
+    return {
+        "seconds": t3 - t2,
+        "first": t1 - t0,
+        "new_files": len(later),
+        "files": len(files),
+        "new_events": second.read - first.read,
+        "read": second.read,
+    }
+
+
 def _child(args: argparse.Namespace) -> None:
     from checkout import use
 
@@ -178,10 +255,50 @@ def _child(args: argparse.Namespace) -> None:
         result = _run_ours(S3Location(bucket, "landing"), lake)
     elif args.child == "copy":
         result = _run_copy(landing, args.fmt, workdir / "copy.parquet")
+    elif args.child == "incremental":
+        result = _run_incremental(landing, workdir, args.share)
     else:
         result = _run_duckdb(landing, args.fmt)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
+
+
+def _scale(args: argparse.Namespace, code: str, workdir: Path) -> None:
+    """Ours on the Parquet day and on the day `args.scale` times larger, alternated."""
+    day = _landing(workdir, "parquet", args.events, args.users, 0.0, 0.0)
+    sizes = {"day": day, "scaled": _scaled(day, args.scale)}
+    runs: dict[str, list[dict]] = {"day": [], "scaled": []}
+    for i in range(args.repeat):
+        for size in ("day", "scaled") if i % 2 == 0 else ("scaled", "day"):
+            cmd = [sys.executable, __file__, "--child", "ours", "--landing", str(sizes[size]), "--fmt", "parquet",
+                   "--workdir", str(workdir), "--code", code]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+            runs[size].append(json.loads(out.strip().splitlines()[-1]))
+            r = runs[size][-1]
+            print(f"  {size:6} {r['seconds']:7.2f}s (ingest {r['ingest']:.2f}s) {r['read']:,} records, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    med = {k: statistics.median(r["seconds"] for r in rs) for k, rs in runs.items()}
+    rss = {k: max(r["peak_rss_mb"] for r in rs) for k, rs in runs.items()}
+    print(
+        f"parquet  {runs['day'][0]['read']:,} records: {med['day']:.2f}s, peak RSS {rss['day']:.0f} MB; "
+        f"{runs['scaled'][0]['read']:,} records: {med['scaled']:.2f}s ({med['scaled'] / med['day']:.2f}x), "
+        f"peak RSS {rss['scaled']:.0f} MB  (ours: ingest + score + rank + publish; runs: {args.repeat} each)",
+        flush=True,
+    )
+
+
+def _incremental_report(fmt: str, args: argparse.Namespace, full: list[dict], live: list[dict]) -> None:
+    ingest = statistics.median(r["ingest"] for r in full)
+    refresh = statistics.median(r["seconds"] for r in live)
+    first = statistics.median(r["first"] for r in live)
+    one = live[0]
+    print(
+        f"{fmt:8} {args.events:,} events: a refresh adding {one['new_files']} of {one['files']} files "
+        f"({one['new_events']:,} of {one['read']:,} records) took median {refresh:.2f}s (ingest + scores), "
+        f"{refresh / ingest:.1%} of the full day's ingest ({ingest:.2f}s; its first live read with scores "
+        f"{first:.2f}s); peak RSS {max(r['peak_rss_mb'] for r in live):.0f} MB  (runs: {args.repeat} each, alternated)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -201,7 +318,19 @@ def main() -> None:
     p.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     p.add_argument("--s3", action="store_true", help="also run ours with the landing zone in a bucket")
     p.add_argument("--s3-lake", action="store_true", help="with --s3: the lake in the bucket too")
-    p.add_argument("--child", choices=["ours", "ours-s3", "duckdb", "copy"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="time a live refresh adding --share of the files to the day against ours (full ingest)",
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="time ours on the Parquet day and on one of SCALE times its events (its files copied with new ids)",
+    )
+    p.add_argument("--share", type=float, default=0.01, help="share of the day's files a refresh adds")
+    p.add_argument("--child", choices=["ours", "ours-s3", "duckdb", "copy", "incremental"], help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
     p.add_argument("--fmt", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -216,13 +345,18 @@ def main() -> None:
             os.environ.setdefault(name, value)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        _scale(args, codes[0], workdir)
+        return
     for fmt in args.formats.split(","):
         landing = _landing(workdir, fmt, args.events, args.users, args.bad_rate, args.dup_rate)
         sides = [("ours", code) for code in codes]
         if args.s3:
             _bucket(workdir, landing)
             sides.append(("ours-s3", codes[0]))
-        if not args.only_ours:
+        if args.incremental:
+            sides = [("ours", codes[0]), ("incremental", codes[0])]
+        elif not args.only_ours:
             sides += [("duckdb", codes[0]), ("copy", codes[0])]
         runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
         for i in range(args.repeat):
@@ -240,11 +374,16 @@ def main() -> None:
                     str(workdir),
                     "--code",
                     code,
+                    "--share",
+                    str(args.share),
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 runs[who, code].append(json.loads(out.strip().splitlines()[-1]))
-                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if who.startswith("ours") else ""
+                cpu = f" (CPU {runs[who, code][-1]['cpu']:.2f}s)" if "cpu" in runs[who, code][-1] else ""
                 print(f"  {who:6} {runs[who, code][-1]['seconds']:7.2f}s{cpu}  {code}", flush=True)
+        if args.incremental:
+            _incremental_report(fmt, args, runs[sides[0]], runs[sides[1]])
+            continue
         med = {side: statistics.median(r["seconds"] for r in rs) for side, rs in runs.items()}
         rss = {side: max(r["peak_rss_mb"] for r in rs) for side, rs in runs.items()}
         first = ("ours", codes[0])

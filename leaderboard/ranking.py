@@ -267,6 +267,50 @@ def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     return pl.concat(parts).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
 
 
+def merge_scores(old: pl.DataFrame, new: pl.DataFrame, boards: Iterable[Board]) -> pl.DataFrame | None:
+    """One day's scores of two disjoint sets of its events combined: what `score_events` gives
+    over both. None where that needs the events: a display name or metadata value given at the
+    same time on both sides but differently (the events' order breaks such a tie)."""
+    parts = []
+    for b in boards:
+        rows = pl.concat([old.filter(pl.col("board_id") == b.id), new.filter(pl.col("board_id") == b.id)])
+        named = pl.col("named_at")
+        latest_name = pl.col("display_name").filter(named == named.max())
+        frame = rows.group_by("user_id").agg(
+            *_combine(b), latest_name.first().alias("display_name"), named.max(), latest_name.n_unique().alias("_n")
+        )
+        if (frame["_n"].max() or 0) > 1:
+            return None
+        items = []
+        if b.metadata:
+            at = pl.col("at")
+            latest = pl.col("value").filter(at == at.max())
+            meta = (
+                rows.select("user_id", "metadata_values")
+                .explode("metadata_values")
+                .unnest("metadata_values")
+                .filter(pl.col("key").is_not_null() & pl.col("value").is_not_null())
+                .group_by("user_id", "key")
+                .agg(latest.first().alias("value"), at.max(), latest.n_unique().alias("_n"))
+            )
+            if (meta["_n"].max() or 0) > 1:
+                return None
+            for i, key in enumerate(b.metadata):
+                found = meta.filter(pl.col("key") == key).select("user_id", pl.col("value").alias(f"_v{i}"),
+                                                                 pl.col("at").alias(f"_a{i}"))  # fmt: skip
+                frame = frame.join(found, on="user_id", how="left")
+                items.append(pl.struct(pl.lit(key).alias("key"), pl.col(f"_v{i}").alias("value"),
+                                       pl.col(f"_a{i}").alias("at")))  # fmt: skip
+        values = (
+            pl.concat_list(items).list.filter(pl.element().struct.field("value").is_not_null())
+            if items
+            else pl.lit(None, SCORES_SCHEMA["metadata_values"])
+        )
+        frame = frame.with_columns(pl.lit(b.id).alias("board_id"), values.alias("metadata_values"))
+        parts.append(frame.select(list(SCORES_SCHEMA)).cast(SCORES_SCHEMA))  # type: ignore[arg-type]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=SCORES_SCHEMA)
+
+
 def _rolled_metadata(rows: pl.LazyFrame, board: Board) -> pl.LazyFrame:
     """Per user, the latest value of each of the board's metadata keys over the daily rows."""
     at = pl.col("at")
@@ -389,3 +433,14 @@ def ungrouped_counts(events: pl.LazyFrame, boards: Iterable[Board]) -> dict[str,
         for b in grouped
     ]
     return {b.id: int(found.item()) for b, found in zip(grouped, pl.collect_all(plans), strict=True)}
+
+
+def ungrouped_of(scores: pl.DataFrame, by_type: dict[str, int], boards: Iterable[Board]) -> dict[str, int]:
+    """`ungrouped_counts` from a day's scores and its count of events by type: a group board's
+    scores count the events of its types that name a group, the others are ungrouped."""
+    out = {}
+    for b in boards:
+        if b.group_by:
+            grouped = scores.filter(pl.col("board_id") == b.id)["event_count"].sum()
+            out[b.id] = sum(by_type.get(t, 0) for t in b.event_types) - int(grouped)
+    return out

@@ -29,6 +29,7 @@ from pipelines.steps import (
     period_scores,
     publish_period,
     rank_period,
+    refresh_day,
     score_day,
 )
 
@@ -127,12 +128,16 @@ def build_assets(
 
         Broken records go to `quarantine/` with file, line and reason; redeliveries of an
         event_id count once (first in Kafka order wins). Per day, read = counted + duplicates
-        + quarantined, or the run fails.
+        + quarantined, or the run fails. The current day reads only the files landed since its
+        last run and merges them in (its clean events then live in the lake's `.live/` area).
         """
         rows, verdicts = [], []
         for day in _days(context):
+            # The current day is refreshed live: only the files landed since its last refresh are
+            # read. A closed day (its close, late files) is read whole.
+            live = day == dt.datetime.now(boards.tz).date()
             try:
-                stats = ingest_day(
+                stats = (refresh_day if live else ingest_day)(
                     lake.landing, lake.lake, boards, day, context.run_id, stores.stores, settings.QUARANTINE_MAX_RATE
                 )
             except QuarantineRateExceeded as exc:

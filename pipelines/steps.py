@@ -10,31 +10,33 @@ import datetime as dt
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import polars as pl
 
 from leaderboard import faults
 from leaderboard.boards import SEASON, BoardSet, display_limit, value_ranges
 from leaderboard.identity import IdentityService, name_standings
-from leaderboard.landing import dedupe, read_day
-from leaderboard.objstore import Location
+from leaderboard.landing import dedupe, list_files, read_day
+from leaderboard.landing.read import read_files
+from leaderboard.objstore import Location, S3Location
 from leaderboard.periods import UTC, Period, local_midnight, period_of, status_at
 from leaderboard.ranking import (
     SCORES_SCHEMA,
     rollup_scores,
     score_events,
     standings,
-    ungrouped_counts,
+    ungrouped_of,
     without_excluded,
 )
 from leaderboard.standings import ENTRY_SCHEMA, Snapshot, snapshot_header, with_name_columns
 from leaderboard.stores import Stores
 from leaderboard.stores import redis as cache
 from leaderboard.stores.identity_cache import identity_cache
-from leaderboard.stores.lake import Lake, drop_temp_files
+from leaderboard.stores.lake import Lake, copy_atomic, drop_temp_files
 from leaderboard.stores.postgres_publish import publish as publish_postgres
 from leaderboard.stores.settlement import SettlementChanged, check_unchanged, kept_rows, refuse_settled
-from pipelines import checks
+from pipelines import checks, live
 from pipelines.checks import Verdict
 
 SETTLEMENT_RETRIES = 3
@@ -84,11 +86,18 @@ def ingest_day(
     with lake.workdir(f"ingest-{day}") as workdir:
         landed = read_day(landing, start, end, workdir, ranges=value_ranges(boards.boards))
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
-        kept = dedupe(landed.events)
+        kept = dedupe(landed.events, read - landed.quarantine.height, workdir)
         staged_clean = workdir / "clean.parquet"
         kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
-        counted = pl.scan_parquet(staged_clean).select(pl.len()).collect().item()
-        ungrouped = ungrouped_counts(pl.scan_parquet(staged_clean), boards.boards)
+        events = pl.scan_parquet(staged_clean)
+        # Scored here, once: the events a group board leaves ungrouped are those of its types
+        # that its scores do not count, so they need no reading of attributes of their own.
+        scores = score_events(events, boards.boards).collect()
+        by_type = dict(events.group_by("event_type").len().collect().iter_rows())
+        counted = sum(by_type.values())
+        ungrouped = ungrouped_of(scores, by_type, boards.boards)
+        staged_scores = workdir / "scores.parquet"
+        scores.write_parquet(staged_scores, statistics=True, metadata={SCORED_WITH: scored_with(boards)})
         stats = IngestStats(
             day=day.isoformat(),
             files=len(landed.files),
@@ -108,7 +117,9 @@ def ingest_day(
             verdict = checks.quarantine_rate(read, stats.quarantined, max_quarantine_rate, landed.quarantine)
         faults.pause("ingest", str(day))
         if verdict.passed:
+            live.drop(lake, day)  # a live day's events are this full read's from now on
             lake.install(staged_clean, lake.day_file("clean_events", day))
+            lake.install(staged_scores, lake.day_file("daily_scores", day))  # after: newer than the events
     lake.write_parquet(landed.quarantine, lake.day_file("quarantine", day))
     (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
     if not verdict.passed:
@@ -116,11 +127,110 @@ def ingest_day(
     return stats
 
 
+def refresh_day(
+    landing: Location,
+    lake: Lake,
+    boards: BoardSet,
+    day: dt.date,
+    run_id: str = "",
+    stores: Stores | None = None,
+    max_quarantine_rate: float | None = None,
+) -> IngestStats:
+    """`ingest_day` for the current day, reading only the files landed since its last refresh
+    and merging them into what the day has (pipelines/live.py): same events, quarantine,
+    stats and scores as a full read of the day, kept in the lake's work area (`day_events`).
+
+    Past `max_quarantine_rate` the quarantine and stats are written, the state stays as it
+    was (the files are read again next time) and QuarantineRateExceeded is raised.
+    """
+    if lake.bucket is not None or isinstance(landing, S3Location):
+        # The state is kept on this host's disk, which run pods over a bucket do not share:
+        # there each refresh reads the day whole.
+        return ingest_day(landing, lake, boards, day, run_id, stores, max_quarantine_rate)
+    t0 = time.perf_counter()
+    start, end = period_of("daily", day).bounds(boards.tz)
+    folder = lake.live_dir(day)
+    files, skipped = list_files(landing, start, end)
+    times = live.landed(files)
+    fingerprint = live.fingerprint(boards, start, end)
+    state = live.load(folder, fingerprint)
+    if state is None or not state.unchanged(times):
+        state = live.State(folder, fingerprint)  # start again from a full read
+    known = {f["path"] for f in state.files}
+    new = [f for f in files if str(f.path) not in known]
+    if not new and state.scores is not None:  # nothing landed since: the day stays as it is
+        merged = live.Merged(state, pl.read_parquet(state.path(state.quarantine or "")))
+    else:
+        with lake.workdir(f"refresh-{day}") as workdir:
+            batch = read_files(new, skipped, start, end, workdir, ranges=value_ranges(boards.boards))
+            merged = live.merge(state, batch, times, boards, workdir)
+    totals = merged.state.totals
+    stats = IngestStats(
+        day=day.isoformat(),
+        files=len(merged.state.files),
+        skipped_files=len(skipped),
+        read=totals.read,
+        counted=totals.counted,
+        duplicates=totals.duplicates,
+        conflicts=totals.conflicts,
+        quarantined=totals.quarantined,
+        seconds=round(time.perf_counter() - t0, 3),
+        ungrouped=json.dumps(totals.ungrouped, separators=(",", ":")),
+    )
+    if stats.read != stats.counted + stats.duplicates + stats.quarantined:
+        raise AssertionError(f"{day}: read {stats.read} != counted + duplicates + quarantined ({stats})")
+    verdict = Verdict(checks.QUARANTINE_RATE, True)
+    if max_quarantine_rate is not None:
+        verdict = checks.quarantine_rate(stats.read, stats.quarantined, max_quarantine_rate, merged.quarantine)
+    faults.pause("ingest", str(day))
+    if verdict.passed:
+        merged.state.commit()
+    lake.write_parquet(merged.quarantine, lake.day_file("quarantine", day))
+    (stores or Stores(lake)).save_ingest_stats({**asdict(stats), "run_id": run_id})
+    if not verdict.passed:
+        raise QuarantineRateExceeded(stats, verdict)
+    return stats
+
+
+def day_events(lake: Lake, day: dt.date) -> pl.LazyFrame:
+    """A day's clean events: the live state's while the day is refreshed live, else the lake's."""
+    found = live.day_events(lake, day)
+    return found if found is not None else pl.scan_parquet(lake.day_file("clean_events", day))
+
+
+SCORED_WITH = "leaderboard.scored_with"  # Parquet metadata of daily_scores written by ingest_day
+
+
+def scored_with(boards: BoardSet) -> str:
+    """The boards a day's scores were computed with (another file or zone: score again)."""
+    return json.dumps([boards.timezone, repr(boards.boards)])
+
+
+def _scored_at_ingest(lake: Lake, path: Path, clean: Path, boards: BoardSet) -> bool:
+    """Whether `daily_scores` are those ingest_day wrote with the day's current clean events
+    (then pulled, to read)."""
+    scored, events = lake.modified_ns(path), lake.modified_ns(clean)
+    if scored is None or events is None or scored < events:
+        return False
+    try:
+        return pl.read_parquet_metadata(lake.pull(path)).get(SCORED_WITH) == scored_with(boards)
+    except OSError:
+        return False
+
+
 def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
-    """`daily_scores` of one day from its clean events."""
-    events = pl.scan_parquet(lake.pull(lake.day_file("clean_events", day)))
-    scores = score_events(events, boards.boards).collect()
-    lake.write_parquet(scores, lake.day_file("daily_scores", day))
+    """`daily_scores` of one day from its clean events: scored by its ingest (or merged by its
+    live refreshes) already, unless the boards changed since."""
+    path, clean = lake.day_file("daily_scores", day), lake.day_file("clean_events", day)
+    merged = live.scores_file(lake, day)
+    if merged is not None:  # a live day's: in place as it is
+        copy_atomic(merged, path)
+        lake.push(path)
+        return pl.read_parquet(merged)
+    if _scored_at_ingest(lake, path, clean, boards):
+        return pl.read_parquet(path)
+    scores = score_events(pl.scan_parquet(lake.pull(clean)), boards.boards).collect()
+    lake.write_parquet(scores, path)
     return scores
 
 
@@ -212,7 +322,9 @@ def expected_users(
     less the `excluded`."""
     selected = boards.with_period(period.type)
     clean = lake.day_file("clean_events", period.start)
-    if period.type == "daily" and lake.pull(clean).is_file():
+    if period.type == "daily" and (events := live.day_events(lake, period.start)) is not None:
+        users = checks.counted_users(events, selected)
+    elif period.type == "daily" and lake.pull(clean).is_file():
         users = checks.counted_users(pl.scan_parquet(clean), selected)
     else:
         users = checks.eligible_users(scores, selected)

@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 import json
 import random
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -296,6 +297,25 @@ def test_dedupe_orders_a_file_by_line_or_by_its_place_in_the_scan():
             "x": "file 1",
         }
         assert (d.duplicates, d.conflicts) == (4, 4)
+
+
+def test_dedupe_counting_ids_a_share_at_a_time_gives_the_same_firsts(tmp_path, monkeypatch):
+    """A day past HASHES_PER_PASS ids is deduplicated in passes (bounded memory), alike."""
+    at = dt.datetime(2026, 11, 26, 10, tzinfo=UTC)
+    rng = random.Random(5)
+    rows = [(f"e{rng.randint(0, 300)}", "s", f"u{i}", at, float(rng.randint(1, 3)), None, i % 7, i, 0, None)
+            for i in range(1000)]  # fmt: skip
+    events = pl.DataFrame(rows, schema=CLEAN_SCHEMA, orient="row").with_columns(
+        pl.col("value").hash().alias("content_hash")
+    )
+    whole = dedupe(events.lazy())
+    monkeypatch.setattr(
+        sys.modules["leaderboard.landing.dedupe"], "HASHES_PER_PASS", 100
+    )  # the module, not the function
+    shared = dedupe(events.lazy(), events.height, tmp_path)
+    assert (tmp_path / "id-hashes.parquet").is_file()  # it did go a share at a time
+    assert shared.events.collect().sort("event_id").equals(whole.events.collect().sort("event_id"))
+    assert (shared.duplicates, shared.conflicts) == (whole.duplicates, whole.conflicts) != (0, 0)
 
 
 def test_a_record_belongs_to_exactly_one_day_when_hours_straddle_days(tmp_path):

@@ -64,6 +64,20 @@ def read_day(
     if isinstance(landing, S3Location):
         return _read_bucket(landing, start, end, workdir, con, ranges)
     files, skipped = list_files(landing, start, end)
+    return read_files(files, skipped, start, end, workdir, con, ranges)
+
+
+def read_files(
+    files: list[LandedFile],
+    skipped: list[str],
+    start: dt.datetime,
+    end: dt.datetime,
+    workdir: Path,
+    con: duckdb.DuckDBPyConnection | None = None,
+    ranges: Mapping[str, ValueRange] | None = None,
+) -> DayRead:
+    """`read_day` over given files of the day (in Kafka order): a live refresh reads only the
+    files landed since the last one. `file_idx` numbers `files`."""
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
     con = con or sources.connect()

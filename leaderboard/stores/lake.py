@@ -10,6 +10,7 @@ Layout under LEADERBOARD_LAKE_DIR (a folder, or the same keys under s3://bucket/
   daily_scores/date=D/scores.parquet       per board and user, the input of every rollup
   standings/<board>/<period_type>/<key>.parquet   published snapshots, one per board and period
     (in a bucket: <key>.json, a pointer to <key>/<publish id>.parquet)
+  .live/date=D/                            the current day's live state (on this host, also for a bucket)
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ class Lake:
                 if stale not in keep:
                     stale.unlink(missing_ok=True)
         return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+    def live_dir(self, day: dt.date) -> Path:
+        """What the current day's live refreshes keep to merge the next one's files into
+        (pipelines/live.py): in the lake's work area, not a dataset."""
+        return self.folder / ".live" / f"date={day.isoformat()}"
 
     @contextmanager
     def workdir(self, name: str) -> Iterator[Path]:
@@ -325,6 +331,17 @@ def write_atomic(frame: pl.DataFrame, path: Path, header: dict | None = None) ->
         frame.write_parquet(tmp, statistics=True, metadata=metadata)
         if header is not None:  # a published snapshot
             faults.pause("lake", str(path))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """A copy of a file, renamed into place as `write_atomic` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -33,9 +33,9 @@ def season_state(lake: LakeResource, period: Period, now: dt.datetime, tz: dt.tz
         return None
     stamps = []
     for day in period.days():
-        modified = lake.lake.modified(lake.lake.day_file("daily_scores", day))
+        modified = lake.lake.modified_ns(lake.lake.day_file("daily_scores", day))
         if modified is not None:
-            stamps.append(f"{day}@{modified.isoformat()}")
+            stamps.append(f"{day}@{modified}")
     if not stamps:
         return None  # none of its days scored yet: nothing to publish
     phase = "live" if now < end else "ended"

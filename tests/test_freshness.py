@@ -103,7 +103,7 @@ def scrape_until(get: Callable[[], str], ready: Callable[[Samples], bool], secon
     while True:
         start = time.monotonic()
         found = samples(get())
-        assert time.monotonic() - start < 1, "a scrape waited for a store (reads are given 2 s)"
+        assert time.monotonic() - start < 1.5, "a scrape waited for a store (reads are given 2 s)"
         if ready(found):
             return found
         assert time.monotonic() < deadline, f"not seen in {seconds} s: {found}"

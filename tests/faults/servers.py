@@ -143,7 +143,7 @@ def api_server(environ: dict[str, str], cwd: Path) -> Iterator[str]:
             return False
 
     try:
-        _wait("the API", up, 30)
+        _wait("the API", up, 120)
         yield base
     finally:
         server.terminate()

@@ -15,9 +15,12 @@ Polars release) starts the state again from a full read of the day. Nothing here
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from leaderboard.stores.lake import Lake, write_json_atomic
 
 STATE_VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held by the refresh of the day under way
 KEY = ["event_id", "file_idx", "line", "seq"]  # one delivery
 PART_SCHEMA = {**CLEAN_SCHEMA, "_h": pl.UInt64}  # _h: hash of event_id, to find repeats cheaply
 
@@ -86,7 +90,7 @@ class State:
             "totals": asdict(self.totals),
         }
         write_json_atomic(self.path(MANIFEST), body)
-        named = {MANIFEST, *self.parts, self.repeats, self.quarantine, self.scores}
+        named = {MANIFEST, LOCK, *self.parts, self.repeats, self.quarantine, self.scores}
         for p in self.folder.iterdir():
             if p.name not in named:
                 p.unlink(missing_ok=True)
@@ -114,6 +118,18 @@ def load(folder: Path, expected: str | None = None) -> State | None:
         scores=body["scores"],
         totals=Totals(**body["totals"]),
     )
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold the day's lock: two refreshes at once would each remove the files the other writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK).open("a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def drop(lake: Lake, day: dt.date) -> None:

@@ -141,12 +141,26 @@ def refresh_day(
     stats and scores as a full read of the day, kept in the lake's work area (`day_events`).
 
     Past `max_quarantine_rate` the quarantine and stats are written, the state stays as it
-    was (the files are read again next time) and QuarantineRateExceeded is raised.
+    was (the files are read again next time) and QuarantineRateExceeded is raised. One refresh
+    of a day at a time: a second waits (each would remove the files the other is writing).
     """
     if lake.bucket is not None or isinstance(landing, S3Location):
         # The state is kept on this host's disk, which run pods over a bucket do not share:
         # there each refresh reads the day whole.
         return ingest_day(landing, lake, boards, day, run_id, stores, max_quarantine_rate)
+    with live.locked(lake.live_dir(day)):
+        return _refresh_day(landing, lake, boards, day, run_id, stores, max_quarantine_rate)
+
+
+def _refresh_day(
+    landing: Location,
+    lake: Lake,
+    boards: BoardSet,
+    day: dt.date,
+    run_id: str,
+    stores: Stores | None,
+    max_quarantine_rate: float | None,
+) -> IngestStats:
     t0 = time.perf_counter()
     start, end = period_of("daily", day).bounds(boards.tz)
     folder = lake.live_dir(day)

@@ -186,7 +186,7 @@ def test_a_refresh_killed_before_its_commit_leaves_the_previous_state(tmp_path, 
     named = {p.name for p in lake.live_dir(DAY).iterdir()}
     state = live.load(lake.live_dir(DAY))
     assert state is not None
-    assert named == {live.MANIFEST, *state.parts, state.repeats, state.quarantine, state.scores}
+    assert named == {live.MANIFEST, live.LOCK, *state.parts, state.repeats, state.quarantine, state.scores}
     # A state naming a file that is gone (two refreshes of the day at once) is read again whole.
     (lake.live_dir(DAY) / state.parts[0]).unlink()
     assert live.load(lake.live_dir(DAY)) is None

@@ -225,14 +225,6 @@ class Lake:
             starts = {k: (read_header(self, board_id, period_type, k) or {}).get("period_start", "") for k in keys}
             return sorted(keys, key=lambda k: (starts[k], k), reverse=True)
         return sorted(keys, reverse=True)
-        folder = self.root / "standings" / board_id / period_type
-        if not folder.is_dir():
-            return []
-        keys = [p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")]
-        if period_type == "season":
-            starts = {k: (read_header(self, board_id, period_type, k) or {}).get("period_start", "") for k in keys}
-            return sorted(keys, key=lambda k: (starts[k], k), reverse=True)
-        return sorted(keys, reverse=True)
 
     def publish_snapshot(self, frame: pl.DataFrame, board_id: str, period_type: str, key: str, header: dict) -> None:
         """Publish a period's snapshot so that a reader sees the old one or the new one whole.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from api.app import create_app
 from api.auth import mint
+from api.reader import LOCAL_CACHE_SECONDS
 from cli.main import main
 from leaderboard.boards import Board, BoardSet, BoardsFileError, load_boards
 from leaderboard.moderation import NO_POSTGRES
@@ -212,6 +214,8 @@ def _refresh(defs, instance, resources, cursor: str | None) -> str:
     job = defs.resolve_job_def("daily_job")
     assert job.execute_in_process(instance=instance, tags=request.tags, partition_key=request.partition_key).success
     assert result.cursor is not None
+    # An API process serves a body it read for up to LOCAL_CACHE_SECONDS: then it sees this run's.
+    time.sleep(LOCAL_CACHE_SECONDS)
     return result.cursor
 
 

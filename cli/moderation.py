@@ -9,6 +9,8 @@ import json
 
 import click
 
+from cli.options import utc_instant
+
 
 def _store():  # type: ignore[no-untyped-def]
     from leaderboard.moderation import NO_POSTGRES
@@ -20,18 +22,6 @@ def _store():  # type: ignore[no-untyped-def]
     if record is None:
         raise click.UsageError(NO_POSTGRES)
     return PostgresModeration(record)
-
-
-def _until(text: str | None) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO instant", param_hint="--until") from None
-    if instant.tzinfo is None:
-        raise click.BadParameter(f"{text!r} has no UTC offset (e.g. 2026-12-01T00:00:00Z)", param_hint="--until")
-    return instant
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -51,9 +41,11 @@ def moderation() -> None:
 @click.argument("subject")
 @click.option("--board", help="The board; without it, every board.")
 @click.option("--reason", required=True, help="Why (kept in the audit), 1-500 characters.")
-@click.option("--until", "until_text", help="ISO instant with offset when it ends by itself; default: until lifted.")
+@click.option(
+    "--until", callback=utc_instant, help="ISO instant with offset when it ends by itself; default: until lifted."
+)
 @click.option("--by", "actor", help="Who excludes [cli:<login name>].")
-def exclude(subject: str, board: str | None, reason: str, until_text: str | None, actor: str | None) -> None:
+def exclude(subject: str, board: str | None, reason: str, until: dt.datetime | None, actor: str | None) -> None:
     """Exclude SUBJECT (a user id, or a group id) from rankings; the pipeline republishes the
     current periods without it at its next sensor tick."""
     from leaderboard.boards import current_boards
@@ -63,7 +55,7 @@ def exclude(subject: str, board: str | None, reason: str, until_text: str | None
         raise click.BadParameter(f"unknown board {board!r}", param_hint="--board")
     store = _store()
     try:
-        done = store.exclude(board, subject, reason, _by(actor), dt.datetime.now(dt.UTC), _until(until_text))
+        done = store.exclude(board, subject, reason, _by(actor), dt.datetime.now(dt.UTC), until)
     except ModerationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exclusion {done.id}: {subject} excluded from {board or 'every board'} until "

@@ -28,3 +28,16 @@ def local_when(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return parse_when(value)
     except PeriodError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def utc_instant(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.datetime | None:
+    """An ISO instant with its UTC offset (`2026-12-01T00:00:00Z`): a local time would be ambiguous."""
+    if value is None:
+        return None
+    try:
+        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO instant") from None
+    if instant.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset (e.g. 2026-12-01T00:00:00Z)")
+    return instant

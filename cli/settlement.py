@@ -8,19 +8,7 @@ import getpass
 
 import click
 
-from cli.options import local_when
-
-
-def _instant(text: str | None) -> dt.datetime:
-    if text is None:
-        return dt.datetime.now(dt.UTC)
-    try:
-        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO instant", param_hint="--now") from None
-    if instant.tzinfo is None:
-        raise click.BadParameter(f"{text!r} has no UTC offset", param_hint="--now")
-    return instant
+from cli.options import local_when, utc_instant
 
 
 def _store():  # type: ignore[no-untyped-def]
@@ -67,8 +55,8 @@ def status(limit: int) -> None:
 
 
 @settlement.command("settle")
-@click.option("--now", "now_text", help="Evaluate at this ISO instant instead of now.")
-def settle(now_text: str | None) -> None:
+@click.option("--now", callback=utc_instant, help="Evaluate at this ISO instant instead of now.")
+def settle(now: dt.datetime | None) -> None:
     """Settle every period due now, as the `settle_periods` sensor does (with the webhook when set)."""
     from leaderboard.boards import current_boards, display_limit
 
@@ -80,7 +68,8 @@ def settle(now_text: str | None) -> None:
         return display_limit(board) if board else settings.DISPLAY_LIMIT_DEFAULT
 
     grace = dt.timedelta(minutes=settings.SETTLE_GRACE_MINUTES)
-    done = store.settle_due(_instant(now_text), grace, boards.tz, limit if settings.SETTLEMENT_WEBHOOK_URL else None)
+    top = limit if settings.SETTLEMENT_WEBHOOK_URL else None  # the webhook carries the top entries
+    done = store.settle_due(now or dt.datetime.now(dt.UTC), grace, boards.tz, top)
     for s in done:
         click.echo(f"settled {s.board_id} {s.period_type} {s.period_key}: revision {s.revision}, {s.entries} entries, "
                    f"hash {s.content_hash}")  # fmt: skip

@@ -33,3 +33,12 @@ def boards() -> BoardSet:
 def refresh_every(s: Settings) -> int | None:
     """The fragment interval, None when DASHBOARD_REFRESH_SECONDS=0 turns refreshing off."""
     return s.DASHBOARD_REFRESH_SECONDS or None
+
+
+def postgres_problem(problem: str | None, s: Settings) -> bool:
+    """Shows why a Postgres-only page has nothing: a note where Postgres is not configured (the
+    embedded default), a warning where it is but fails. True when there was a problem."""
+    if not problem:
+        return False
+    (st.info if s.DATABASE_URL is None else st.warning)(problem)
+    return True

@@ -15,11 +15,7 @@ _TIME = "YYYY-MM-DD HH:mm:ss"
 def moderation() -> None:
     """Re-read on its own every DASHBOARD_REFRESH_SECONDS."""
     view = queries.moderation_view(s.DATABASE_URL, s.LEADERBOARD_LAKE_DIR)
-    if view.problem:
-        if s.DATABASE_URL is None:
-            st.info(view.problem)
-        else:
-            st.warning(view.problem)
+    if context.postgres_problem(view.problem, s):
         return
     exclusions, audit = view.exclusions, view.audit
     in_force, lifted, expired, changes = st.columns(4)

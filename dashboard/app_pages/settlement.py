@@ -15,11 +15,7 @@ _TIME = "YYYY-MM-DD HH:mm:ss"
 def settlement() -> None:
     """Re-read on its own every DASHBOARD_REFRESH_SECONDS."""
     view = queries.settlement_view(s.DATABASE_URL, s.LEADERBOARD_LAKE_DIR)
-    if view.problem:
-        if s.DATABASE_URL is None:
-            st.info(view.problem)
-        else:
-            st.warning(view.problem)
+    if context.postgres_problem(view.problem, s):
         return
     states = view.states
     settled, reopened, pending, failing = st.columns(4)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import duckdb
 import polars as pl
 
 from leaderboard.boards import Board
@@ -99,6 +101,46 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
     return pl.DataFrame({"json": json_col, "text": text_col}).to_struct()
 
 
+_duckdb = threading.local()  # a connection per thread: Polars may run batches side by side
+
+
+def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
+    """The JSON string at the path in each attributes object, else null: one parse per row by
+    DuckDB's JSON reader, not the many passes over the text of `_attribute_values`.
+
+    `json_extract_string` gives a number or literal as its text too, so a value that reads like
+    one (`3`, `true`, `[`...) is looked up again with its type. Where the key's name occurs
+    more than once in a row, DuckDB's reader keeps a repeated key's first value and the rules
+    (like parsers that build maps) the last: those rows go through `_attribute_values`.
+    """
+    con = getattr(_duckdb, "con", None)
+    if con is None:
+        con = _duckdb.con = duckdb.connect()
+    frame = pl.DataFrame({"a": attributes.cast(pl.String)})
+    path = "$." + ".".join(f'"{p}"' for p in parts)  # quoted: a name may hold '-'
+    # as Arrow string views, which DuckDB reads without the copy a Polars frame costs
+    con.register("attrs", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+    try:
+        text = con.sql(f"SELECT try(json_extract_string(a, '{path}')) AS t FROM attrs").pl()["t"]
+        unsure = text.to_frame("t").select(
+            pl.col("t").str.contains(r"^[-0-9\[{]") | pl.col("t").is_in(["true", "false"])
+        )["t"]
+        if unsure.any():
+            idx = unsure.arg_true()
+            con.register("attrs", frame[idx].to_arrow(compat_level=pl.CompatLevel.newest()))
+            typed = con.sql(f"""
+                SELECT CASE WHEN json_type(v) = 'VARCHAR' THEN v ->> '$' END AS t
+                FROM (SELECT try(json_extract(a, '{path}')) AS v FROM attrs)""").pl()["t"]
+            text = text.scatter(idx, typed)
+    finally:
+        con.unregister("attrs")
+    repeated = frame.select(pl.col("a").str.count_matches(f'"{parts[-1]}"', literal=True) > 1).to_series()
+    if repeated.any():
+        idx = repeated.arg_true()
+        text = text.scatter(idx, _attribute_values(attributes.gather(idx), parts).struct.field("text"))
+    return text
+
+
 def attribute_string(path: str, longest: int) -> pl.Expr:
     """`attributes.<path>` when it is a string of 1 to `longest` characters, else null.
 
@@ -107,12 +149,12 @@ def attribute_string(path: str, longest: int) -> pl.Expr:
     parts = tuple(path.split("."))
 
     def strings(attributes: pl.Series) -> pl.Series:
-        text = _attribute_values(attributes, parts).struct.field("text")
+        text = _strings_at(attributes, parts)
         return (
             text.to_frame("t").select(pl.when(pl.col("t").str.len_chars().is_between(1, longest)).then("t")).to_series()
         )
 
-    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=True)
+    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=False)
 
 
 def group_of(board: Board) -> pl.Expr:
@@ -137,7 +179,9 @@ def _combine(board: Board, events: bool = False) -> list[pl.Expr]:
         latest = score.sort_by(ORDER).last() if events else score.sort_by(["reached_at", "score"]).last()
         return [latest, pl.col("event_count").sum(), at.max()]
     best = score.max() if board.aggregate == "max" else score.min()
-    return [best, pl.col("event_count").sum(), at.filter(score == best).min()]
+    # the time of the best score, earliest first: a sort the streaming engine runs per group
+    earliest_best = at.sort_by([score, at], descending=[board.aggregate == "min", True]).last()
+    return [best, pl.col("event_count").sum(), earliest_best]
 
 
 @dataclass(frozen=True)
@@ -199,58 +243,77 @@ def _mentions(latest: _Latest) -> pl.Expr:
 
 
 def _candidate(latest: _Latest) -> list[pl.Expr]:
-    """Per user (in the aggregation that scores them): the attributes of the latest event that
-    mentions the attribute's name, its time, and whether another such event shares that time.
+    """Per user (in the aggregation that scores them): the id of the latest event that mentions
+    the attribute's name, its time, and whether another such event shares that time (the
+    latest with the greatest id and the latest with the least differ).
 
-    `latest.hint` holds each event's time where it mentions the name, else null. A tie is a
-    first and a last position of the greatest time that differ (cheaper than counting them)."""
+    `latest.hint` holds each event's time where it mentions the name, else null. Ids, not the
+    attributes, go through the aggregation: it then streams, holding a row per user, not the
+    events' text."""
     mentioned = pl.col(latest.hint)
-    first, from_end = mentioned.arg_max(), mentioned.reverse().arg_max()
+    last_id = pl.col("event_id").sort_by([mentioned, "event_id"]).last()
+    first_id = pl.col("event_id").sort_by([mentioned, "event_id"], descending=[False, True]).last()
     return [
-        pl.col("attributes").get(first, null_on_oob=True).alias(latest.column),
+        last_id.alias(latest.column),
         mentioned.max().alias(f"{latest.column}_at"),
-        (first + from_end + 1 != pl.len()).alias(f"{latest.column}_tie"),
+        (first_id != last_id).alias(f"{latest.column}_tie"),
     ]
 
 
-def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """The latest value per user: usually the candidate's. Users whose candidate shares its time
-    with another mentioning event, or is no value (empty, null, another type, the name found in
-    a nested object), are read again over all their events that mention it."""
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """The latest value per user: usually the candidate's (its `attributes` by event id). Users whose
+    candidate shares its time with another mentioning event, or is no value (empty, null,
+    another type, the name found in a nested object), are read again over all their events
+    that mention it."""
     column, at, tie = latest.column, f"{latest.column}_at", f"{latest.column}_tie"
     mentioned = found.filter(pl.col(at).is_not_null())
-    single = mentioned.filter(~pl.col(tie)).select("user_id", pl.col(column).alias("attributes"), at)
+    single = mentioned.filter(~pl.col(tie)).select("user_id", pl.col(column).alias("event_id"), at)
+    single = single.join(attributes, on="event_id", how="left")
     best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
     best = best.select("user_id", column, at)
     unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
-    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi").collect()
+    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi").collect(engine="streaming")
     return pl.concat([best, _latest_valid(again, latest)])
 
 
 def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
-    """One day's clean events to that day's scores per board and user (`daily_scores`)."""
+    """One day's clean events to that day's scores per board and user (`daily_scores`).
+
+    A board at a time, each aggregation streamed: memory grows with the users, not the events.
+    The attributes of each user's latest events are fetched by their ids after it (ids are
+    unique among a day's clean events)."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    counted = [_counted(events, b) for b in boards]
-    plans = [
-        rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in _latest_of(b))
-        .group_by("user_id")
-        .agg(*_combine(b, events=True), *(e for x in _latest_of(b) for e in _candidate(x)))
-        for b, rows in zip(boards, counted, strict=True)
-    ]
     parts = []
-    for b, rows, found in zip(boards, counted, pl.collect_all(plans), strict=True):
+    for b in boards:
+        rows = _counted(events, b)
+        latest = _latest_of(b)
+        found = (
+            rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in latest)
+            .group_by("user_id")
+            .agg(*_combine(b, events=True), *(e for x in latest for e in _candidate(x)))
+            .collect(engine="streaming")
+        )
+        wanted = pl.concat([found.select(pl.col(x.column).alias("event_id")) for x in latest]) if latest else None
+        attributes = (
+            events.join(wanted.unique().lazy(), on="event_id", how="semi")
+            .select("event_id", "attributes")
+            .collect(engine="streaming")
+            if wanted is not None
+            else None
+        )
         frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
             pl.lit(b.id).alias("board_id"),
             pl.lit(None, pl.String).alias("display_name"),
             pl.lit(None, UTC_US).alias("named_at"),
         )
         items = []
-        for x in _latest_of(b):
-            best = _resolve(rows, found, x)
+        for x in latest:
+            assert attributes is not None
+            best = _resolve(rows, found, attributes, x)
             if x.is_name:
                 best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
                 frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")

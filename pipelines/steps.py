@@ -255,6 +255,8 @@ def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame
         return pl.LazyFrame(schema=SCORES_SCHEMA)
     # Days scored before names and metadata existed lack their columns: read as nulls.
     daily = pl.scan_parquet(files, schema=SCORES_SCHEMA, missing_columns="insert")  # type: ignore[arg-type]
+    if len(files) == 1:  # a day's scores hold one row per board and user already: nothing to roll up
+        return daily.filter(pl.col("board_id").is_in([b.id for b in boards.boards]))
     return rollup_scores(daily, boards.boards)
 
 

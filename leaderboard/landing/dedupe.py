@@ -74,12 +74,16 @@ def dedupe(events: pl.LazyFrame, rows: int = 0, workdir: Path | None = None) -> 
 def repeated_hashes(hashes: pl.LazyFrame, passes: int = 1) -> pl.DataFrame:
     """Hashes (column `_h`) seen more than once: a superset of the repeated ids (collisions
     only add candidates, which are then compared by id), at 8 bytes a key instead of the id.
-    In `passes`, each counting the hashes of one remainder: a day's distinct ids at once take
-    gigabytes past some tens of millions."""
-    if passes == 1:
-        return hashes.group_by("_h").len().filter(pl.col("len") > 1).select("_h").collect()
-    shares = [hashes.filter(pl.col("_h") % passes == k) for k in range(passes)]
-    return pl.concat([s.group_by("_h").len().filter(pl.col("len") > 1).select("_h").collect() for s in shares])
+
+    Found by sorting, whose memory is a few copies of the hashes, where a hash table of a
+    day's distinct ids takes several times that. In `passes`, each sorting the hashes of one
+    remainder: past some tens of millions even the copies take gigabytes."""
+    shares = [hashes] if passes == 1 else [hashes.filter(pl.col("_h") % passes == k) for k in range(passes)]
+    found = []
+    for share in shares:
+        ordered = share.collect(engine="streaming").get_column("_h").sort()
+        found.append(ordered.filter(ordered == ordered.shift(1)).unique().to_frame())
+    return pl.concat(found)
 
 
 @dataclass(frozen=True)

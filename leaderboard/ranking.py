@@ -223,16 +223,19 @@ def _counted(events: pl.LazyFrame, board: Board) -> pl.LazyFrame:
     )
 
 
-def _latest_valid(rows: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """Per user, the latest value of the attribute among `rows` (user_id, attributes, ORDER)."""
+def _latest_valid(rows: pl.LazyFrame, latest: _Latest) -> pl.DataFrame:
+    """Per user, the latest value of the attribute among `rows` (user_id, attributes, ORDER),
+    streamed: a row per user is held, not the events."""
+    value = pl.col("_value")
     return (
-        rows.lazy()
-        .with_columns(latest.value().alias("_value"))
-        .filter(pl.col("_value").is_not_null())
-        .sort(ORDER)
+        rows.with_columns(latest.value().alias("_value"))
+        .filter(value.is_not_null())
         .group_by("user_id")
-        .agg(pl.col("_value").last().alias(latest.column), pl.col("occurred_at").last().alias(f"{latest.column}_at"))
-        .collect()
+        .agg(
+            value.sort_by(ORDER).last().alias(latest.column),
+            pl.col("occurred_at").sort_by(ORDER).last().alias(f"{latest.column}_at"),
+        )
+        .collect(engine="streaming")
     )
 
 
@@ -243,38 +246,34 @@ def _mentions(latest: _Latest) -> pl.Expr:
 
 
 def _candidate(latest: _Latest) -> list[pl.Expr]:
-    """Per user (in the aggregation that scores them): the id of the latest event that mentions
-    the attribute's name, its time, and whether another such event shares that time (the
-    latest with the greatest id and the latest with the least differ).
+    """Per user (in the aggregation that scores them): the id of the latest event (in ORDER)
+    that mentions the attribute's name, and its time.
 
     `latest.hint` holds each event's time where it mentions the name, else null. Ids, not the
     attributes, go through the aggregation: it then streams, holding a row per user, not the
     events' text."""
     mentioned = pl.col(latest.hint)
-    last_id = pl.col("event_id").sort_by([mentioned, "event_id"]).last()
-    first_id = pl.col("event_id").sort_by([mentioned, "event_id"], descending=[False, True]).last()
     return [
-        last_id.alias(latest.column),
+        pl.col("event_id").sort_by([mentioned, *ORDER[1:]]).last().alias(latest.column),
         mentioned.max().alias(f"{latest.column}_at"),
-        (first_id != last_id).alias(f"{latest.column}_tie"),
     ]
 
 
 def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """The latest value per user: usually the candidate's (its `attributes` by event id). Users whose
-    candidate shares its time with another mentioning event, or is no value (empty, null,
-    another type, the name found in a nested object), are read again over all their events
-    that mention it."""
-    column, at, tie = latest.column, f"{latest.column}_at", f"{latest.column}_tie"
+    """The latest value per user: usually the candidate's (its `attributes` by event id). Users
+    whose candidate is no value (empty, null, another type, the name found in a nested
+    object) are read again over all their events that mention it."""
+    column, at = latest.column, f"{latest.column}_at"
     mentioned = found.filter(pl.col(at).is_not_null())
-    single = mentioned.filter(~pl.col(tie)).select("user_id", pl.col(column).alias("event_id"), at)
-    single = single.join(attributes, on="event_id", how="left")
+    single = mentioned.select("user_id", pl.col(column).alias("event_id"), at).join(
+        attributes, on="event_id", how="left"
+    )
     best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
     best = best.select("user_id", column, at)
     unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
-    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi").collect(engine="streaming")
+    again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi")
     return pl.concat([best, _latest_valid(again, latest)])
 
 

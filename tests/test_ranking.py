@@ -201,6 +201,26 @@ def test_events_without_a_group_are_not_counted_and_are_reported_as_ungrouped():
     assert ungrouped_counts(lf, [TEAM, SUM]) == {"teams": len(ungrouped)}
 
 
+def test_a_group_read_from_attributes_text_as_a_json_parser_reads_it():
+    texts = {
+        "amy": '{"team_id":"red","team_id":"blue"}',  # a repeated key: its last value, as parsers that build maps
+        "bob": '{"team_id":7,"team_id":"blue"}',
+        "cat": '{"team_id":"blue","team_id":null}',  # the last is no group
+        "dan": '{"team_id" :  "true"}',  # a string that reads like a literal is a string
+        "eve": '{"team_id":true}',
+        "fay": '{"team_id":"[1]"}',
+        "gus": '{"team_id":[1]}',
+        "hal": '{"team_id":"-5"}',
+        "ivy": '{"team_id":-5}',
+    }
+    lf = events([(user, 1, t(1)) for user in texts]).with_columns(
+        pl.col("user_id").replace_strict(texts).alias("attributes")
+    )
+    table = standings(score_events(lf, [TEAM]), None, [TEAM]).collect()
+    assert dict(table.select("user_id", "event_count").iter_rows()) == {"blue": 2, "true": 1, "[1]": 1, "-5": 1}
+    assert ungrouped_counts(lf, [TEAM]) == {"teams": 4}
+
+
 def test_a_group_may_sit_in_a_nested_object_and_be_written_with_escapes():
     board = Board(id="squads", event_types=("s",), aggregate="count", group_by="attributes.squad.id")
     rows = [

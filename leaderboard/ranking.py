@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -48,6 +50,8 @@ MAX_METADATA_BYTES = 1024
 # files (`file_idx`), then event id. Not the line: it is known for some rows of a file only.
 ORDER = ["occurred_at", "file_idx", "event_id"]
 ATTRIBUTE = pl.Struct({"json": pl.String, "text": pl.String})
+EVENTS_PER_SHARE = 8_000_000  # events a board's aggregation reads at once (see score_events)
+SHARE_ROW_GROUP = 50_000
 
 
 def attribute(path: str) -> pl.Expr:
@@ -115,7 +119,7 @@ def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
     """
     con = getattr(_duckdb, "con", None)
     if con is None:
-        con = _duckdb.con = duckdb.connect()
+        con = _duckdb.con = duckdb.connect(config={"threads": 1})
     frame = pl.DataFrame({"a": attributes.cast(pl.String)})
     path = "$." + ".".join(f'"{p}"' for p in parts)  # quoted: a name may hold '-'
     # as Arrow string views, which DuckDB reads without the copy a Polars frame costs
@@ -154,7 +158,7 @@ def attribute_string(path: str, longest: int) -> pl.Expr:
             text.to_frame("t").select(pl.when(pl.col("t").str.len_chars().is_between(1, longest)).then("t")).to_series()
         )
 
-    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=False)
+    return pl.col("attributes").map_batches(strings, return_dtype=pl.String, is_elementwise=True)
 
 
 def group_of(board: Board) -> pl.Expr:
@@ -280,53 +284,76 @@ def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, 
 def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     """One day's clean events to that day's scores per board and user (`daily_scores`).
 
-    A board at a time, each aggregation streamed: memory grows with the users, not the events.
-    The attributes of each user's latest events are fetched by their ids after it (ids are
-    unique among a day's clean events)."""
+    A board at a time, each aggregation streamed. Past EVENTS_PER_SHARE events, the user
+    boards' events are first split by user into shares (temporary files, one pass) and each
+    share is scored apart: the aggregations hold rows per event they read, so a day of any
+    size then fits in the memory of one share."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    parts = []
+    shares = -(-events.select(pl.len()).collect().item() // EVENTS_PER_SHARE)
+    users = [b for b in boards if not b.group_by]  # a group is known only once its events are read
+    if shares <= 1 or not users:
+        return pl.concat([_score_board(events, b) for b in boards]).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+    scored: dict[str, list[pl.DataFrame]] = {b.id: [] for b in boards}
+    with tempfile.TemporaryDirectory(prefix="scores-") as tmp:
+        types = sorted({t for b in users for t in b.event_types})
+        events.filter(pl.col("event_type").is_in(types)).with_columns(
+            _share=pl.col("user_id").hash() % shares
+        ).sink_parquet(  # small row groups: the split buffers one per share while it runs
+            pl.PartitionBy(tmp, key="_share", include_key=False), mkdir=True, row_group_size=SHARE_ROW_GROUP
+        )
+        for folder in sorted(Path(tmp).iterdir()):
+            share = pl.scan_parquet(folder / "*.parquet")
+            for b in users:
+                scored[b.id].append(_score_board(share, b))
     for b in boards:
-        rows = _counted(events, b)
-        latest = _latest_of(b)
-        found = (
-            rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in latest)
-            .group_by("user_id")
-            .agg(*_combine(b, events=True), *(e for x in latest for e in _candidate(x)))
-            .collect(engine="streaming")
-        )
-        wanted = pl.concat([found.select(pl.col(x.column).alias("event_id")) for x in latest]) if latest else None
-        attributes = (
-            events.join(wanted.unique().lazy(), on="event_id", how="semi")
-            .select("event_id", "attributes")
-            .collect(engine="streaming")
-            if wanted is not None
-            else None
-        )
-        frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
-            pl.lit(b.id).alias("board_id"),
-            pl.lit(None, pl.String).alias("display_name"),
-            pl.lit(None, UTC_US).alias("named_at"),
-        )
-        items = []
-        for x in latest:
-            assert attributes is not None
-            best = _resolve(rows, found, attributes, x)
-            if x.is_name:
-                best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
-                frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")
-            else:
-                frame = frame.join(best, on="user_id", how="left")
-                items.append(pl.struct(pl.lit(x.path).alias("key"), pl.col(x.column).alias("value"),
-                                       pl.col(f"{x.column}_at").alias("at")))  # fmt: skip
-        meta = (
-            pl.concat_list(items).list.filter(pl.element().struct.field("value").is_not_null())
-            if items
-            else pl.lit(None, SCORES_SCHEMA["metadata_values"])
-        )
-        parts.append(frame.with_columns(meta.alias("metadata_values")).select(list(SCORES_SCHEMA)))
-    return pl.concat(parts).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+        if b.group_by:
+            scored[b.id].append(_score_board(events, b))
+    return pl.concat([frame for b in boards for frame in scored[b.id]]).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+
+
+def _score_board(events: pl.LazyFrame, b: Board) -> pl.DataFrame:
+    """A board's scores of `events`. The attributes of each user's latest events are fetched by
+    their ids after the aggregation (ids are unique among a day's clean events)."""
+    rows = _counted(events, b)
+    latest = _latest_of(b)
+    found = (
+        rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in latest)
+        .group_by("user_id")
+        .agg(*_combine(b, events=True), *(e for x in latest for e in _candidate(x)))
+        .collect(engine="streaming")
+    )
+    wanted = pl.concat([found.select(pl.col(x.column).alias("event_id")) for x in latest]) if latest else None
+    attributes = (
+        events.join(wanted.unique().lazy(), on="event_id", how="semi")
+        .select("event_id", "attributes")
+        .collect(engine="streaming")
+        if wanted is not None
+        else None
+    )
+    frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
+        pl.lit(b.id).alias("board_id"),
+        pl.lit(None, pl.String).alias("display_name"),
+        pl.lit(None, UTC_US).alias("named_at"),
+    )
+    items = []
+    for x in latest:
+        assert attributes is not None
+        best = _resolve(rows, found, attributes, x)
+        if x.is_name:
+            best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
+            frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")
+        else:
+            frame = frame.join(best, on="user_id", how="left")
+            items.append(pl.struct(pl.lit(x.path).alias("key"), pl.col(x.column).alias("value"),
+                                   pl.col(f"{x.column}_at").alias("at")))  # fmt: skip
+    meta = (
+        pl.concat_list(items).list.filter(pl.element().struct.field("value").is_not_null())
+        if items
+        else pl.lit(None, SCORES_SCHEMA["metadata_values"])
+    )
+    return frame.with_columns(meta.alias("metadata_values")).select(list(SCORES_SCHEMA))
 
 
 def merge_scores(old: pl.DataFrame, new: pl.DataFrame, boards: Iterable[Board]) -> pl.DataFrame | None:

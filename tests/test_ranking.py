@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from leaderboard import ranking
 from leaderboard.boards import Board, BoardSet
 from leaderboard.landing.contract import CLEAN_SCHEMA
 from leaderboard.periods import period_of
@@ -339,3 +341,30 @@ def test_metadata_values_keep_their_json_type_and_boards_without_metadata_have_n
         "p.tz": "Europe/Paris",
     }
     assert meta["pts"] is None
+
+
+def test_a_day_scored_in_shares_of_its_users_gives_the_scores_of_one_pass(monkeypatch):
+    rng = random.Random(7)
+    names, teams = ["Amy", "Bob", "", None, 42], ["red", "blue", None, 7]
+    rows = [
+        (
+            f"u{rng.randrange(40)}",
+            rng.randrange(1, 50),
+            t(rng.randrange(0, 3), rng.randrange(0, 3)),  # few distinct times: many ties
+            {"display_name": rng.choice(names), "level": rng.randrange(3), "team_id": rng.choice(teams)},
+            rng.randrange(4),
+        )
+        for _ in range(600)
+    ]
+    boards = [
+        SUM,
+        MAX,
+        MIN,
+        TEAM,
+        Board(id="latest", event_types=("s",), aggregate="last", metadata=("level",)),
+    ]
+    whole = score_events(events(rows), boards).collect().sort("board_id", "user_id")
+    monkeypatch.setattr(ranking, "EVENTS_PER_SHARE", 100)  # 600 events: 6 shares
+    shared = score_events(events(rows), boards).collect().sort("board_id", "user_id")
+    assert shared.height == whole.height > 40
+    assert shared.equals(whole)

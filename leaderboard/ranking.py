@@ -281,13 +281,13 @@ def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, 
     return pl.concat([best, _latest_valid(again, latest)])
 
 
-def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
+def score_events(events: pl.LazyFrame, boards: Iterable[Board], workdir: Path | None = None) -> pl.LazyFrame:
     """One day's clean events to that day's scores per board and user (`daily_scores`).
 
     A board at a time, each aggregation streamed. Past EVENTS_PER_SHARE events, the user
-    boards' events are first split by user into shares (temporary files, one pass) and each
-    share is scored apart: the aggregations hold rows per event they read, so a day of any
-    size then fits in the memory of one share."""
+    boards' events are first split by user into shares (temporary files in `workdir`, else
+    the system's, one pass) and each share is scored apart: the aggregations hold rows per
+    event they read, so a day of any size then fits in the memory of one share."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
@@ -296,7 +296,7 @@ def score_events(events: pl.LazyFrame, boards: Iterable[Board]) -> pl.LazyFrame:
     if shares <= 1 or not users:
         return pl.concat([_score_board(events, b) for b in boards]).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
     scored: dict[str, list[pl.DataFrame]] = {b.id: [] for b in boards}
-    with tempfile.TemporaryDirectory(prefix="scores-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="scores-", dir=workdir) as tmp:
         types = sorted({t for b in users for t in b.event_types})
         events.filter(pl.col("event_type").is_in(types)).with_columns(
             _share=pl.col("user_id").hash() % shares

@@ -77,10 +77,32 @@ def read_files(
     ranges: Mapping[str, ValueRange] | None = None,
 ) -> DayRead:
     """`read_day` over given files of the day (in Kafka order): a live refresh reads only the
-    files landed since the last one. `file_idx` numbers `files`."""
+    files landed since the last one. `file_idx` numbers `files`.
+
+    Read first within DuckDB's memory cap (`sources.DUCKDB_MEMORY`); records near
+    MAX_RECORD_BYTES need larger buffers than it allows, so a day DuckDB cannot read within
+    it is read again without it."""
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
-    con = con or sources.connect()
+    con = con or sources.connect(workdir)
+    try:
+        return _read_files(files, skipped, start, end, workdir, con, ranges)
+    except LandingError as exc:
+        if not isinstance(exc.__cause__, duckdb.OutOfMemoryException):
+            raise
+    con.execute("RESET memory_limit")
+    return _read_files(files, skipped, start, end, workdir, con, ranges)
+
+
+def _read_files(
+    files: list[LandedFile],
+    skipped: list[str],
+    start: dt.datetime,
+    end: dt.datetime,
+    workdir: Path,
+    con: duckdb.DuckDBPyConnection,
+    ranges: Mapping[str, ValueRange] | None,
+) -> DayRead:
     lo, hi = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     workdir.mkdir(parents=True, exist_ok=True)
     json_files = [(i, f) for i, f in enumerate(files) if f.fmt == "json"]

@@ -711,6 +711,21 @@ def _one_day(landing: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     return r.events.collect(), r.quarantine
 
 
+def test_records_near_the_cap_are_read_past_duckdbs_memory_cap(tmp_path):
+    """Records just under MAX_RECORD_BYTES need larger buffers than the memory DuckDB is given
+    (`sources.DUCKDB_MEMORY`): such a day is read again without the cap, not refused."""
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    for k in range(3):
+        with gzip.open(folder / f"game+0+{k}.json.gz", "wb", compresslevel=1) as out:
+            for j in range(2):
+                head = f'{{"event_id":"e{k}-{j}","event_type":"s","user_id":"u","occurred_at":"{AT}","attributes":{{"pad":"'
+                out.write(head.encode() + b"p" * (MAX_RECORD_BYTES - 4096) + b'"}}\n')
+    events, quarantine = _one_day(tmp_path)
+    assert sorted(events["event_id"]) == [f"e{k}-{j}" for k in range(3) for j in range(2)]
+    assert quarantine.is_empty()
+
+
 @pytest.mark.parametrize("column", ["File_Index", "FILE_ROW_NUMBER", "file_row_number"])
 def test_a_parquet_column_named_like_one_the_reader_adds_is_an_extra_field(tmp_path, column):
     """An unknown field is ignored (docs/contracts.md#event-record). DuckDB matches column names

@@ -105,7 +105,7 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
     return pl.DataFrame({"json": json_col, "text": text_col}).to_struct()
 
 
-_duckdb = threading.local()  # a connection per thread: Polars may run batches side by side
+_duckdb = threading.local()  # a connection per thread: a connection serves one query at a time
 
 
 def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
@@ -119,7 +119,7 @@ def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
     """
     con = getattr(_duckdb, "con", None)
     if con is None:
-        con = _duckdb.con = duckdb.connect(config={"threads": 1})
+        con = _duckdb.con = duckdb.connect(config={"threads": 1})  # Polars runs the batches side by side
     frame = pl.DataFrame({"a": attributes.cast(pl.String)})
     path = "$." + ".".join(f'"{p}"' for p in parts)  # quoted: a name may hold '-'
     # as Arrow string views, which DuckDB reads without the copy a Polars frame costs

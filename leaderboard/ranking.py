@@ -50,8 +50,7 @@ MAX_METADATA_BYTES = 1024
 # files (`file_idx`), then event id. Not the line: it is known for some rows of a file only.
 ORDER = ["occurred_at", "file_idx", "event_id"]
 ATTRIBUTE = pl.Struct({"json": pl.String, "text": pl.String})
-EVENTS_PER_SHARE = 8_000_000  # events a board's aggregation reads at once (see score_events)
-SHARE_ROW_GROUP = 50_000
+SCORING_MEMORY = "300MB"  # DuckDB's for a board's aggregation; past it, it spills (see score_events)
 
 
 def attribute(path: str) -> pl.Expr:
@@ -108,37 +107,40 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
 _duckdb = threading.local()  # a connection per thread: a connection serves one query at a time
 
 
-def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
-    """The JSON string at the path in each attributes object, else null: one parse per row by
-    DuckDB's JSON reader, not the many passes over the text of `_attribute_values`.
+def _string_sql(column: str, parts: tuple[str, ...], source: str = "rows") -> str:
+    """A query of `source` with the JSON string at the path in a column of attributes objects,
+    else null, as `_t`, and whether the key's name occurs more than once in the row, as `_r`.
 
-    `json_extract_string` gives a number or literal as its text too, so a value that reads like
-    one (`3`, `true`, `[`...) is looked up again with its type. Where the key's name occurs
-    more than once in a row, DuckDB's reader keeps a repeated key's first value and the rules
-    (like parsers that build maps) the last: those rows go through `_attribute_values`.
-    """
+    One parse per row by DuckDB's JSON reader, not the many passes over the text of
+    `_attribute_values`. `json_extract_string` gives a number or literal as its text too, so a
+    value that reads like one (`3`, `true`, `[`...) is looked up again with its type. DuckDB's
+    reader keeps a repeated key's first value and the rules (like parsers that build maps) the
+    last: `_r` tells the caller to read those rows otherwise."""
+    # names are plain characters (boards.PATH_PART), quoted as one may hold '-'
+    path = "'$." + ".".join(f'"{p}"' for p in parts) + "'"
+    key = f"""'"{parts[-1]}"'"""
+    typed = f"try(json_extract({column}, {path}))"
+    return f"""
+        SELECT * EXCLUDE (_s), CASE WHEN NOT (regexp_matches(_s, '^[-0-9\\[{{]') OR _s IN ('true', 'false')) THEN _s
+                                    WHEN json_type({typed}) = 'VARCHAR' THEN {typed} ->> '$' END AS _t,
+               (strlen({column}) - strlen(replace({column}, {key}, ''))) // strlen({key}) > 1 AS _r
+        FROM (SELECT *, try(json_extract_string({column}, {path})) AS _s FROM {source})"""
+
+
+def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
+    """The JSON string at the path in each attributes object, else null (`_string_sql`); rows
+    where the key's name is repeated go through `_attribute_values`."""
     con = getattr(_duckdb, "con", None)
     if con is None:
         con = _duckdb.con = duckdb.connect(config={"threads": 1})  # Polars runs the batches side by side
     frame = pl.DataFrame({"a": attributes.cast(pl.String)})
-    path = "$." + ".".join(f'"{p}"' for p in parts)  # quoted: a name may hold '-'
     # as Arrow string views, which DuckDB reads without the copy a Polars frame costs
-    con.register("attrs", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+    con.register("rows", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
-        text = con.sql(f"SELECT try(json_extract_string(a, '{path}')) AS t FROM attrs").pl()["t"]
-        unsure = text.to_frame("t").select(
-            pl.col("t").str.contains(r"^[-0-9\[{]") | pl.col("t").is_in(["true", "false"])
-        )["t"]
-        if unsure.any():
-            idx = unsure.arg_true()
-            con.register("attrs", frame[idx].to_arrow(compat_level=pl.CompatLevel.newest()))
-            typed = con.sql(f"""
-                SELECT CASE WHEN json_type(v) = 'VARCHAR' THEN v ->> '$' END AS t
-                FROM (SELECT try(json_extract(a, '{path}')) AS v FROM attrs)""").pl()["t"]
-            text = text.scatter(idx, typed)
+        found = con.sql(_string_sql("a", parts)).pl()
     finally:
-        con.unregister("attrs")
-    repeated = frame.select(pl.col("a").str.count_matches(f'"{parts[-1]}"', literal=True) > 1).to_series()
+        con.unregister("rows")
+    text, repeated = found["_t"], found["_r"].fill_null(False)
     if repeated.any():
         idx = repeated.arg_true()
         text = text.scatter(idx, _attribute_values(attributes.gather(idx), parts).struct.field("text"))
@@ -168,20 +170,17 @@ def group_of(board: Board) -> pl.Expr:
     return attribute_string(board.group_by, MAX_GROUP_CHARS)
 
 
-def _combine(board: Board, events: bool = False) -> list[pl.Expr]:
-    """Aggregations that turn many score rows of one user into one.
-
-    They apply to single events (a row per event, `events`, with the ORDER columns) and to
-    daily rows alike: sums add up and the last event is when the total was reached; an extreme
-    keeps the earliest time it was hit; `last` keeps the latest event's value (in ORDER, as the
-    display name) and its time, and of daily rows the latest day's (days never share a time).
+def _combine(board: Board) -> list[pl.Expr]:
+    """Aggregations that turn many daily score rows of one user into one, by the rules events
+    are aggregated by (`_aggregate_sql`): sums add up and the last day's time is when the total
+    was reached; an extreme keeps the earliest time it was hit; `last` the latest day's (days
+    never share a time).
     """
     score, at = pl.col("score"), pl.col("reached_at")
     if board.aggregate in ("sum", "count"):
         return [score.sum(), pl.col("event_count").sum(), at.max()]
     if board.aggregate == "last":
-        latest = score.sort_by(ORDER).last() if events else score.sort_by(["reached_at", "score"]).last()
-        return [latest, pl.col("event_count").sum(), at.max()]
+        return [score.sort_by(["reached_at", "score"]).last(), pl.col("event_count").sum(), at.max()]
     best = score.max() if board.aggregate == "max" else score.min()
     # the time of the best score, earliest first: a sort the streaming engine runs per group
     earliest_best = at.sort_by([score, at], descending=[board.aggregate == "min", True]).last()
@@ -198,8 +197,8 @@ class _Latest:
 
     @property
     def hint(self) -> str:
-        """The column of an event's time where it mentions the attribute (`_mentions`), else null."""
-        return f"{self.column}_mentioned_at"
+        """The column of whether an event mentions the attribute (`_mentions`)."""
+        return f"{self.column}_mentioned"
 
     def value(self) -> pl.Expr:
         if self.is_name:
@@ -249,20 +248,6 @@ def _mentions(latest: _Latest) -> pl.Expr:
     return pl.col("attributes").str.contains(f'"{latest.path.split(".")[-1]}"', literal=True).fill_null(False)
 
 
-def _candidate(latest: _Latest) -> list[pl.Expr]:
-    """Per user (in the aggregation that scores them): the id of the latest event (in ORDER)
-    that mentions the attribute's name, and its time.
-
-    `latest.hint` holds each event's time where it mentions the name, else null. Ids, not the
-    attributes, go through the aggregation: it then streams, holding a row per user, not the
-    events' text."""
-    mentioned = pl.col(latest.hint)
-    return [
-        pl.col("event_id").sort_by([mentioned, *ORDER[1:]]).last().alias(latest.column),
-        mentioned.max().alias(f"{latest.column}_at"),
-    ]
-
-
 def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
     """The latest value per user: usually the candidate's (its `attributes` by event id). Users
     whose candidate is no value (empty, null, another type, the name found in a nested
@@ -281,57 +266,101 @@ def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, 
     return pl.concat([best, _latest_valid(again, latest)])
 
 
-def score_events(events: pl.LazyFrame, boards: Iterable[Board], workdir: Path | None = None) -> pl.LazyFrame:
-    """One day's clean events to that day's scores per board and user (`daily_scores`).
+def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: Path | None = None) -> pl.LazyFrame:
+    """One day's clean events (a frame, or the Parquet file holding them) to that day's scores
+    per board and user (`daily_scores`).
 
-    A board at a time, each aggregation streamed. Past EVENTS_PER_SHARE events, the user
-    boards' events are first split by user into shares (temporary files in `workdir`, else
-    the system's, one pass) and each share is scored apart: the aggregations hold rows per
-    event they read, so a day of any size then fits in the memory of one share."""
+    A board at a time, by DuckDB's hash aggregation over the file (a frame is written to one
+    first, in `workdir`, else the system's temporary folder): it reads only the columns it
+    needs, holds a row per user, and spills to that folder past SCORING_MEMORY."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
-    shares = -(-events.select(pl.len()).collect().item() // EVENTS_PER_SHARE)
-    users = [b for b in boards if not b.group_by]  # a group is known only once its events are read
-    if shares <= 1 or not users:
-        return pl.concat([_score_board(events, b) for b in boards]).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
-    scored: dict[str, list[pl.DataFrame]] = {b.id: [] for b in boards}
     with tempfile.TemporaryDirectory(prefix="scores-", dir=workdir) as tmp:
-        types = sorted({t for b in users for t in b.event_types})
-        events.filter(pl.col("event_type").is_in(types)).with_columns(
-            _share=pl.col("user_id").hash() % shares
-        ).sink_parquet(  # small row groups: the split buffers one per share while it runs
-            pl.PartitionBy(tmp, key="_share", include_key=False), mkdir=True, row_group_size=SHARE_ROW_GROUP
-        )
-        for folder in sorted(Path(tmp).iterdir()):
-            share = pl.scan_parquet(folder / "*.parquet")
-            for b in users:
-                scored[b.id].append(_score_board(share, b))
-    for b in boards:
-        if b.group_by:
-            scored[b.id].append(_score_board(events, b))
-    return pl.concat([frame for b in boards for frame in scored[b.id]]).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+        if not isinstance(events, Path):
+            events.sink_parquet(Path(tmp) / "events.parquet")
+            events = Path(tmp) / "events.parquet"
+        con = duckdb.connect(config={"memory_limit": SCORING_MEMORY, "temp_directory": tmp})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            scored = [_score_board(events, b, con, Path(tmp)) for b in boards]
+        finally:
+            con.close()
+    return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
 
 
-def _score_board(events: pl.LazyFrame, b: Board) -> pl.DataFrame:
-    """A board's scores of `events`. The attributes of each user's latest events are fetched by
-    their ids after the aggregation (ids are unique among a day's clean events)."""
+def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: bool) -> str:
+    """Per user of the board's events in the Parquet file `path`, the board's aggregate (the
+    rules of `_combine`) and each latest attribute's candidate: the id of the latest event (in
+    ORDER) that mentions its name (`_mentions`), and its time. arg_max over ORDER is one pass,
+    where a sort per group in Polars took several times as long; ids, not attributes, are kept.
+
+    `read_group`: `user_id` is the group id, read here from `attributes` (`_string_sql`); a row
+    whose key is repeated is counted under '' (never a group), and `_aggregated` then reads
+    the groups in Polars."""
+    order = "(occurred_at, file_idx, event_id)"
+    if board.aggregate in ("sum", "count"):
+        score, at = "sum(score)", "max(occurred_at)"
+    elif board.aggregate == "last":
+        score, at = f"arg_max(score, {order})", "max(occurred_at)"
+    else:  # the best score, and the earliest time it was hit
+        best = "-score" if board.aggregate == "max" else "score"
+        score, at = f"{board.aggregate}(score)", f"arg_min(occurred_at, ({best}, occurred_at))"
+    candidates = "".join(
+        f", arg_max(event_id, {order}) FILTER (WHERE {x.hint}) AS {x.column}"
+        f", max(occurred_at) FILTER (WHERE {x.hint}) AS {x.column}_at"
+        for x in latest
+    )
+    # names are plain characters (boards.PATH_PART): no quote to escape
+    mentions = "".join(f""", contains(attributes, '"{x.path.split(".")[-1]}"') AS {x.hint}""" for x in latest)
+    types = ", ".join(_sql_text(t) for t in board.event_types)
+    source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}
+                  FROM read_parquet({_sql_text(str(path))}) WHERE event_type IN ({types}))"""
+    if read_group:
+        assert board.group_by is not None
+        groups = _string_sql("attributes", tuple(board.group_by.split(".")), source)
+        source = f"""(SELECT * REPLACE (CASE WHEN _r THEN '' ELSE _t END AS user_id) FROM ({groups})
+                      WHERE _r OR length(_t) BETWEEN 1 AND {MAX_GROUP_CHARS})"""
+    return f"""SELECT user_id, {score} AS score, count(*) AS event_count, {at} AS reached_at{candidates}
+               FROM {source} GROUP BY user_id"""
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _aggregated(
+    path: Path, board: Board, latest: list[_Latest], con: duckdb.DuckDBPyConnection, tmp: Path
+) -> pl.DataFrame:
+    """The board's aggregate and candidates per user (`_aggregate_sql`). Where a group board's
+    key is repeated in some row, the groups are read in Polars (`group_of`) into a file of
+    their own, then aggregated like users."""
+    found = con.sql(_aggregate_sql(board, latest, path, read_group=board.group_by is not None)).pl()
+    if not board.group_by or not (found["user_id"] == "").any():
+        return found
+    grouped = tmp / f"groups-{board.id}.parquet"
+    pl.scan_parquet(path).filter(pl.col("event_type").is_in(list(board.event_types))).with_columns(
+        group_of(board).alias("user_id")
+    ).filter(pl.col("user_id").is_not_null()).sink_parquet(grouped)
+    return con.sql(_aggregate_sql(board, latest, grouped, read_group=False)).pl()
+
+
+def _score_board(path: Path, b: Board, con: duckdb.DuckDBPyConnection, tmp: Path) -> pl.DataFrame:
+    """A board's scores of the events in `path`. The attributes of each user's latest events are
+    fetched by their ids after the aggregation (ids are unique among a day's clean events)."""
+    events = pl.scan_parquet(path)
     rows = _counted(events, b)
     latest = _latest_of(b)
-    found = (
-        rows.with_columns(pl.when(_mentions(x)).then(pl.col("occurred_at")).alias(x.hint) for x in latest)
-        .group_by("user_id")
-        .agg(*_combine(b, events=True), *(e for x in latest for e in _candidate(x)))
-        .collect(engine="streaming")
-    )
-    wanted = pl.concat([found.select(pl.col(x.column).alias("event_id")) for x in latest]) if latest else None
-    attributes = (
-        events.join(wanted.unique().lazy(), on="event_id", how="semi")
-        .select("event_id", "attributes")
-        .collect(engine="streaming")
-        if wanted is not None
-        else None
-    )
+    found = _aggregated(path, b, latest, con, tmp)
+    attributes = None
+    if latest:
+        wanted = pl.concat([found.select(pl.col(x.column).alias("event_id")) for x in latest]).unique().drop_nulls()
+        con.register("wanted", wanted.to_arrow())
+        try:
+            attributes = con.sql(f"""SELECT event_id, attributes FROM read_parquet({_sql_text(str(path))})
+                                     WHERE event_id IN (SELECT event_id FROM wanted)""").pl()
+        finally:
+            con.unregister("wanted")
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),

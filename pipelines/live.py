@@ -280,7 +280,7 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     scores = None
     ungrouped = None
     if not superseded:
-        new_scores = score_events(new_events, boards.boards, workdir).collect()
+        new_scores = score_events(folder / part, boards.boards, workdir).collect()
         scores = new_scores if old_scores is None else _merged_scores(old_scores, new_scores, boards)
         added = ungrouped_of(new_scores, _by_type(new_events), boards.boards)
         ungrouped = {b: state.totals.ungrouped.get(b, 0) + n for b, n in added.items()}

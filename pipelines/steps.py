@@ -92,7 +92,7 @@ def ingest_day(
         events = pl.scan_parquet(staged_clean)
         # Scored here, once: the events a group board leaves ungrouped are those of its types
         # that its scores do not count, so they need no reading of attributes of their own.
-        scores = score_events(events, boards.boards, workdir).collect()
+        scores = score_events(staged_clean, boards.boards, workdir).collect()
         by_type = dict(events.group_by("event_type").len().collect().iter_rows())
         counted = sum(by_type.values())
         ungrouped = ungrouped_of(scores, by_type, boards.boards)
@@ -244,7 +244,7 @@ def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
     if _scored_at_ingest(lake, path, clean, boards):
         return pl.read_parquet(path)
     with lake.workdir(f"score-{day}") as workdir:
-        scores = score_events(pl.scan_parquet(lake.pull(clean)), boards.boards, workdir).collect()
+        scores = score_events(lake.pull(clean), boards.boards, workdir).collect()
     lake.write_parquet(scores, path)
     return scores
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from leaderboard import ranking
 from leaderboard.boards import Board, BoardSet
 from leaderboard.landing.contract import CLEAN_SCHEMA
 from leaderboard.periods import period_of
@@ -221,6 +220,9 @@ def test_a_group_read_from_attributes_text_as_a_json_parser_reads_it():
     table = standings(score_events(lf, [TEAM]), None, [TEAM]).collect()
     assert dict(table.select("user_id", "event_count").iter_rows()) == {"blue": 2, "true": 1, "[1]": 1, "-5": 1}
     assert ungrouped_counts(lf, [TEAM]) == {"teams": 4}
+    unrepeated = lf.filter(~pl.col("user_id").is_in(["amy", "bob", "cat"]))  # the groups read in one pass
+    table = standings(score_events(unrepeated, [TEAM]), None, [TEAM]).collect()
+    assert dict(table.select("user_id", "event_count").iter_rows()) == {"true": 1, "[1]": 1, "-5": 1}
 
 
 def test_a_group_may_sit_in_a_nested_object_and_be_written_with_escapes():
@@ -343,28 +345,53 @@ def test_metadata_values_keep_their_json_type_and_boards_without_metadata_have_n
     assert meta["pts"] is None
 
 
-def test_a_day_scored_in_shares_of_its_users_gives_the_scores_of_one_pass(monkeypatch):
+def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
+    """Per user (or group): (score, event_count, reached_at, display_name, named_at), the
+    contract's rules read plainly, one event at a time in ORDER (time, file, event id)."""
+    out: dict[str, dict] = {}
+    ordered = sorted(enumerate(rows), key=lambda e: (e[1][2], e[1][4], f"s-{e[0]:04d}"))
+    for _, (user, value, at, attrs, _) in ordered:
+        if board.group_by:
+            user = attrs.get("team_id")
+            if not isinstance(user, str) or not 1 <= len(user) <= 64:
+                continue
+        entry = out.setdefault(user, {"n": 0, "score": None, "at": None, "name": None, "named_at": None})
+        entry["n"] += 1
+        if board.aggregate == "sum":
+            entry["score"], entry["at"] = (entry["score"] or 0.0) + value, at
+        elif board.aggregate == "last":
+            entry["score"], entry["at"] = value, at
+        else:  # an extreme: the earliest event carrying it (events come in time order)
+            best = entry["score"]
+            if best is None or (value > best if board.aggregate == "max" else value < best):
+                entry["score"], entry["at"] = value, at
+        name = attrs.get("display_name")
+        if not board.group_by and isinstance(name, str) and 1 <= len(name) <= 64:
+            entry["name"], entry["named_at"] = name, at
+    return {u: (e["score"], e["n"], e["at"], e["name"], e["named_at"]) for u, e in out.items()}
+
+
+def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path):
     rng = random.Random(7)
-    names, teams = ["Amy", "Bob", "", None, 42], ["red", "blue", None, 7]
+    names, teams = ["Amy", "Bob", "", None, 42, "x" * 65], ["red", "blue", None, 7, ""]
     rows = [
         (
             f"u{rng.randrange(40)}",
             rng.randrange(1, 50),
             t(rng.randrange(0, 3), rng.randrange(0, 3)),  # few distinct times: many ties
-            {"display_name": rng.choice(names), "level": rng.randrange(3), "team_id": rng.choice(teams)},
+            {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
             rng.randrange(4),
         )
         for _ in range(600)
     ]
-    boards = [
-        SUM,
-        MAX,
-        MIN,
-        TEAM,
-        Board(id="latest", event_types=("s",), aggregate="last", metadata=("level",)),
-    ]
-    whole = score_events(events(rows), boards).collect().sort("board_id", "user_id")
-    monkeypatch.setattr(ranking, "EVENTS_PER_SHARE", 100)  # 600 events: 6 shares
-    shared = score_events(events(rows), boards).collect().sort("board_id", "user_id")
-    assert shared.height == whole.height > 40
-    assert shared.equals(whole)
+    last = Board(id="latest", event_types=("s",), aggregate="last")
+    boards = [SUM, MAX, MIN, TEAM, last]
+    events(rows).sink_parquet(tmp_path / "clean.parquet")
+    for source in (events(rows), tmp_path / "clean.parquet"):
+        scores = score_events(source, boards).collect()
+        for b in boards:
+            mine = scores.filter(pl.col("board_id") == b.id)
+            found = {r[0]: r[1:] for r in mine.select("user_id", "score", "event_count", "reached_at",
+                                                     "display_name", "named_at").iter_rows()}  # fmt: skip
+            assert found == _by_the_rules(rows, b), (source, b.id)
+    assert len(found) == 40

@@ -75,7 +75,8 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
     flat = flat & ~a.str.contains("[", literal=True)
     once = (a.str.count_matches(key, literal=True) == 1) & a.str.contains(key + ":", literal=True)
     frame = pl.DataFrame({"a": attributes.cast(pl.String)}).with_columns(
-        has=a.str.contains(key, literal=True).fill_null(False)
+        # a key may be spelled with escapes: such rows take the JSON path
+        has=(a.str.contains(key, literal=True) | a.str.contains("\\", literal=True)).fill_null(False)
     )
     frame = frame.with_columns(fast=pl.col("has") & flat & once if len(parts) == 1 else pl.lit(False))
     raw = a.str.extract(re.escape(key) + r':\s*("[^"]*"|[^,}\s]+)', 1)
@@ -196,6 +197,16 @@ class _Latest:
     is_name: bool  # a name counts only as a string of 1-64 characters; metadata any non-null value
 
     @property
+    def key(self) -> str:
+        """The attribute's name as its object's key is written: quoted."""
+        return f'"{self.path.split(".")[-1]}"'
+
+    @property
+    def unset(self) -> tuple[str, ...]:
+        """How the key is written with no value: null, or for a name also empty."""
+        return (f"{self.key}:null", f'{self.key}:""') if self.is_name else (f"{self.key}:null",)
+
+    @property
     def hint(self) -> str:
         """The column of whether an event mentions the attribute (`_mentions`)."""
         return f"{self.column}_mentioned"
@@ -243,9 +254,25 @@ def _latest_valid(rows: pl.LazyFrame, latest: _Latest) -> pl.DataFrame:
 
 
 def _mentions(latest: _Latest) -> pl.Expr:
-    """Whether an event's attributes mention the attribute's name: a substring test, far cheaper
-    than reading the value, true for every event that has it (and for a few that do not)."""
-    return pl.col("attributes").str.contains(f'"{latest.path.split(".")[-1]}"', literal=True).fill_null(False)
+    """Whether an event's attributes may hold a value of the attribute (`_mentions_sql`)."""
+    a, key = pl.col("attributes"), latest.key
+    unset = pl.any_horizontal(a.str.contains(u, literal=True) for u in latest.unset)
+    named = a.str.contains(key, literal=True) & (~unset | (a.str.count_matches(key, literal=True) > 1))
+    return (a.str.contains("\\", literal=True) | named).fill_null(False)
+
+
+def _mentions_sql(latest: _Latest) -> str:
+    """Whether an event's attributes may hold a value of the attribute: substring tests, far
+    cheaper than reading the value, true for every event that has one (and for a few that do
+    not). Producers that write every key, null where unset, make `"key":null` the common case;
+    a row naming the key more than once, or with escapes (a key may be spelled with them),
+    may hold a value all the same."""
+    key = _sql_text(latest.key)
+    unset = " OR ".join(f"contains(attributes, {_sql_text(u)})" for u in latest.unset)
+    again = f"contains(attributes[strpos(attributes, {key}) + {len(latest.key)}:], {key})"
+    # CASE, as DuckDB evaluates each branch on its rows only, where OR and AND evaluate all
+    return f"""CASE WHEN contains(attributes, '\\') THEN true WHEN NOT contains(attributes, {key}) THEN false
+                    WHEN NOT ({unset}) THEN true ELSE {again} END"""
 
 
 def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
@@ -311,8 +338,7 @@ def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: 
         f", max(occurred_at) FILTER (WHERE {x.hint}) AS {x.column}_at"
         for x in latest
     )
-    # names are plain characters (boards.PATH_PART): no quote to escape
-    mentions = "".join(f""", contains(attributes, '"{x.path.split(".")[-1]}"') AS {x.hint}""" for x in latest)
+    mentions = "".join(f", {_mentions_sql(x)} AS {x.hint}" for x in latest)
     types = ", ".join(_sql_text(t) for t in board.event_types)
     source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}
                   FROM read_parquet({_sql_text(str(path))}) WHERE event_type IN ({types}))"""

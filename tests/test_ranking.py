@@ -33,7 +33,7 @@ def t(hour: int, minute: int = 0) -> dt.datetime:
 def events(rows: list[tuple], event_type: str = "s") -> pl.LazyFrame:
     """Clean events from (user, value, occurred_at[, attributes[, file_idx]]) rows; event ids
     follow the rows' order. Attributes are written as the landing writes them (compact JSON)."""
-    attrs = [json.dumps(r[3], separators=(",", ":")) if len(r) > 3 and r[3] is not None else None for r in rows]
+    attrs = [_text(r[3]) if len(r) > 3 else None for r in rows]
     return pl.LazyFrame(
         {
             "event_id": [f"{event_type}-{i:04d}" for i in range(len(rows))],
@@ -47,6 +47,11 @@ def events(rows: list[tuple], event_type: str = "s") -> pl.LazyFrame:
         },
         schema=CLEAN,
     )
+
+
+def _text(attributes: dict | str | None) -> str | None:
+    """Attributes as JSON text: a dict compact, as the landing writes it; a string as it is."""
+    return json.dumps(attributes, separators=(",", ":")) if isinstance(attributes, dict) else attributes
 
 
 def ranked(rows, board: Board) -> list[tuple]:
@@ -350,7 +355,8 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
     contract's rules read plainly, one event at a time in ORDER (time, file, event id)."""
     out: dict[str, dict] = {}
     ordered = sorted(enumerate(rows), key=lambda e: (e[1][2], e[1][4], f"s-{e[0]:04d}"))
-    for _, (user, value, at, attrs, _) in ordered:
+    for _, (user, value, at, text, _) in ordered:
+        attrs = json.loads(_text(text))
         if board.group_by:
             user = attrs.get("team_id")
             if not isinstance(user, str) or not 1 <= len(user) <= 64:
@@ -374,12 +380,16 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
 def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path):
     rng = random.Random(7)
     names, teams = ["Amy", "Bob", "", None, 42, "x" * 65], ["red", "blue", None, 7, ""]
+    # as text: a name beside the same key unset in a nested object, one with an escape in its
+    # key, one with spaces; none written unset beside a nested value
+    odd = ['{"m":{"display_name":null},"display_name":"Cy"}', '{"display\\u005fname":"Di"}',
+           '{"display_name" : "Ed"}', '{"display_name":"","m":{"display_name":"Fay"}}']  # fmt: skip
     rows = [
         (
             f"u{rng.randrange(40)}",
             rng.randrange(1, 50),
             t(rng.randrange(0, 3), rng.randrange(0, 3)),  # few distinct times: many ties
-            {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
+            rng.choice(odd) if rng.random() < 0.1 else {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
             rng.randrange(4),
         )
         for _ in range(600)
@@ -395,3 +405,21 @@ def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path):
                                                      "display_name", "named_at").iter_rows()}  # fmt: skip
             assert found == _by_the_rules(rows, b), (source, b.id)
     assert len(found) == 40
+
+
+def test_a_value_counts_however_its_key_is_written_and_an_unset_one_never():
+    """Most producers write every key, null or empty where unset; a value beside such a key,
+    or behind an escaped key or spaces, is still the latest one."""
+    board = Board(id="pts", event_types=("s",), aggregate="sum", metadata=("level",))
+    later = {
+        "nested unset": ('{"m":{"display_name":null,"level":null},"display_name":"Cy","level":2}', "Cy", "2"),
+        "escaped key": ('{"display\\u005fname":"Di","lev\\u0065l":""}', "Di", '""'),
+        "spaces": ('{"display_name" : "Ed", "level" : 3}', "Ed", "3"),
+        "unset": ('{"display_name":"","level":null}', "Amy", "1"),
+        "nested value": ('{"display_name":null,"m":{"display_name":"Fay","level":4}}', "Amy", "1"),
+    }
+    rows = [(user, 1, t(1), {"display_name": "Amy", "level": 1}) for user in later]
+    rows += [(user, 1, t(2), text) for user, (text, _, _) in later.items()]
+    scores = score_events(events(rows), [board]).collect()
+    found = {r[0]: (r[1], r[2][0]["value"]) for r in scores.select("user_id", "display_name", "metadata_values").rows()}
+    assert found == {user: (name, level) for user, (_, name, level) in later.items()}

@@ -389,7 +389,9 @@ def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path):
             f"u{rng.randrange(40)}",
             rng.randrange(1, 50),
             t(rng.randrange(0, 3), rng.randrange(0, 3)),  # few distinct times: many ties
-            rng.choice(odd) if rng.random() < 0.1 else {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
+            rng.choice(odd)
+            if rng.random() < 0.1
+            else {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
             rng.randrange(4),
         )
         for _ in range(600)

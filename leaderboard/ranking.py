@@ -310,8 +310,9 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
         con = duckdb.connect(config={"memory_limit": SCORING_MEMORY, "temp_directory": tmp})
         try:
             con.execute("SET TimeZone = 'UTC'")
-            found = [_aggregated(events, b, _latest_of(b), con, Path(tmp)) for b in boards]
-            attributes = _attributes_of(events, [(f, _latest_of(b)) for b, f in zip(boards, found, strict=True)], con)
+            latest = [_latest_of(b) for b in boards]
+            found = [_aggregated(events, b, x, con, Path(tmp)) for b, x in zip(boards, latest, strict=True)]
+            attributes = _attributes_of(events, list(zip(found, latest, strict=True)), con)
             scored = [_score_board(events, b, f, attributes) for b, f in zip(boards, found, strict=True)]
         finally:
             con.close()
@@ -344,8 +345,8 @@ def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: 
     mentions = "".join(f", {_mentions_sql(x)} AS {x.hint}" for x in latest)
     types = ", ".join(_sql_text(t) for t in board.event_types)
     key = ", ".join(f"{c}, 'ASC NULLS LAST'" for c in ORDER)
-    source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions},
-                         create_sort_key({key}) AS _order
+    ordered = f", create_sort_key({key}) AS _order" if latest or board.aggregate == "last" else ""
+    source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}{ordered}
                   FROM read_parquet({_sql_text(str(path))}) WHERE event_type IN ({types}))"""
     if read_group:
         assert board.group_by is not None

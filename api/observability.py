@@ -148,24 +148,33 @@ class ObservabilityMiddleware(ASGIMiddleware):
         token = request_id.set(rid)
         status = 500
         start = time.perf_counter()
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            counted = True
+            labels = (scope.get("method", "GET"), scope.get("path_template") or "unmatched", str(status))
+            series = _series.get(labels)
+            if series is None:
+                series = _series[labels] = (REQUESTS.labels(*labels), DURATION.labels(*labels))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - start)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not counted:
+                # Counted before the last byte leaves: a client's next scrape, on any worker, sees it.
+                count()
             await send(message)
 
         try:
             await next_app(scope, receive, send_with_id)
         finally:
-            route = scope.get("path_template") or "unmatched"
-            labels = (scope.get("method", "GET"), route, str(status))
-            series = _series.get(labels)
-            if series is None:
-                series = _series[labels] = (REQUESTS.labels(*labels), DURATION.labels(*labels))
-            series[0].inc()
-            series[1].observe(time.perf_counter() - start)
+            if not counted:  # no complete response: an error, or a client gone
+                count()
             request_id.reset(token)
 
 

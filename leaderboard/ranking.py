@@ -313,7 +313,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
             latest = [_latest_of(b) for b in boards]
             found = [_aggregated(events, b, x, con, Path(tmp)) for b, x in zip(boards, latest, strict=True)]
             attributes = _attributes_of(events, list(zip(found, latest, strict=True)), con)
-            scored = [_score_board(events, b, f, attributes) for b, f in zip(boards, found, strict=True)]
+            scored = [_score_board(events, b, f, x, attributes) for b, f, x in zip(boards, found, latest, strict=True)]
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
@@ -382,11 +382,17 @@ def _attributes_of(
 ) -> pl.DataFrame:
     """The attributes of every board's candidates (`_aggregate_sql`), by event id, in one read of
     the file: ids are unique among a day's clean events."""
-    wanted = pl.concat(
-        [pl.DataFrame(schema={"event_id": pl.String})]
-        + [f.select(pl.col(x.column).alias("event_id")) for f, latest in found for x in latest]
+    wanted = (
+        pl.concat(
+            [pl.DataFrame(schema={"event_id": pl.String})]
+            + [f.select(pl.col(x.column).alias("event_id")) for f, latest in found for x in latest]
+        )
+        .unique()
+        .drop_nulls()
     )
-    con.register("wanted", wanted.unique().drop_nulls().to_arrow())
+    if wanted.is_empty():  # no board keeps a name or metadata: nothing to read
+        return pl.DataFrame(schema={"event_id": pl.String, "attributes": pl.String})
+    con.register("wanted", wanted.to_arrow())
     try:
         return con.sql(f"""SELECT event_id, attributes FROM read_parquet({_sql_text(str(path))})
                            WHERE event_id IN (SELECT event_id FROM wanted)""").pl()
@@ -394,10 +400,11 @@ def _attributes_of(
         con.unregister("wanted")
 
 
-def _score_board(path: Path, b: Board, found: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
-    """A board's scores from its aggregate (`_aggregated`) and its candidates' attributes."""
+def _score_board(
+    path: Path, b: Board, found: pl.DataFrame, latest: list[_Latest], attributes: pl.DataFrame
+) -> pl.DataFrame:
+    """A board's scores from its aggregate (`_aggregated`, of `latest`) and its candidates' attributes."""
     rows = _counted(pl.scan_parquet(path), b)
-    latest = _latest_of(b)
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),

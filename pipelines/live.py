@@ -32,7 +32,7 @@ from leaderboard.landing.dedupe import DELIVERY_SCHEMA, dedupe, merge_deliveries
 from leaderboard.ranking import SCORES_SCHEMA, merge_scores, score_events, ungrouped_of
 from leaderboard.stores.lake import Lake, write_json_atomic
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: content hashes by Polars (`contract.content_hash`), not DuckDB
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held by the refresh of the day under way
 KEY = ["event_id", "file_idx", "line", "seq"]  # one delivery

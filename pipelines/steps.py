@@ -88,7 +88,10 @@ def ingest_day(
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events, read - landed.quarantine.height, workdir)
         staged_clean = workdir / "clean.parquet"
-        kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
+        if landed.clean_file is not None and not kept.duplicates:
+            staged_clean = landed.clean_file  # the events as the reader wrote them: all kept
+        else:
+            kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         events = pl.scan_parquet(staged_clean)
         # Scored here, once: the events a group board leaves ungrouped are those of its types
         # that its scores do not count, so they need no reading of attributes of their own.

@@ -46,6 +46,8 @@ CLEAN_SCHEMA = {
     "content_hash": pl.UInt64,
     "seq": pl.Int64,  # place in DuckDB's scan: Kafka order within a file that has no line numbers
 }
+# The rows `checked_sql` gives: the clean events' columns (a clean events file as it stands)
+STAGED_SCHEMA = {c: t for c, t in CLEAN_SCHEMA.items() if c not in ("content_hash", "seq")}
 QUARANTINE_SCHEMA = {"file": pl.String, "line": pl.Int64, "reason": pl.String, "raw": pl.String}
 
 
@@ -149,13 +151,16 @@ def checked_sql(
     sources: str, start: dt.datetime, end: dt.datetime, ranges: Mapping[str, ValueRange] | None = None
 ) -> str:
     """The event contract as SQL over `sources`: rows of file_idx, file, hour, line, raw,
-    doc_problem, COLUMNS and the NATIVE columns (see `sources.py`).
+    doc_problem, COLUMNS and the NATIVE columns (see `sources.py`), checked into the
+    clean events' columns (STAGED_SCHEMA), so that a day whose records all pass is written once.
 
-    `ok` is one cheap conjunction that almost every record passes; the long CASE naming the
-    broken rule, and the type names it needs, run only for the records that fail it. Every row
-    is kept, `in_day` telling whether it belongs to the local day [start, end) (UTC instants).
-    `ranges` are the boards' value ranges per event type (`boards.value_ranges`): a value
-    outside its type's range is the last rule.
+    Each row is one of: an event of the local day [start, end) (UTC instants); a refused
+    record of the day (`refused`: no event_id, the broken rule in event_type, the record's
+    text in attributes); or a row of another day (neither: a valid record by its time, a broken
+    one by its hour folder). `ok` is one cheap conjunction that almost every record passes;
+    the long CASE naming the broken rule, and the type names it needs, run only for the
+    records that fail it. `ranges` are the boards' value ranges per event type
+    (`boards.value_ranges`): a value outside its type's range is the last rule.
     """
     ranges = ranges or {}
     lo, hi = (f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'" for t in (start, end))
@@ -202,18 +207,38 @@ def checked_sql(
             AND NOT {_out_of_range(ranges)}, false) AS ok
         FROM z
     )
-    SELECT file_idx::INTEGER AS file_idx, CASE WHEN NOT ok THEN file END AS file, line::BIGINT AS line,
-           CASE WHEN NOT ok THEN {_reason(ranges)} END AS reason,
-           CASE WHEN NOT ok THEN left(coalesce(raw, to_json(struct_pack({struct}))::VARCHAR), {RAW_KEEP_CHARS})
-           END AS raw,
-           event_id, event_type, user_id, ts AS occurred_at, coalesce(num, 1.0) AS value, attributes,
-           CASE WHEN ok THEN hash(event_type, user_id, ts, coalesce(num, 1.0), attributes) END AS content_hash,
-           CASE WHEN ok THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END AS in_day
-    FROM c
+    SELECT CASE WHEN keep THEN event_id END AS event_id,
+           CASE WHEN keep THEN event_type WHEN in_day THEN {_reason(ranges)} END AS event_type,
+           CASE WHEN keep THEN user_id END AS user_id,
+           CASE WHEN keep THEN ts::TIMESTAMPTZ END AS occurred_at,  -- naive UTC, the session's zone
+           CASE WHEN keep THEN coalesce(num, 1.0) END AS value,
+           CASE WHEN keep THEN attributes
+                WHEN in_day THEN left(coalesce(raw, to_json(struct_pack({struct}))::VARCHAR), {RAW_KEEP_CHARS})
+           END AS attributes,
+           file_idx::INTEGER AS file_idx, line::BIGINT AS line
+    FROM (SELECT *, ok AND in_day AS keep
+          FROM (SELECT *, CASE WHEN ok THEN ts >= {lo} AND ts < {hi} ELSE hour >= {lo} AND hour < {hi} END AS in_day
+                FROM c))
     """
 
 
+def valid() -> pl.Expr:
+    """Whether a checked row (`checked_sql`) is an event of the day."""
+    return pl.col("event_id").is_not_null()
+
+
+def refused() -> pl.Expr:
+    """Whether a checked row (`checked_sql`) is a refused record of the day."""
+    return pl.col("event_id").is_null() & pl.col("event_type").is_not_null()
+
+
+def content_hash() -> pl.Expr:
+    """What a delivery holds, to tell a redelivery from a conflicting one (same id, other content)."""
+    return pl.struct("event_type", "user_id", "occurred_at", "value", "attributes").hash()
+
+
 def typed(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Checked rows as CLEAN_SCHEMA events (DuckDB's naive UTC times made UTC-aware)."""
-    frame = frame.select(list(CLEAN_SCHEMA)).with_columns(pl.col("occurred_at").dt.replace_time_zone("UTC"))
-    return frame.cast(CLEAN_SCHEMA)  # type: ignore[arg-type]
+    """The events among checked rows as CLEAN_SCHEMA: `content_hash` is worked out only where
+    it is read (`dedupe` reads it for repeated ids alone)."""
+    frame = frame.filter(valid()).with_columns(content_hash().alias("content_hash"))
+    return frame.select(list(CLEAN_SCHEMA)).cast(CLEAN_SCHEMA)  # type: ignore[arg-type]

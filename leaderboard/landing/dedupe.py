@@ -11,6 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
+from leaderboard.landing.contract import content_hash
+
 HASHES_PER_PASS = 16_000_000  # distinct ids counted at once (about half a gigabyte)
 
 # Where a delivery sits (file, then line or scan place) and what it holds
@@ -50,10 +52,13 @@ def dedupe(events: pl.LazyFrame, rows: int = 0, workdir: Path | None = None) -> 
         repeated = repeated_hashes(events.select("_h"))
     if repeated.is_empty():
         return Deduped(events.drop("_h"), 0, 0)
+    columns = [c for c in events.collect_schema().names() if c != "_h"]
     multi = (
-        events.join(repeated.lazy(), on="_h", how="semi")
-        .drop("_h")
+        events.drop("content_hash")  # worked out below for these rows only
+        .join(repeated.lazy(), on="_h", how="semi")
         .collect()
+        .with_columns(content_hash().alias("content_hash"))
+        .select(columns)
         .sort("file_idx", "line", "seq", nulls_last=True)
         .with_columns(
             pl.col("event_id").is_first_distinct().alias("_first"),

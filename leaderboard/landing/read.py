@@ -22,9 +22,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from leaderboard.boards import ValueRange
-from leaderboard.landing import lines, sources
+from leaderboard.landing import contract, lines, sources
 from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
 from leaderboard.landing.layout import LandedFile, LandingError, fetch_hours, list_files
@@ -44,6 +45,9 @@ class DayRead:
     skipped: list[str]  # files in the day's folders that are not landing files, with why
     events: pl.LazyFrame  # CLEAN_SCHEMA, not yet deduplicated
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+    # A file holding exactly `events` as a clean events file holds them, where DuckDB wrote one
+    # (every record of the day passed, none read twice): no need to write them again.
+    clean_file: Path | None = None
 
 
 def read_day(
@@ -107,7 +111,7 @@ def _read_files(
     workdir.mkdir(parents=True, exist_ok=True)
     json_files = [(i, f) for i, f in enumerate(files) if f.fmt == "json"]
     parquet_files = [(i, f) for i, f in enumerate(files) if f.fmt == "parquet"]
-    stages: list[pl.LazyFrame] = []  # DuckDB's rows, each with `seq`
+    stages: list[tuple[Path, pl.LazyFrame]] = []  # DuckDB's rows (`checked_sql`), each with `seq`
     placed, redo = pl.DataFrame(schema=lines.LINES_SCHEMA).to_arrow(), []
     sources.register_files(con, files)
     try:
@@ -118,7 +122,8 @@ def _read_files(
             # Parquet check, whose rows carry their line: hence JSON staged apart.
             ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
             sql = checked_sql(sources.with_file_and_hour(sources.json_sql(json_files), files, ordered), lo, hi, ranges)
-            json_rows = _copy(con, sql, workdir / "stage-json.parquet", ordered=ordered)
+            staged = workdir / "stage-json.parquet"
+            json_rows = _copy(con, sql, staged, ordered=ordered)
             if ordered:
                 json_rows = json_rows.with_row_index("seq")
                 placed, redo = _placed_lines(files, _refused_rows(json_rows))
@@ -126,15 +131,18 @@ def _read_files(
                 json_rows = json_rows.with_columns(seq=pl.lit(None, pl.Int64))
                 redo = _unplaced(json_rows)
             # its refused rows are all checked again, below
-            stages.append(json_rows.filter(pl.col("reason").is_null()))
+            stages.append((staged, json_rows.filter(~contract.refused())))
         if parquet_files:
             readers = [sources.parquet_sql(con, group) for group in sources.parquet_groups(parquet_files)]
             sql = checked_sql(sources.with_file_and_hour(" UNION ALL ".join(readers), files), lo, hi, ranges)
-            stages.append(_copy(con, sql, workdir / "stage-parquet.parquet").with_columns(seq=pl.lit(None, pl.Int64)))
+            staged = workdir / "stage-parquet.parquet"
+            stages.append((staged, _copy(con, sql, staged).with_columns(seq=pl.lit(None, pl.Int64))))
         checked_lines = checked_sql(sources.with_file_and_hour(sources.lines_sql(), files), lo, hi, ranges)
         rechecked = _copy_lines(con, checked_lines, placed, workdir / "rechecked.parquet")
-        # A line valid on its own is not what DuckDB refused: that file's rows did not line up.
-        redo += rechecked.filter(pl.col("reason").is_null()).select("file_idx").unique().collect()["file_idx"].to_list()
+        # A line valid on its own (or of another day) is not what DuckDB refused: that file's
+        # rows did not line up.
+        misfits = rechecked.filter(~contract.refused()).select("file_idx").unique().collect()
+        redo += misfits["file_idx"].to_list()
         parts = [
             _copy_lines(con, checked_lines, _whole_files(chunk), workdir / f"whole-{n}.parquet")
             # A chunk of files at a time: the lines of a whole day at once take gigabytes.
@@ -145,13 +153,33 @@ def _read_files(
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {why}") from exc
     finally:
         con.unregister("files")
-    rows = [r.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)) for r in stages]
-    rows += [p.with_columns(seq=pl.lit(None, pl.Int64)).filter(pl.col("in_day")) for p in parts]  # the files redone
-    events = pl.concat([typed(r.filter(pl.col("reason").is_null())) for r in rows])
-    refused = [r.filter(pl.col("reason").is_not_null()) for r in rows]
-    refused.append(rechecked.filter(pl.col("in_day") & ~pl.col("file_idx").is_in(redo)))
-    quarantine = pl.concat([r.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for r in refused]).collect()  # type: ignore[arg-type]
-    return DayRead(files, skipped, events, quarantine.sort("file", "line"))
+    rows = [r.filter(~pl.col("file_idx").is_in(redo)) for _, r in stages]
+    rows += [p.with_columns(seq=pl.lit(None, pl.Int64)) for p in parts]  # the files redone
+    events = pl.concat([typed(r) for r in rows])
+    quarantine = _quarantined([*rows, rechecked.filter(~pl.col("file_idx").is_in(redo))], files)
+    whole = len(stages) == 1 and not redo and _all_events(stages[0][0])
+    return DayRead(files, skipped, events, quarantine, stages[0][0] if whole else None)
+
+
+def _all_events(path: Path) -> bool:
+    """Whether every row of a file of checked rows is an event of the day: no row lacks an
+    event_id, by the file's statistics."""
+    meta = pq.read_metadata(path)
+    column = meta.schema.names.index("event_id")
+    stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+    return all(s is not None and s.has_null_count and s.null_count == 0 for s in stats)
+
+
+def _quarantined(rows: list[pl.LazyFrame], files: list[LandedFile]) -> pl.DataFrame:
+    """The refused records among checked rows, with their file's name (QUARANTINE_SCHEMA)."""
+    names = pl.LazyFrame(
+        {"file_idx": range(len(files)), "file": [str(f.path) for f in files]},
+        schema={"file_idx": pl.Int32, "file": pl.String},
+    )
+    found = pl.concat(r.filter(contract.refused()).select("file_idx", "line", "event_type", "attributes") for r in rows)
+    found = found.join(names, on="file_idx", how="left")
+    quarantine = found.select("file", "line", reason="event_type", raw="attributes").collect()
+    return quarantine.cast(QUARANTINE_SCHEMA).sort("file", "line")  # type: ignore[arg-type]
 
 
 def _read_bucket(
@@ -183,7 +211,7 @@ def _read_bucket(
     except LandingError as exc:
         raise LandingError(named(str(exc))) from exc
     quarantine = day.quarantine.with_columns(pl.col("file").replace(urls))
-    return DayRead(day.files, skipped + [named(s) for s in day.skipped], day.events, quarantine)
+    return DayRead(day.files, skipped + [named(s) for s in day.skipped], day.events, quarantine, day.clean_file)
 
 
 def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception) -> str:
@@ -203,9 +231,10 @@ def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], ex
 
 
 def _refused_rows(json_rows: pl.LazyFrame) -> pl.DataFrame:
-    """The JSON rows DuckDB refused, each with its place among its file's rows (k, from 1), the
-    file's count of rows (n), and whether they were staged together (lined_up)."""
-    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx", "seq").collect()
+    """The JSON rows of the day DuckDB refused, each with its place among its file's rows (k,
+    from 1), the file's count of rows (n, of any day), and whether they were staged together
+    (lined_up)."""
+    refused = json_rows.filter(contract.refused()).select("file_idx", "seq").collect()
     spans = (
         json_rows.filter(pl.col("file_idx").is_in(refused["file_idx"].unique().implode()))
         .group_by("file_idx")
@@ -243,9 +272,8 @@ def _unplaced(json_rows: pl.LazyFrame) -> list[int]:
     """Out of scan order, the JSON files to read whole: those with a refused row (its line is
     reported) and those holding one event_id twice (line order picks the first). Rows of the
     neighbouring day (at a boundary hour) do not count."""
-    json_rows = json_rows.filter(pl.col("in_day"))
-    refused = json_rows.filter(pl.col("reason").is_not_null()).select("file_idx")
-    valid = json_rows.filter(pl.col("reason").is_null()).select("file_idx", "event_id", _h=pl.col("event_id").hash())
+    refused = json_rows.filter(contract.refused()).select("file_idx")
+    valid = json_rows.filter(contract.valid()).select("file_idx", "event_id", _h=pl.col("event_id").hash())
     repeated = (
         valid.join(repeated_hashes(valid.select("_h")).lazy(), on="_h", how="semi")
         .group_by("file_idx", "event_id")
@@ -282,7 +310,8 @@ def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = False) -> pl.LazyFrame:
     """A query's rows to a Parquet file; `ordered` keeps them in scan order (else DuckDB may not)."""
     con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
-    con.execute(f"COPY ({sql}) TO {sources.sql_str(str(path))} (FORMAT parquet)")
+    # zstd, as Polars writes the lake's files: the rows may become the day's clean events as they are
+    con.execute(f"COPY ({sql}) TO {sources.sql_str(str(path))} (FORMAT parquet, COMPRESSION zstd)")
     return pl.scan_parquet(path)
 
 

@@ -310,8 +310,9 @@ def _chunks(files: list[tuple[int, LandedFile]], budget: int) -> list[list[tuple
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = False) -> pl.LazyFrame:
     """A query's rows to a Parquet file; `ordered` keeps them in scan order (else DuckDB may not)."""
     con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
-    # zstd, as Polars writes the lake's files: the rows may become the day's clean events as they are
-    con.execute(f"COPY ({sql}) TO {sources.sql_str(str(path))} (FORMAT parquet, COMPRESSION zstd)")
+    # Snappy (DuckDB's default) though the lake's other files are zstd: the file may become the
+    # day's clean events as it is, and zstd here slowed every day more than it saved (README).
+    con.execute(f"COPY ({sql}) TO {sources.sql_str(str(path))} (FORMAT parquet)")
     return pl.scan_parquet(path)
 
 

@@ -193,11 +193,13 @@ def _kafka_rank(files: list[dict]) -> pl.DataFrame:
 
 def _merged_scores(old: pl.DataFrame, new: pl.DataFrame, boards: BoardSet) -> pl.DataFrame | None:
     """The day's scores with the new events': only the entries they touch are combined."""
-    touched = new.select("board_id", "user_id")
-    merged = merge_scores(old.join(touched, on=["board_id", "user_id"], how="semi"), new, boards.boards)
+    # a filter, not a join: a join gathers the untouched rows' metadata lists, many times slower
+    key = pl.struct("board_id", "user_id")
+    touched = key.is_in(new.select(key).to_series().implode())
+    merged = merge_scores(old.filter(touched), new, boards.boards)
     if merged is None:
         return None
-    return pl.concat([old.join(touched, on=["board_id", "user_id"], how="anti"), merged])
+    return pl.concat([old.filter(~touched), merged])
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,10 @@ def ingest_day(
         landed = read_day(landing, start, end, workdir, ranges=value_ranges(boards.boards))
         read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events, read - landed.quarantine.height, workdir)
-        staged_clean = workdir / "clean.parquet"
         if landed.clean_file is not None and not kept.duplicates:
             staged_clean = landed.clean_file  # the events as the reader wrote them: all kept
         else:
+            staged_clean = workdir / "clean.parquet"
             kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)
         events = pl.scan_parquet(staged_clean)
         # Scored here, once: the events a group board leaves ungrouped are those of its types

@@ -275,17 +275,22 @@ def _mentions_sql(latest: _Latest) -> str:
                     WHEN NOT ({unset}) THEN true ELSE {again} END"""
 
 
-def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, attributes: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """The latest value per user: usually the candidate's (its `attributes` by event id). Users
-    whose candidate is no value (empty, null, another type, the name found in a nested
-    object) are read again over all their events that mention it."""
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.LazyFrame, latest: _Latest) -> pl.DataFrame:
+    """The latest value per user: usually the candidate's, the event among `at_candidates`
+    (the board's events at a candidate's time and file, as `_counted` gives them) that
+    mentions it, the greatest id of those. Users whose candidate is no value (empty, null,
+    another type, the name found in a nested object) are read again over all their events
+    that mention it."""
     column, at = latest.column, f"{latest.column}_at"
-    mentioned = found.filter(pl.col(at).is_not_null())
-    single = mentioned.select("user_id", pl.col(column).alias("event_id"), at).join(
-        attributes, on="event_id", how="left"
+    mentioned = found.filter(pl.col(at).is_not_null()).select("user_id", at, pl.col(column).alias("file_idx"))
+    single = (
+        at_candidates.filter(_mentions(latest))
+        .join(mentioned.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])
+        .group_by("user_id")
+        .agg(pl.col("attributes").sort_by("event_id").last(), pl.col("occurred_at").first().alias(at))
     )
     best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
-    best = best.select("user_id", column, at)
+    best = best.select("user_id", column, at).collect()
     unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
@@ -312,49 +317,60 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
             con.execute("SET TimeZone = 'UTC'")
             latest = [_latest_of(b) for b in boards]
             found = [_aggregated(events, b, x, con, Path(tmp)) for b, x in zip(boards, latest, strict=True)]
-            attributes = _attributes_of(events, list(zip(found, latest, strict=True)), con)
-            scored = [_score_board(events, b, f, x, attributes) for b, f, x in zip(boards, found, latest, strict=True)]
+            at_candidates = _events_at(events, list(zip(found, latest, strict=True)), con)
+            scored = [
+                _score_board(events, b, f, x, at_candidates) for b, f, x in zip(boards, found, latest, strict=True)
+            ]
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
 
 
+# A candidate's (occurred_at, file_idx), the first two keys of ORDER, as one number whose max is
+# the latest: microseconds since the epoch, offset to be positive, then the file's index.
+_BIAS, _FILE_BITS = 2**62, 32
+_TIME_AND_FILE = f"((epoch_us(occurred_at) + {_BIAS})::HUGEINT << {_FILE_BITS}) + file_idx"
+
+
 def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: bool) -> str:
     """Per user of the board's events in the Parquet file `path`, the board's aggregate (the
-    rules of `_combine`) and each latest attribute's candidate: the id of the latest event (in
-    ORDER) that mentions its name (`_mentions`), and its time. arg_max over ORDER is one pass,
-    where a sort per group in Polars took several times as long; ids, not attributes, are kept.
+    rules of `_combine`) and, for each latest attribute, the time (`<column>_at`) and file
+    (`<column>`) of the latest events that mention its name (`_mentions`): the event among them
+    with the greatest id is the candidate (`_events_at`). A max over one number is one cheap
+    pass, where arg_max over a sort key of ORDER took three times as long and a sort per group
+    in Polars several times that.
 
     `read_group`: `user_id` is the group id, read here from `attributes` (`_string_sql`); a row
     whose key is repeated is counted under '' (never a group), and `_aggregated` then reads
     the groups in Polars."""
-    order = "_order"  # (occurred_at, file_idx, event_id) as one key: as a struct it took twice as long
     if board.aggregate in ("sum", "count"):
         score, at = "sum(score)", "max(occurred_at)"
     elif board.aggregate == "last":
-        score, at = f"arg_max(score, {order})", "max(occurred_at)"
+        key = ", ".join(f"{c}, 'ASC NULLS LAST'" for c in ORDER)
+        score, at = f"arg_max(score, create_sort_key({key}))", "max(occurred_at)"
     else:  # the best score, and the earliest time it was hit
         best = "DESC" if board.aggregate == "max" else "ASC"
         first = f"create_sort_key(score, '{best} NULLS LAST', occurred_at, 'ASC NULLS LAST')"
         score, at = f"{board.aggregate}(score)", f"arg_min(occurred_at, {first})"
-    candidates = "".join(
-        f", arg_max(event_id, {order}) FILTER (WHERE {x.hint}) AS {x.column}"
-        f", max(occurred_at) FILTER (WHERE {x.hint}) AS {x.column}_at"
+    candidates = "".join(f", max(_k) FILTER (WHERE {x.hint}) AS {x.column}" for x in latest)
+    decoded = "".join(
+        f", make_timestamp((({x.column} >> {_FILE_BITS}) - {_BIAS})::BIGINT)::TIMESTAMPTZ AS {x.column}_at"
+        f", ({x.column} & {2**_FILE_BITS - 1})::INTEGER AS {x.column}"
         for x in latest
     )
     mentions = "".join(f", {_mentions_sql(x)} AS {x.hint}" for x in latest)
+    keyed = f", {_TIME_AND_FILE} AS _k" if latest else ""
     types = ", ".join(_sql_text(t) for t in board.event_types)
-    key = ", ".join(f"{c}, 'ASC NULLS LAST'" for c in ORDER)
-    ordered = f", create_sort_key({key}) AS _order" if latest or board.aggregate == "last" else ""
-    source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}{ordered}
+    source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}{keyed}
                   FROM read_parquet({_sql_text(str(path))}) WHERE event_type IN ({types}))"""
     if read_group:
         assert board.group_by is not None
         groups = _string_sql("attributes", tuple(board.group_by.split(".")), source)
         source = f"""(SELECT * REPLACE (CASE WHEN _r THEN '' ELSE _t END AS user_id) FROM ({groups})
                       WHERE _r OR length(_t) BETWEEN 1 AND {MAX_GROUP_CHARS})"""
-    return f"""SELECT user_id, {score} AS score, count(*) AS event_count, {at} AS reached_at{candidates}
-               FROM {source} GROUP BY user_id"""
+    aggregated = f"""SELECT user_id, {score} AS score, count(*) AS event_count, {at} AS reached_at{candidates}
+                     FROM {source} GROUP BY user_id"""
+    return f"SELECT user_id, score, event_count, reached_at{decoded} FROM ({aggregated})" if latest else aggregated
 
 
 def _sql_text(value: str) -> str:
@@ -377,34 +393,53 @@ def _aggregated(
     return con.sql(_aggregate_sql(board, latest, grouped, read_group=False)).pl()
 
 
-def _attributes_of(
+# The columns of clean events that `_counted` reads
+_EVENT_COLUMNS = {
+    "event_id": pl.String,
+    "event_type": pl.String,
+    "user_id": pl.String,
+    "occurred_at": UTC_US,
+    "value": pl.Float64,
+    "attributes": pl.String,
+    "file_idx": pl.Int32,
+}
+
+
+def _events_at(
     path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]], con: duckdb.DuckDBPyConnection
-) -> pl.DataFrame:
-    """The attributes of every board's candidates (`_aggregate_sql`), by event id, in one read of
-    the file: ids are unique among a day's clean events."""
-    wanted = (
-        pl.concat(
-            [pl.DataFrame(schema={"event_id": pl.String})]
-            + [f.select(pl.col(x.column).alias("event_id")) for f, latest in found for x in latest]
-        )
-        .unique()
-        .drop_nulls()
-    )
+) -> pl.LazyFrame:
+    """The events at the time and in the file of any board's candidate (`_aggregate_sql`), in
+    one read of the file: a few more than the candidates, where two share a time and file."""
+    wanted = pl.concat(
+        [pl.DataFrame(schema={"occurred_at": UTC_US, "file_idx": pl.Int32})]
+        + [
+            f.select(pl.col(f"{x.column}_at").alias("occurred_at"), pl.col(x.column).alias("file_idx"))
+            for f, latest in found
+            for x in latest
+        ]
+    ).unique()
+    wanted = wanted.drop_nulls()
     if wanted.is_empty():  # no board keeps a name or metadata: nothing to read
-        return pl.DataFrame(schema={"event_id": pl.String, "attributes": pl.String})
+        return pl.LazyFrame(schema=_EVENT_COLUMNS)
     con.register("wanted", wanted.to_arrow())
     try:
-        return con.sql(f"""SELECT event_id, attributes FROM read_parquet({_sql_text(str(path))})
-                           WHERE event_id IN (SELECT event_id FROM wanted)""").pl()
+        return (
+            con.sql(f"""SELECT {", ".join(_EVENT_COLUMNS)} FROM read_parquet({_sql_text(str(path))})
+                           SEMI JOIN wanted USING (occurred_at, file_idx)""")
+            .pl()
+            .lazy()
+        )
     finally:
         con.unregister("wanted")
 
 
 def _score_board(
-    path: Path, b: Board, found: pl.DataFrame, latest: list[_Latest], attributes: pl.DataFrame
+    path: Path, b: Board, found: pl.DataFrame, latest: list[_Latest], at_candidates: pl.LazyFrame
 ) -> pl.DataFrame:
-    """A board's scores from its aggregate (`_aggregated`, of `latest`) and its candidates' attributes."""
+    """A board's scores from its aggregate (`_aggregated`, of `latest`) and the events at its
+    candidates' times (`_events_at`)."""
     rows = _counted(pl.scan_parquet(path), b)
+    at_rows = _counted(at_candidates, b)
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),
@@ -412,7 +447,7 @@ def _score_board(
     )
     items = []
     for x in latest:
-        best = _resolve(rows, found, attributes, x)
+        best = _resolve(rows, found, at_rows, x)
         if x.is_name:
             best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
             frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")

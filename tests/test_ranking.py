@@ -409,6 +409,23 @@ def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path):
     assert len(found) == 40
 
 
+def test_a_group_keeps_the_latest_metadata_of_its_own_events_with_ties_in_file_then_event_id_order():
+    board = Board(id="teams", event_types=("s",), aggregate="sum", group_by="attributes.team_id", metadata=("level",))
+    rows = [
+        ("amy", 1, t(5), {"team_id": "red", "level": 1}, 2),
+        ("bob", 1, t(5), {"team_id": "red", "level": 2}, 2),  # same time and file: the greater event id
+        ("cat", 1, t(6), {"team_id": "blue", "level": 3}, 0),
+        ("dan", 1, t(6), {"team_id": "blue", "level": 4}, 1),  # the later file
+        ("eve", 1, t(6), {"team_id": "blue", "level": 5}, 0),
+        ("fay", 1, t(7), {"team_id": "green", "level": None}, 0),  # latest, but unset
+        ("gus", 1, t(6), {"team_id": "green", "level": 9}, 0),
+        ("ivy", 1, t(5), {"level": 8}, 2),  # red's time and file, a greater id, but no team
+    ]
+    scores = score_events(events(rows), [board]).collect()
+    levels = {r[0]: [(m["value"], m["at"]) for m in r[1]] for r in scores.select("user_id", "metadata_values").rows()}
+    assert levels == {"red": [("2", t(5))], "blue": [("4", t(6))], "green": [("9", t(6))]}
+
+
 def test_a_value_counts_however_its_key_is_written_and_an_unset_one_never():
     """Most producers write every key, null or empty where unset; a value beside such a key,
     or behind an escaped key or spaces, is still the latest one."""

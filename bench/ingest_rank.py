@@ -7,6 +7,7 @@ then, per format and alternating order, runs in fresh subprocesses:
   duckdb  read_json/read_parquet -> GROUP BY user -> RANK() over the same files, result fetched
   copy    DuckDB's own typed reader straight into one Parquet file: no checks, no dedupe, no
           ranking; the least any path that writes the day's clean events to the lake must do
+  copy-text  (Parquet) the same with attributes written as JSON text, as clean events hold them
 and prints medians, the ratio ours/duckdb (and copy/duckdb), and each side's peak RSS.
 
     .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
@@ -174,7 +175,8 @@ def _run_duckdb(landing: Path, fmt: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "ranked": table.num_rows}
 
 
-def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
+def _run_copy(landing: Path, fmt: str, out: Path, text: bool = False) -> dict:
+    """`text`: attributes written as JSON text, as clean events hold them (NDJSON's already are)."""
     import duckdb
 
     con = duckdb.connect()
@@ -186,7 +188,8 @@ def _run_copy(landing: Path, fmt: str, out: Path) -> dict:
         else f"read_parquet('{glob}', hive_partitioning=false)"
     )
     t0 = time.perf_counter()
-    rows = con.execute(f"COPY (SELECT * FROM {source}) TO '{out}' (FORMAT parquet)").fetchone()[0]  # type: ignore[index]
+    columns = "* REPLACE (to_json(attributes)::VARCHAR AS attributes)" if text else "*"
+    rows = con.execute(f"COPY (SELECT {columns} FROM {source}) TO '{out}' (FORMAT parquet)").fetchone()[0]  # type: ignore[index]
     seconds = time.perf_counter() - t0
     out.unlink()
     return {"seconds": seconds, "rows": rows}
@@ -253,8 +256,8 @@ def _child(args: argparse.Namespace) -> None:
         bucket = (landing / ".bucket").read_text()
         lake = S3Location(bucket, f"lake-{time.time_ns()}") if args.s3_lake else workdir / "lake"
         result = _run_ours(S3Location(bucket, "landing"), lake)
-    elif args.child == "copy":
-        result = _run_copy(landing, args.fmt, workdir / "copy.parquet")
+    elif args.child in ("copy", "copy-text"):
+        result = _run_copy(landing, args.fmt, workdir / "copy.parquet", text=args.child == "copy-text")
     elif args.child == "incremental":
         result = _run_incremental(landing, workdir, args.share)
     else:
@@ -330,7 +333,8 @@ def main() -> None:
         help="time ours on the Parquet day and on one of SCALE times its events (its files copied with new ids)",
     )
     p.add_argument("--share", type=float, default=0.01, help="share of the day's files a refresh adds")
-    p.add_argument("--child", choices=["ours", "ours-s3", "duckdb", "copy", "incremental"], help=argparse.SUPPRESS)
+    children = ["ours", "ours-s3", "duckdb", "copy", "copy-text", "incremental"]
+    p.add_argument("--child", choices=children, help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
     p.add_argument("--fmt", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -358,6 +362,7 @@ def main() -> None:
             sides = [("ours", codes[0]), ("incremental", codes[0])]
         elif not args.only_ours:
             sides += [("duckdb", codes[0]), ("copy", codes[0])]
+            sides += [("copy-text", codes[0])] if fmt == "parquet" else []
         runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
         for i in range(args.repeat):
             for who, code in sides if i % 2 == 0 else sides[::-1]:
@@ -433,6 +438,13 @@ def main() -> None:
             f"ours/copy {med[first] / med[copy]:.2f}x  (ours: the first code; runs: {args.repeat} each)",
             flush=True,
         )
+        if ("copy-text", codes[0]) in med:
+            text = med["copy-text", codes[0]]
+            print(
+                f"  copy-text median {text:.2f}s (the same with attributes as JSON text, as clean events hold them): "
+                f"{text / med[copy]:.2f}x copy; ours/copy-text {med[first] / text:.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

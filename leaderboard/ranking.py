@@ -119,19 +119,28 @@ def _string_sql(column: str, parts: tuple[str, ...], source: str = "rows") -> st
     """A query of `source` with the JSON string at the path in a column of attributes objects,
     else null, as `_t`, and whether the key's name occurs more than once in the row, as `_r`.
 
-    One parse per row by DuckDB's JSON reader, not the many passes over the text of
-    `_attribute_values`. `json_extract_string` gives a number or literal as its text too, so a
-    value that reads like one (`3`, `true`, `[`...) is looked up again with its type. DuckDB's
-    reader keeps a repeated key's first value and the rules (like parsers that build maps) the
-    last: `_r` tells the caller to read those rows otherwise."""
+    A flat object (one `{`) without escapes gives a non-empty string value written
+    `"key":"..."` by a regular expression: no string there holds a quote, so that text is the
+    key and its value. Other rows that name the key (or have escapes, as a key may be spelled
+    with them) take one parse by DuckDB's JSON reader, not the many passes over the text of
+    `_attribute_values`. `json_extract_string` gives a number or literal as its
+    text too, so a value that reads like one (`3`, `true`, `[`...) is looked up again with its
+    type. DuckDB's reader keeps a repeated key's first value and the rules (like parsers that
+    build maps) the last: `_r` tells the caller to read those rows otherwise."""
     # names are plain characters (boards.PATH_PART), quoted as one may hold '-'
     path = "'$." + ".".join(f'"{p}"' for p in parts) + "'"
+    key = f"""'"{parts[-1]}"'"""
     typed = f"try(json_extract({column}, {path}))"
+    flat = f"""NOT contains({column}, '\\') AND NOT ({column} LIKE '{{%{{%')"""
+    quick = f"""regexp_extract({column}, '"{parts[-1]}":"([^"]*)"', 1)"""
+    quick = f"CASE WHEN {flat} THEN {quick} END" if len(parts) == 1 else "NULL::VARCHAR"
+    slow = f"""CASE WHEN NOT (regexp_matches(_s, '^[-0-9\\[{{]') OR _s IN ('true', 'false')) THEN _s
+                    WHEN json_type({typed}) = 'VARCHAR' THEN {typed} ->> '$' END"""
     return f"""
-        SELECT * EXCLUDE (_s), CASE WHEN NOT (regexp_matches(_s, '^[-0-9\\[{{]') OR _s IN ('true', 'false')) THEN _s
-                                    WHEN json_type({typed}) = 'VARCHAR' THEN {typed} ->> '$' END AS _t,
-               {_twice(column, parts[-1])} AS _r
-        FROM (SELECT *, try(json_extract_string({column}, {path})) AS _s FROM {source})"""
+        SELECT * EXCLUDE (_q, _s), CASE WHEN _q <> '' THEN _q ELSE {slow} END AS _t
+        FROM (SELECT *, CASE WHEN coalesce(_q, '') = '' AND (contains({column}, {key}) OR contains({column}, '\\'))
+                             THEN try(json_extract_string({column}, {path})) END AS _s
+              FROM (SELECT *, {quick} AS _q, {_twice(column, parts[-1])} AS _r FROM {source}))"""
 
 
 def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:

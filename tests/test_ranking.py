@@ -218,16 +218,20 @@ def test_a_group_read_from_attributes_text_as_a_json_parser_reads_it():
         "gus": '{"team_id":[1]}',
         "hal": '{"team_id":"-5"}',
         "ivy": '{"team_id":-5}',
+        "jim": '{"k":"team_id","team_id":"green"}',  # the name as a value too
+        "kim": '{"m":"{","team_id":"pink"}',  # a brace in a string
+        "lee": '{ "team_id":"grey" }',
     }
     lf = events([(user, 1, t(1)) for user in texts]).with_columns(
         pl.col("user_id").replace_strict(texts).alias("attributes")
     )
     table = standings(score_events(lf, [TEAM]), None, [TEAM]).collect()
-    assert dict(table.select("user_id", "event_count").iter_rows()) == {"blue": 2, "true": 1, "[1]": 1, "-5": 1}
+    groups = {"true": 1, "[1]": 1, "-5": 1, "pink": 1, "grey": 1}
+    assert dict(table.select("user_id", "event_count").iter_rows()) == {"blue": 2, "green": 1, **groups}
     assert ungrouped_counts(lf, [TEAM]) == {"teams": 4}
-    unrepeated = lf.filter(~pl.col("user_id").is_in(["amy", "bob", "cat"]))  # the groups read in one pass
+    unrepeated = lf.filter(~pl.col("user_id").is_in(["amy", "bob", "cat", "jim"]))  # the groups read in one pass
     table = standings(score_events(unrepeated, [TEAM]), None, [TEAM]).collect()
-    assert dict(table.select("user_id", "event_count").iter_rows()) == {"true": 1, "[1]": 1, "-5": 1}
+    assert dict(table.select("user_id", "event_count").iter_rows()) == groups
 
 
 def test_a_group_may_sit_in_a_nested_object_and_be_written_with_escapes():

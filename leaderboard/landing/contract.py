@@ -177,7 +177,9 @@ def checked_sql(
             coalesce(n_type, {_text("j_type")}) AS event_type,
             coalesce(n_user, {_text("j_user")}) AS user_id,
             {_text("j_at")} AS at_text,
-            CASE WHEN {_is_number("j_at")} AND NOT contains(j_at, '.') AND NOT contains(lower(j_at), 'e')
+            -- not lower(): it copies every row's text
+            CASE WHEN {_is_number("j_at")} AND NOT contains(j_at, '.')
+                      AND NOT contains(j_at, 'e') AND NOT contains(j_at, 'E')
                  THEN try_cast(j_at AS BIGINT) END AS at_ms,
             -- a number literal DOUBLE cannot hold (1e999) is out of range: not finite
             CASE WHEN {_is_number("j_value")} THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END AS num,

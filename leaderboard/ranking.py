@@ -106,6 +106,7 @@ def _attribute_values(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Serie
 
 
 _duckdb = threading.local()  # a connection per thread: a connection serves one query at a time
+FEW_ROWS = 10_000  # below it `_strings_at` reads the text in Polars
 
 
 def _twice(column: str, name: str) -> str:
@@ -145,7 +146,10 @@ def _string_sql(column: str, parts: tuple[str, ...], source: str = "rows") -> st
 
 def _strings_at(attributes: pl.Series, parts: tuple[str, ...]) -> pl.Series:
     """The JSON string at the path in each attributes object, else null (`_string_sql`); rows
-    where the key's name is repeated go through `_attribute_values`."""
+    where the key's name is repeated go through `_attribute_values`, as do few rows, where a
+    thread's first DuckDB connection would cost more than the text (a live refresh's batch)."""
+    if attributes.len() < FEW_ROWS:
+        return _attribute_values(attributes, parts).struct.field("text")
     con = getattr(_duckdb, "con", None)
     if con is None:
         con = _duckdb.con = duckdb.connect(config={"threads": 1})  # Polars runs the batches side by side
@@ -298,6 +302,8 @@ def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.LazyFram
     that mention it."""
     column, at = latest.column, f"{latest.column}_at"
     mentioned = found.filter(pl.col(at).is_not_null()).select("user_id", at, pl.col(column).alias("file_idx"))
+    if mentioned.is_empty():  # no event of the board names it
+        return pl.DataFrame(schema={"user_id": pl.String, column: pl.String, at: UTC_US})
     single = (
         at_candidates.filter(_mentions(latest))
         .join(mentioned.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])

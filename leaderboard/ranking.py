@@ -124,10 +124,10 @@ def _string_sql(column: str, parts: tuple[str, ...], source: str = "rows") -> st
     `"key":"..."` by a regular expression: no string there holds a quote, so that text is the
     key and its value. Other rows that name the key (or have escapes, as a key may be spelled
     with them) take one parse by DuckDB's JSON reader, not the many passes over the text of
-    `_attribute_values`. `json_extract_string` gives a number or literal as its
-    text too, so a value that reads like one (`3`, `true`, `[`...) is looked up again with its
-    type. DuckDB's reader keeps a repeated key's first value and the rules (like parsers that
-    build maps) the last: `_r` tells the caller to read those rows otherwise."""
+    `_attribute_values`. `json_extract_string` gives a number or literal as its text too, so a
+    value that reads like one (`3`, `true`, `[`...) is looked up again with its type. Both keep
+    a repeated key's first value and the rules (like parsers that build maps) the last: `_r`
+    tells the caller to read those rows otherwise."""
     # names are plain characters (boards.PATH_PART), quoted as one may hold '-'
     path = "'$." + ".".join(f'"{p}"' for p in parts) + "'"
     key = f"""'"{parts[-1]}"'"""
@@ -348,7 +348,8 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
 
 
 # A candidate's (occurred_at, file_idx), the first two keys of ORDER, as one number whose max is
-# the latest: microseconds since the epoch, offset to be positive, then the file's index.
+# the latest: microseconds since the epoch, offset to be positive, then the file's index (never
+# null in clean events: every row comes from a file).
 _BIAS, _FILE_BITS = 2**62, 32
 _TIME_AND_FILE = f"((epoch_us(occurred_at) + {_BIAS})::HUGEINT << {_FILE_BITS}) + file_idx"
 
@@ -431,15 +432,18 @@ def _events_at(
 ) -> pl.LazyFrame:
     """The events at the time and in the file of any board's candidate (`_aggregate_sql`), in
     one read of the file: a few more than the candidates, where two share a time and file."""
-    wanted = pl.concat(
-        [pl.DataFrame(schema={"occurred_at": UTC_US, "file_idx": pl.Int32})]
-        + [
-            f.select(pl.col(f"{x.column}_at").alias("occurred_at"), pl.col(x.column).alias("file_idx"))
-            for f, latest in found
-            for x in latest
-        ]
-    ).unique()
-    wanted = wanted.drop_nulls()
+    wanted = (
+        pl.concat(
+            [pl.DataFrame(schema={"occurred_at": UTC_US, "file_idx": pl.Int32})]
+            + [
+                f.select(pl.col(f"{x.column}_at").alias("occurred_at"), pl.col(x.column).alias("file_idx"))
+                for f, latest in found
+                for x in latest
+            ]
+        )
+        .unique()
+        .drop_nulls()
+    )
     if wanted.is_empty():  # no board keeps a name or metadata: nothing to read
         return pl.LazyFrame(schema=_EVENT_COLUMNS)
     con.register("wanted", wanted.to_arrow())

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from leaderboard import objstore
+from leaderboard.boards import ValueRange
 from leaderboard.landing import (
     CLEAN_SCHEMA,
     LandedFile,
@@ -557,6 +558,45 @@ def test_parquet_typed_values_in_refused_records(tmp_path):
     assert found["game+1+0.parquet", 2]["reason"] == "event_type is empty"
     assert found["game+1+0.parquet", 4]["reason"] == "missing user_id"
     assert '"event_id":"nouser","event_type":"s","user_id":null' in found["game+1+0.parquet", 4]["raw"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_a_numeric_value_is_quoted_as_the_file_holds_it(tmp_path, fmt):
+    """A Parquet `value` of an integer or double type comes typed from the schema; a record it
+    gets refused shows it as the file holds it (1001, not 1001.0; exact past 2**53), as the
+    same record on a JSON line shows it."""
+    at = dt.datetime(2026, 11, 26, 10, 5, tzinfo=UTC)
+    files = {"game+0+0": ("i", pl.Int64, [7, 1001, 2**60]), "game+1+0": ("s", pl.Int32, [3, -1, 1000]),
+             "game+2+0": ("d", pl.Float64, [7.5, 1000.5, float("inf")])}  # fmt: skip
+    for name, (prefix, dtype, values) in files.items():
+        ids = [f"{prefix}{i}" for i in range(len(values))]
+        if fmt == "json":
+            land(tmp_path, "game", H10, f"{name}.json", [event(i, "u", "2026-11-26T10:05:00Z", v, "s") for i, v in
+                                                         zip(ids, values, strict=True) if v != float("inf")])  # fmt: skip
+            continue
+        folder = hour_folder(tmp_path, "game", H10)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(values)
+        pl.DataFrame(
+            {"event_id": ids, "event_type": ["s"] * n, "user_id": ["u"] * n, "occurred_at": [at] * n, "value": values},
+            schema_overrides={"value": dtype},
+        ).write_parquet(folder / f"{name}.parquet")
+    start, end = period_of("daily", DAY).bounds(UTC)
+    r = read_day(tmp_path, start, end, tmp_path / ".work", ranges={"s": ValueRange(0.0, 1000.0, ("b",))})
+    assert dict(r.events.select("event_id", "value").collect().iter_rows()) == {
+        "i0": 7.0, "s0": 3.0, "s2": 1000.0, "d0": 7.5
+    }  # fmt: skip
+    outside = " outside [0, 1000] of board 'b'"
+    found = [(Path(f).stem, reason) for f, reason in r.quarantine.select("file", "reason").iter_rows()]
+    assert found[:4] == [
+        ("game+0+0", f"value out of range: 1001{outside}"),
+        ("game+0+0", f"value out of range: {2**60}{outside}"),
+        ("game+1+0", f"value out of range: -1{outside}"),
+        ("game+2+0", f"value out of range: 1000.5{outside}"),
+    ]
+    if fmt == "parquet":  # JSON has no infinity
+        assert len(found) == 5 and found[4][1].startswith("value is not finite: ")
+        assert '"value":1001,' in r.quarantine["raw"][0] and '"value":1000.5,' in r.quarantine["raw"][3]
 
 
 def test_a_file_named_parquet_that_is_not_parquet_stops_the_day_naming_it(tmp_path):

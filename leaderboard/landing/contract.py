@@ -28,8 +28,14 @@ NATIVE = {
     "event_type": ("n_type", "VARCHAR", "to_json(n_type)"),
     "user_id": ("n_user", "VARCHAR", "to_json(n_user)"),
     "occurred_at": ("n_at", "TIMESTAMP", f"to_json(strftime(n_at, {UTC_TEXT}))"),  # naive UTC
+    "value": ("n_value", "DOUBLE", "coalesce(to_json(n_int), to_json(n_value))"),
 }
+# An integer `value` comes as itself too, so that its text (in `raw`, in a reason) is the file's:
+# 7, not 7.0, and exact past 2**53.
+INT_VALUE = "n_int"
 NO_NATIVE = ", ".join(f"NULL::{sql_type} AS {col}" for col, sql_type, _ in NATIVE.values())
+NO_NATIVE += f", NULL::BIGINT AS {INT_VALUE}"
+VALUE_TEXT = f"coalesce(j_value, {NATIVE['value'][2]}::VARCHAR)"  # the value as JSON text, from any source
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 NAIVE_TS = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 MIN_EPOCH_MS, MAX_EPOCH_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
@@ -94,7 +100,7 @@ _REASONS = """CASE
                 THEN 'occurred_at has no UTC offset (ambiguous): ' || left(at_text, 40)
             WHEN ts IS NULL THEN 'occurred_at is not an RFC 3339 timestamp: ' || left(at_text, 40)
             WHEN {t_value} NOT IN ('NULL', 'BIGINT', 'DOUBLE') THEN 'value is not a number: ' || left(j_value, 40)
-            WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left(j_value, 40)
+            WHEN num IS NOT NULL AND NOT isfinite(num) THEN 'value is not finite: ' || left({value_text}, 40)
             WHEN {t_attr} NOT IN ('NULL', 'OBJECT') THEN 'attributes is not an object'
             WHEN ts < hour OR ts >= hour + INTERVAL 1 HOUR
                 THEN 'occurred_at ' || strftime(ts, {utc_text})
@@ -133,7 +139,7 @@ def _range_reason(ranges: Mapping[str, ValueRange]) -> str:
     if not ranges:
         return ""
     texts = " ".join(f"WHEN {_sql_str(t)} THEN {_sql_str(_outside(r))}" for t, r in sorted(ranges.items()))
-    value = "coalesce(left(j_value, 40), '1 (absent)')"
+    value = f"coalesce(left({VALUE_TEXT}, 40), '1 (absent)')"
     return f"WHEN {_out_of_range(ranges)} THEN 'value out of range: ' || {value} || CASE event_type {texts} END"
 
 
@@ -144,7 +150,9 @@ def _reason(ranges: Mapping[str, ValueRange]) -> str:
     for col, sql_type, _ in NATIVE.values():  # a typed value's kind is its type
         key = f"t_{col[2:]}"
         kinds[key] = f"(CASE WHEN {col} IS NOT NULL THEN '{sql_type}' ELSE {kinds[key]} END)"
-    return _REASONS.format(**kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT, out_of_range=_range_reason(ranges))
+    return _REASONS.format(
+        **kinds, naive_ts=NAIVE_TS, utc_text=UTC_TEXT, value_text=VALUE_TEXT, out_of_range=_range_reason(ranges)
+    )
 
 
 def checked_sql(
@@ -168,7 +176,7 @@ def checked_sql(
         f'"{n}" := ' + (f"coalesce({c}::JSON, {NATIVE[n][2]})" if n in NATIVE else f"{c}::JSON")
         for n, c in zip(FIELDS, COLUMNS, strict=True)
     )
-    no_value = "(j_value IS NULL OR j_value = 'null')"
+    no_value = "(n_value IS NULL AND (j_value IS NULL OR j_value = 'null'))"
     return f"""
     WITH src AS ({sources}),
     y AS (
@@ -182,7 +190,8 @@ def checked_sql(
                       AND NOT contains(j_at, 'e') AND NOT contains(j_at, 'E')
                  THEN try_cast(j_at AS BIGINT) END AS at_ms,
             -- a number literal DOUBLE cannot hold (1e999) is out of range: not finite
-            CASE WHEN {_is_number("j_value")} THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END AS num,
+            coalesce(n_value, CASE WHEN {_is_number("j_value")}
+                                   THEN coalesce(try_cast(j_value AS DOUBLE), 'Infinity'::DOUBLE) END) AS num,
             CASE WHEN starts_with(j_attr, '{{') THEN j_attr END AS attributes
         FROM src
     ),

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leaderboard.landing.contract import COLUMNS, FIELDS, NATIVE, NO_NATIVE, UTC_TEXT
+from leaderboard.landing.contract import COLUMNS, FIELDS, INT_VALUE, NATIVE, NO_NATIVE, UTC_TEXT
 from leaderboard.landing.layout import LandedFile, LandingError
 from leaderboard.landing.lines import BLANK
 
@@ -25,6 +25,8 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the
 DUCKDB_MEMORY = "600MB"
 # Columns DuckDB's Parquet reader adds to a file's own; it matches column names case-insensitively.
 READER_COLUMNS = ("file_index", "file_row_number")
+# Integer types that BIGINT holds exactly: such a `value` comes typed (NATIVE)
+INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 CUT_LINES = "cut_lines"  # the name under which cut lines (LINES_SCHEMA) are registered
 
 
@@ -139,8 +141,9 @@ def _has_reader_column(names: Iterable[str], *reader_columns: str) -> bool:
 def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFile]]) -> str:
     """Parquet files of one schema in the shape of JSON lines, so one set of rules checks both.
 
-    Text columns and a time with a time zone come typed (NATIVE): formatting a time as JSON
-    text only to parse it again was a large share of reading a Parquet day.
+    Text columns, a time with a time zone and a number that DOUBLE or BIGINT holds come typed
+    (NATIVE): formatting them as JSON text only to parse it again was a large share of reading
+    a Parquet day.
     """
     paths, file_idx = _file_list(files)
     plain = f"read_parquet({paths}, hive_partitioning=false)"
@@ -157,6 +160,7 @@ def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFil
     refs = {real: f'"{duck}"' for real, duck in zip(pq.read_schema(files[0][1].path).names, duck_names, strict=False)}
     types = {real: types[duck.strip('"')] for real, duck in refs.items()}
     parts, native = [], {name: f"NULL::{sql_type}" for name, (_, sql_type, _) in NATIVE.items()}
+    int_value = "NULL::BIGINT"
     for name in FIELDS:
         kind = types.get(name)
         col = refs.get(name, f'"{name}"')
@@ -170,12 +174,19 @@ def parquet_sql(con: duckdb.DuckDBPyConnection, files: list[tuple[int, LandedFil
             zoned = f"{col}::TIMESTAMPTZ"
             parts.append(f"CASE WHEN NOT isfinite({zoned}) THEN to_json(strftime({zoned}, {UTC_TEXT})) END")
             native[name] = f"CASE WHEN isfinite({zoned}) THEN make_timestamp(epoch_us({zoned})) END"
+        elif name == "value" and kind in INTEGERS:
+            parts.append("NULL::JSON")
+            native[name], int_value = f"{col}::DOUBLE", f"{col}::BIGINT"
+        elif name == "value" and kind == "DOUBLE":
+            parts.append("NULL::JSON")
+            native[name] = col
         elif name == "occurred_at" and kind.startswith("TIMESTAMP"):
             parts.append(f"to_json(strftime({col}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%f'))")  # no offset
         else:
             parts.append(f"to_json({col})")
     fields = ", ".join(f"{part}::VARCHAR AS {col}" for part, col in zip(parts, COLUMNS, strict=True))
     fields += ", " + ", ".join(f"{native[name]} AS {col}" for name, (col, _, _) in NATIVE.items())
+    fields += f", {int_value} AS {INT_VALUE}"
     return f"""
         SELECT {file_idx} AS file_idx, {line} AS line, NULL::VARCHAR AS raw,
                NULL::VARCHAR AS doc_problem, {fields}

@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 
 from leaderboard.boards import Board
+from leaderboard.landing.contract import STAGED_SCHEMA
 
 UTC_US = pl.Datetime("us", "UTC")
 METADATA_ITEM = pl.Struct({"key": pl.String, "value": pl.String, "at": UTC_US})  # value: JSON text
@@ -416,15 +417,7 @@ def _aggregated(
 
 
 # The columns of clean events that `_counted` reads
-_EVENT_COLUMNS = {
-    "event_id": pl.String,
-    "event_type": pl.String,
-    "user_id": pl.String,
-    "occurred_at": UTC_US,
-    "value": pl.Float64,
-    "attributes": pl.String,
-    "file_idx": pl.Int32,
-}
+_EVENT_COLUMNS = {c: t for c, t in STAGED_SCHEMA.items() if c != "line"}
 
 
 def _events_at(
@@ -464,7 +457,8 @@ def _score_board(
     """A board's scores from its aggregate (`_aggregated`, of `latest`) and the events at its
     candidates' times (`_events_at`)."""
     rows = _counted(pl.scan_parquet(path), b)
-    at_rows = _counted(at_candidates, b)
+    # once for all the board's attributes (a group board reads its groups here), and only if it has any
+    at_rows = _counted(at_candidates, b).collect().lazy() if latest else pl.LazyFrame()
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),

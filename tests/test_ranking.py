@@ -27,8 +27,10 @@ TEAM = Board(id="teams", event_types=("s",), aggregate="sum", group_by="attribut
 CLEAN = {c: t for c, t in CLEAN_SCHEMA.items() if c not in ("content_hash", "seq")}  # as clean_events stores them
 
 
-# Attribute strings are read by DuckDB, or in Polars for few rows: each test here runs both ways
-BOTH_READERS = pytest.mark.parametrize("few_rows", [0, ranking.FEW_ROWS], ids=["duckdb", "polars"])
+@pytest.fixture(params=[0, ranking.FEW_ROWS], ids=["duckdb", "polars"])
+def both_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attribute strings are read by DuckDB, or in Polars for few rows: a test using this runs both ways."""
+    monkeypatch.setattr(ranking, "FEW_ROWS", request.param)
 
 
 def t(hour: int, minute: int = 0) -> dt.datetime:
@@ -185,9 +187,7 @@ def test_a_group_board_ranks_groups_with_ties_broken_by_group_id_bytewise():
     assert table["display_name"].to_list() == [None] * 4 and table["metadata"].to_list() == [None] * 4
 
 
-@BOTH_READERS
-def test_events_without_a_group_are_not_counted_and_are_reported_as_ungrouped(few_rows, monkeypatch):
-    monkeypatch.setattr(ranking, "FEW_ROWS", few_rows)
+def test_events_without_a_group_are_not_counted_and_are_reported_as_ungrouped(both_readers):
     grouped = {"team_id": "red"}
     ungrouped = [
         None,  # no attributes
@@ -214,9 +214,7 @@ def test_events_without_a_group_are_not_counted_and_are_reported_as_ungrouped(fe
     assert ungrouped_counts(lf, [TEAM, SUM]) == {"teams": len(ungrouped)}
 
 
-@BOTH_READERS
-def test_a_group_read_from_attributes_text_as_a_json_parser_reads_it(few_rows, monkeypatch):
-    monkeypatch.setattr(ranking, "FEW_ROWS", few_rows)
+def test_a_group_read_from_attributes_text_as_a_json_parser_reads_it(both_readers):
     texts = {
         "amy": '{"team_id":"red","team_id":"blue"}',  # a repeated key: its last value, as parsers that build maps
         "bob": '{"team_id":7,"team_id":"blue"}',
@@ -258,9 +256,7 @@ def test_a_group_may_sit_in_a_nested_object_and_be_written_with_escapes():
     assert ungrouped_counts(events(rows), [board]) == {"squads": 3}
 
 
-@BOTH_READERS
-def test_the_name_is_the_latest_non_empty_display_name_with_ties_in_file_then_event_id_order(few_rows, monkeypatch):
-    monkeypatch.setattr(ranking, "FEW_ROWS", few_rows)
+def test_the_name_is_the_latest_non_empty_display_name_with_ties_in_file_then_event_id_order(both_readers):
     rows = [
         ("amy", 1, t(1), {"display_name": "Amy"}),
         ("amy", 1, t(3), {"display_name": ""}),  # later, but empty
@@ -392,9 +388,7 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
     return {u: (e["score"], e["n"], e["at"], e["name"], e["named_at"]) for u, e in out.items()}
 
 
-@BOTH_READERS
-def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path, few_rows, monkeypatch):
-    monkeypatch.setattr(ranking, "FEW_ROWS", few_rows)
+def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path, both_readers):
     rng = random.Random(7)
     names, teams = ["Amy", "Bob", "", None, 42, "x" * 65], ["red", "blue", None, 7, ""]
     # as text: a name beside the same key unset in a nested object, one with an escape in its

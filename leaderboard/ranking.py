@@ -377,7 +377,7 @@ def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: 
         score, at = f"{board.aggregate}(score)", f"arg_min(occurred_at, {first})"
     candidates = "".join(f", max(_k) FILTER (WHERE {x.hint}) AS {x.column}" for x in latest)
     decoded = "".join(
-        f", make_timestamp((({x.column} >> {_FILE_BITS}) - {_BIAS})::BIGINT)::TIMESTAMPTZ AS {x.column}_at"
+        f", make_timestamptz((({x.column} >> {_FILE_BITS}) - {_BIAS})::BIGINT) AS {x.column}_at"
         f", ({x.column} & {2**_FILE_BITS - 1})::INTEGER AS {x.column}"
         for x in latest
     )

@@ -221,7 +221,7 @@ def checked_sql(
     SELECT CASE WHEN keep THEN event_id END AS event_id,
            CASE WHEN keep THEN event_type WHEN in_day THEN {_reason(ranges)} END AS event_type,
            CASE WHEN keep THEN user_id END AS user_id,
-           -- from its microseconds: a cast would go through the session's time zone, at a cost per row
+           -- ts is naive UTC, so its microseconds are the instant: a cast would consult the time zone per row
            CASE WHEN keep THEN make_timestamptz(epoch_us(ts)) END AS occurred_at,
            CASE WHEN keep THEN coalesce(num, 1.0) END AS value,
            CASE WHEN keep THEN attributes

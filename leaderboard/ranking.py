@@ -339,7 +339,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
             con.execute("SET TimeZone = 'UTC'")
             latest = [_latest_of(b) for b in boards]
             found = [_aggregated(events, b, x, con, Path(tmp)) for b, x in zip(boards, latest, strict=True)]
-            at_candidates = _events_at(events, list(zip(found, latest, strict=True)), con)
+            at_candidates = _events_at(events, list(zip(found, latest, strict=True)))
             scored = [
                 _score_board(events, b, f, x, at_candidates) for b, f, x in zip(boards, found, latest, strict=True)
             ]
@@ -420,11 +420,14 @@ def _aggregated(
 _EVENT_COLUMNS = {c: t for c, t in STAGED_SCHEMA.items() if c != "line"}
 
 
-def _events_at(
-    path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]], con: duckdb.DuckDBPyConnection
-) -> pl.LazyFrame:
+def _events_at(path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]]) -> pl.LazyFrame:
     """The events at the time and in the file of any board's candidate (`_aggregate_sql`), in
-    one read of the file: a few more than the candidates, where two share a time and file."""
+    one read of the file: a few more than the candidates, where two share a time and file.
+
+    The (time, file) pairs are tested as one integer each, a test on two columns that the
+    Parquet reader makes before it decodes the others, for the rows that pass only: a join
+    decodes every row's text. Times years apart may wrap that integer, which can only let in
+    rows of other pairs, and `_resolve` joins on the pair itself."""
     wanted = (
         pl.concat(
             [pl.DataFrame(schema={"occurred_at": UTC_US, "file_idx": pl.Int32})]
@@ -439,16 +442,12 @@ def _events_at(
     )
     if wanted.is_empty():  # no board keeps a name or metadata: nothing to read
         return pl.LazyFrame(schema=_EVENT_COLUMNS)
-    con.register("wanted", wanted.to_arrow())
-    try:
-        return (
-            con.sql(f"""SELECT {", ".join(_EVENT_COLUMNS)} FROM read_parquet({_sql_text(str(path))})
-                           SEMI JOIN wanted USING (occurred_at, file_idx)""")
-            .pl()
-            .lazy()
-        )
-    finally:
-        con.unregister("wanted")
+    at, file = pl.col("occurred_at").dt.epoch("us"), pl.col("file_idx").cast(pl.Int64)
+    first, files = wanted.select(at.min()).item(), wanted.select(file.max()).item() + 1
+    pair = (at - first) * files + file
+    wanted_pairs = wanted.select(pair).to_series()
+    found_rows = pl.scan_parquet(path).select(list(_EVENT_COLUMNS)).filter(pair.is_in(wanted_pairs.implode()))
+    return found_rows.collect().lazy()
 
 
 def _score_board(

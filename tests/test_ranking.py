@@ -278,6 +278,17 @@ def test_the_name_is_the_latest_non_empty_display_name_with_ties_in_file_then_ev
     assert names == {"amy": "Amelia", "bob": "Bob in file 1", "cat": "Cat, s-0012", "dan": None}
 
 
+def test_names_are_found_with_times_years_apart_in_many_files():
+    """The candidates' events are looked up by one number per (time, file), which wraps when
+    times are centuries apart: the names found are still each user's own latest."""
+    old, new = dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    rows = [(f"u{i}", 1, old, {"display_name": f"Old {i}"}, 40 - i) for i in range(41)]
+    rows += [(f"u{i}", 1, new, {"display_name": f"New {i}"}, i) for i in range(41)]
+    rows += [("zed", 1, new, {"display_name": "Zed"}, 41)]  # another user in the latest pair's place
+    names = dict(score_events(events(rows), [SUM]).collect().select("user_id", "display_name").iter_rows())
+    assert names == {**{f"u{i}": f"New {i}" for i in range(41)}, "zed": "Zed"}
+
+
 def test_the_latest_name_and_metadata_values_carry_across_days_and_rollups(tmp_path):
     board = Board(id="pts", event_types=("s",), aggregate="sum", metadata=("level", "country"))
     lake = Lake(tmp_path)

@@ -172,8 +172,8 @@ def build_assets(
         rows = []
         for day in _days(context):
             t0 = time.perf_counter()
-            scores = score_day(lake.lake, boards, day)
-            rows.append({"day": day.isoformat(), "rows": scores.height, "seconds": round(time.perf_counter() - t0, 3)})
+            scored = score_day(lake.lake, boards, day)
+            rows.append({"day": day.isoformat(), "rows": scored, "seconds": round(time.perf_counter() - t0, 3)})
         return dg.MaterializeResult(metadata={"rows": sum(r["rows"] for r in rows), "per_day": _table(rows)})
 
     def _publish(

@@ -237,21 +237,26 @@ def _scored_at_ingest(lake: Lake, path: Path, clean: Path, boards: BoardSet) -> 
         return False
 
 
-def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> pl.DataFrame:
+def score_day(lake: Lake, boards: BoardSet, day: dt.date) -> int:
     """`daily_scores` of one day from its clean events: scored by its ingest (or merged by its
-    live refreshes) already, unless the boards changed since."""
+    live refreshes) already, unless the boards changed since. Returns its count of rows, from
+    the file's footer where the scores are not computed here (ranking reads them anyway)."""
     path, clean = lake.day_file("daily_scores", day), lake.day_file("clean_events", day)
     merged = live.scores_file(lake, day)
     if merged is not None:  # a live day's: in place as it is
         copy_atomic(merged, path)
         lake.push(path)
-        return pl.read_parquet(merged)
+        return _rows(merged)
     if _scored_at_ingest(lake, path, clean, boards):
-        return pl.read_parquet(path)
+        return _rows(lake.pull(path))
     with lake.workdir(f"score-{day}") as workdir:
         scores = score_events(lake.pull(clean), boards.boards, workdir).collect()
     lake.write_parquet(scores, path)
-    return scores
+    return scores.height
+
+
+def _rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
 def scores_of(lake: Lake, boards: BoardSet, days: list[dt.date]) -> pl.LazyFrame:

@@ -10,7 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from leaderboard.periods import UTC
 from pipelines.definitions import build_defs
+from pipelines.jobs import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from tests.conftest import event, land
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,3 +188,18 @@ def test_settings_built_by_hand_that_contradict_the_environment_are_refused(sett
     other = settings.model_copy(update={"DATABASE_URL": "postgresql://someone@elsewhere/db"})
     with pytest.raises(ValueError, match="DATABASE_URL"):
         build_defs(other)
+
+
+def test_daily_scores_reports_each_days_rows(settings):
+    """The run's metadata counts the day's score rows, read from the scores file the ingest wrote."""
+    records = [event(f"e{i}", f"u{i % 3}", f"2026-03-03T10:0{i}:00Z", i + 1) for i in range(5)]
+    records.append(event("g1", "u9", "2026-03-03T10:09:00Z", 7, event_type="game.finished"))
+    land(
+        settings.LEADERBOARD_LANDING_DIR, "events", dt.datetime(2026, 3, 3, 10, tzinfo=UTC), "events+0+0.json", records
+    )
+    tags = {PARTITION_RANGE_START_TAG: "2026-03-03", PARTITION_RANGE_END_TAG: "2026-03-03"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = build_defs(settings).resolve_job_def("daily_job").execute_in_process(instance=instance, tags=tags)
+    assert result.success
+    [scored] = result.asset_materializations_for_node("daily_scores")
+    assert scored.metadata["rows"].value == 4  # points: u0, u1, u2; high_score: u9

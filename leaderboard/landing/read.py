@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from leaderboard.boards import ValueRange
 from leaderboard.landing import contract, lines, sources
-from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, checked_sql, typed
+from leaderboard.landing.contract import CLEAN_SCHEMA, QUARANTINE_SCHEMA, STAGED_SCHEMA, checked_sql, typed
 from leaderboard.landing.dedupe import repeated_hashes
 from leaderboard.landing.layout import LandedFile, LandingError, fetch_hours, list_files
 from leaderboard.objstore import Location, ObjectStoreError, S3Location
@@ -317,7 +317,10 @@ def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, ordered: bool = 
 
 
 def _copy_lines(con: duckdb.DuckDBPyConnection, checked_lines: str, cut: pa.Table, path: Path) -> pl.LazyFrame:
-    """Cut lines (LINES_SCHEMA) through the rules, to a Parquet file."""
+    """Cut lines (LINES_SCHEMA) through the rules, to a Parquet file (none for no lines: most
+    days have no refused line to check again)."""
+    if not cut.num_rows:
+        return pl.LazyFrame(schema=STAGED_SCHEMA)
     con.register(sources.CUT_LINES, cut)
     try:
         return _copy(con, checked_lines, path)

@@ -85,8 +85,7 @@ def ingest_day(
     start, end = period_of("daily", day).bounds(boards.tz)
     with lake.workdir(f"ingest-{day}") as workdir:
         landed = read_day(landing, start, end, workdir, ranges=value_ranges(boards.boards))
-        landed_by_type = dict(landed.events.group_by("event_type").len().collect().iter_rows())
-        read = sum(landed_by_type.values()) + landed.quarantine.height
+        read = landed.events.select(pl.len()).collect().item() + landed.quarantine.height
         kept = dedupe(landed.events, read - landed.quarantine.height, workdir)
         if landed.clean_file is not None and not kept.duplicates:
             staged_clean = landed.clean_file  # the events as the reader wrote them: all kept
@@ -97,9 +96,8 @@ def ingest_day(
         # Scored here, once: the events a group board leaves ungrouped are those of its types
         # that its scores do not count, so they need no reading of attributes of their own.
         scores = score_events(staged_clean, boards.boards, workdir).collect()
-        # with no duplicate the events kept are the events read; the law below still counts the file
-        by_type = dict(events.group_by("event_type").len().collect().iter_rows()) if kept.duplicates else landed_by_type
-        counted = events.select(pl.len()).collect().item()  # from the file's footer
+        by_type = dict(events.group_by("event_type").len().collect().iter_rows())
+        counted = sum(by_type.values())
         ungrouped = ungrouped_of(scores, by_type, boards.boards)
         staged_scores = workdir / "scores.parquet"
         scores.write_parquet(staged_scores, statistics=True, metadata={SCORED_WITH: scored_with(boards)})

@@ -443,8 +443,8 @@ def _events_at(path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]]) -> p
     if wanted.is_empty():  # no board keeps a name or metadata: nothing to read
         return pl.LazyFrame(schema=_EVENT_COLUMNS)
     at, file = pl.col("occurred_at").dt.epoch("us"), pl.col("file_idx").cast(pl.Int64)
-    first, files = wanted.select(at.min()).item(), wanted.select(file.max()).item() + 1
-    pair = (at - first) * files + file
+    first, last_file = wanted.select(at.min(), file.max()).row(0)
+    pair = (at - first) * (last_file + 1) + file
     wanted_pairs = wanted.select(pair).to_series()
     found_rows = pl.scan_parquet(path).select(list(_EVENT_COLUMNS)).filter(pair.is_in(wanted_pairs.implode()))
     return found_rows.collect().lazy()

@@ -11,15 +11,20 @@ up. On a group board (`group_by`) `user_id` holds the group id.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
 from leaderboard.boards import Board
 from leaderboard.landing.contract import STAGED_SCHEMA
@@ -324,9 +329,10 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
     """One day's clean events (a frame, or the Parquet file holding them) to that day's scores
     per board and user (`daily_scores`).
 
-    A board at a time, by DuckDB's hash aggregation over the file (a frame is written to one
-    first, in `workdir`, else the system's temporary folder): it reads only the columns it
-    needs, holds a row per user, and spills to that folder past SCORING_MEMORY."""
+    A board at a time (side by side over a small file: `_side_by_side`), by DuckDB's hash
+    aggregation over the file (a frame is written to one first, in `workdir`, else the
+    system's temporary folder): it reads only the columns it needs, holds a row per user, and
+    spills to that folder past SCORING_MEMORY."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
@@ -334,18 +340,36 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
         if not isinstance(events, Path):
             events.sink_parquet(Path(tmp) / "events.parquet")
             events = Path(tmp) / "events.parquet"
-        con = duckdb.connect(config={"memory_limit": SCORING_MEMORY, "temp_directory": tmp})
+        path, con = events, duckdb.connect(config={"memory_limit": SCORING_MEMORY, "temp_directory": tmp})
+
+        def aggregated(board: Board, latest: list[_Latest]) -> pl.DataFrame:
+            with con.cursor() as cursor:  # a cursor per thread; the memory cap is the database's
+                cursor.execute("SET TimeZone = 'UTC'")
+                return _aggregated(path, board, latest, cursor, Path(tmp))
+
         try:
-            con.execute("SET TimeZone = 'UTC'")
             latest = [_latest_of(b) for b in boards]
-            found = [_aggregated(events, b, x, con, Path(tmp)) for b, x in zip(boards, latest, strict=True)]
-            at_candidates = _events_at(events, list(zip(found, latest, strict=True)))
-            scored = [
-                _score_board(events, b, f, x, at_candidates) for b, f, x in zip(boards, found, latest, strict=True)
-            ]
+            with _side_by_side(path) as each:
+                found = list(each(aggregated, boards, latest))
+                at_candidates = _events_at(path, list(zip(found, latest, strict=True)))
+                scored = list(each(lambda b, f, x: _score_board(path, b, f, x, at_candidates), boards, found, latest))
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
+
+
+@contextmanager
+def _side_by_side(path: Path) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A `map` over the boards: one at a time, or as many at once as there are cores where the
+    file has fewer row groups than that. DuckDB reads a Parquet file a row group per thread,
+    so each query over such a file (a live refresh's new events) leaves cores idle; over a
+    larger one it uses them all, and queries side by side would only share its memory cap."""
+    cores = os.cpu_count() or 1
+    if pq.read_metadata(path).num_row_groups >= cores:
+        yield map
+        return
+    with ThreadPoolExecutor(cores) as pool:
+        yield pool.map
 
 
 # A candidate's (occurred_at, file_idx), the first two keys of ORDER, as one number whose max is

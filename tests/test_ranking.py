@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from leaderboard import ranking
@@ -399,7 +401,7 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
     return {u: (e["score"], e["n"], e["at"], e["name"], e["named_at"]) for u, e in out.items()}
 
 
-def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path, both_readers):
+def test_scores_follow_the_rules_from_a_frame_and_from_files_of_one_or_many_row_groups(tmp_path, both_readers):
     rng = random.Random(7)
     names, teams = ["Amy", "Bob", "", None, 42, "x" * 65], ["red", "blue", None, 7, ""]
     # as text: a name beside the same key unset in a nested object, one with an escape in its
@@ -421,7 +423,11 @@ def test_scores_follow_the_rules_from_a_frame_and_from_a_file(tmp_path, both_rea
     last = Board(id="latest", event_types=("s",), aggregate="last")
     boards = [SUM, MAX, MIN, TEAM, last]
     events(rows).sink_parquet(tmp_path / "clean.parquet")
-    for source in (events(rows), tmp_path / "clean.parquet"):
+    # a row group a row: more than there are cores, so the boards are scored one at a time,
+    # where a file of one row group has them scored side by side
+    events(rows).collect().write_parquet(tmp_path / "groups.parquet", row_group_size=1)
+    assert pq.read_metadata(tmp_path / "groups.parquet").num_row_groups > (os.cpu_count() or 1)
+    for source in (events(rows), tmp_path / "clean.parquet", tmp_path / "groups.parquet"):
         scores = score_events(source, boards).collect()
         for b in boards:
             mine = scores.filter(pl.col("board_id") == b.id)

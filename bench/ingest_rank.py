@@ -150,6 +150,7 @@ def _run_ours(landing: Path | S3Location, lake_dir: Path | S3Location) -> dict:
         "quarantined": stats.quarantined,
         "duplicates": stats.duplicates,
         "ranked": table.height,
+        "boards": len(boards.boards),
     }
 
 
@@ -394,7 +395,7 @@ def main() -> None:
         first = ("ours", codes[0])
         ours = runs[first][0]
         print(
-            f"{fmt:8} {args.events:,} events, {ours['ranked']:,} ranked rows (4 boards), quarantined "
+            f"{fmt:8} {args.events:,} events, {ours['ranked']:,} ranked rows ({ours['boards']} boards), quarantined "
             f"{ours['quarantined']:,}, duplicates {ours['duplicates']:,}",
             flush=True,
         )

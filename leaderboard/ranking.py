@@ -11,7 +11,6 @@ up. On a group board (`group_by`) `user_id` holds the group id.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import threading
@@ -349,7 +348,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
 
         try:
             latest = [_latest_of(b) for b in boards]
-            with _side_by_side(path) as each:
+            with _side_by_side(path, con) as each:
                 found = list(each(aggregated, boards, latest))
                 at_candidates = _events_at(path, list(zip(found, latest, strict=True)))
                 scored = list(each(lambda b, f, x: _score_board(path, b, f, x, at_candidates), boards, found, latest))
@@ -359,16 +358,16 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
 
 
 @contextmanager
-def _side_by_side(path: Path) -> Iterator[Callable[..., Iterator[Any]]]:
-    """A `map` over the boards: one at a time, or as many at once as there are cores where the
-    file has fewer row groups than that. DuckDB reads a Parquet file a row group per thread,
-    so each query over such a file (a live refresh's new events) leaves cores idle; over a
-    larger one it uses them all, and queries side by side would only share its memory cap."""
-    cores = os.cpu_count() or 1
-    if pq.read_metadata(path).num_row_groups >= cores:
+def _side_by_side(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A `map` over the boards: one at a time, or as many at once as DuckDB has threads over a
+    file of one row group (a live refresh's new events). DuckDB reads a Parquet file a row
+    group per thread, so each query over such a file runs on one core; over a larger one they
+    take every core, and side by side would only share them and DuckDB's memory cap."""
+    if pq.read_metadata(path).num_row_groups > 1:
         yield map
         return
-    with ThreadPoolExecutor(cores) as pool:
+    threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    with ThreadPoolExecutor(threads) as pool:
         yield pool.map
 
 

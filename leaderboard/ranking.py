@@ -328,10 +328,10 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
     """One day's clean events (a frame, or the Parquet file holding them) to that day's scores
     per board and user (`daily_scores`).
 
-    A board at a time (side by side over a small file: `_side_by_side`), by DuckDB's hash
-    aggregation over the file (a frame is written to one first, in `workdir`, else the
-    system's temporary folder): it reads only the columns it needs, holds a row per user, and
-    spills to that folder past SCORING_MEMORY."""
+    A board at a time (side by side over a file of one row group: `_side_by_side`), by
+    DuckDB's hash aggregation over the file (a frame is written to one first, in `workdir`,
+    else the system's temporary folder): it reads only the columns it needs, holds a row per
+    user, and spills to that folder past SCORING_MEMORY."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)

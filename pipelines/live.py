@@ -217,8 +217,9 @@ def merge(state: State, batch: DayRead, times: dict[str, tuple[int, int]], board
     files = state.files + [_entry(f, times[str(f.path)]) for f in batch.files]
     rank = _kafka_rank(files)
     events = batch.events.with_columns((pl.col("file_idx") + base).cast(pl.Int32))
-    read = events.select(pl.len()).collect().item() + batch.quarantine.height
-    kept = dedupe(events, read - batch.quarantine.height, workdir)
+    events_read = batch.event_count()
+    read = events_read + batch.quarantine.height
+    kept = dedupe(events, events_read, workdir)
     part = _name("part")
     kept.events.with_columns(pl.col("event_id").hash().alias("_h")).sink_parquet(folder / part)
 

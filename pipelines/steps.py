@@ -85,13 +85,11 @@ def ingest_day(
     start, end = period_of("daily", day).bounds(boards.tz)
     with lake.workdir(f"ingest-{day}") as workdir:
         landed = read_day(landing, start, end, workdir, ranges=value_ranges(boards.boards))
-        # a file DuckDB wrote holding exactly the events: its footer counts them
-        clean = landed.clean_file
-        events_read = _rows(clean) if clean is not None else landed.events.select(pl.len()).collect().item()
+        events_read = landed.event_count()
         read = events_read + landed.quarantine.height
         kept = dedupe(landed.events, events_read, workdir)
-        if clean is not None and not kept.duplicates:
-            staged_clean = clean  # the events as the reader wrote them: all kept
+        if landed.clean_file is not None and not kept.duplicates:
+            staged_clean = landed.clean_file  # the events as the reader wrote them: all kept
         else:
             staged_clean = workdir / "clean.parquet"
             kept.events.drop("content_hash", "seq").sink_parquet(staged_clean)

@@ -49,6 +49,13 @@ class DayRead:
     # (every record of the day passed, none read twice): no need to write them again.
     clean_file: Path | None = None
 
+    def event_count(self) -> int:
+        """How many events were read: from `clean_file`'s footer where there is one, else by
+        counting `events` (which reads every row's `event_id`)."""
+        if self.clean_file is not None:
+            return pq.read_metadata(self.clean_file).num_rows
+        return self.events.select(pl.len()).collect().item()
+
 
 def read_day(
     landing: Location,

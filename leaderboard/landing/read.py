@@ -92,19 +92,25 @@ def read_files(
     """`read_day` over given files of the day (in Kafka order): a live refresh reads only the
     files landed since the last one. `file_idx` numbers `files`.
 
-    Read first within DuckDB's memory cap (`sources.DUCKDB_MEMORY`); records near
-    MAX_RECORD_BYTES need larger buffers than it allows, so a day DuckDB cannot read within
-    it is read again without it."""
+    Read first with DuckDB's own NDJSON buffers (`sources.FIRST_RECORD_BYTES`) within its
+    memory cap (`sources.DUCKDB_MEMORY`). A day with a longer line is read again with buffers
+    for MAX_RECORD_BYTES; records near that need more memory than the cap allows, so a day
+    DuckDB cannot read within it is read again without it: three reads at most."""
     if not files:
         return DayRead(files, skipped, pl.LazyFrame(schema=CLEAN_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA))
     con = con or sources.connect(workdir)
-    try:
-        return _read_files(files, skipped, start, end, workdir, con, ranges)
-    except LandingError as exc:
-        if not isinstance(exc.__cause__, duckdb.OutOfMemoryException):
-            raise
-    con.execute("RESET memory_limit")
-    return _read_files(files, skipped, start, end, workdir, con, ranges)
+    record_bytes, capped = sources.FIRST_RECORD_BYTES, True
+    while True:
+        try:
+            return _read_files(files, skipped, start, end, workdir, con, ranges, record_bytes)
+        except LandingError as exc:
+            if record_bytes < sources.MAX_RECORD_BYTES and sources.record_too_long(exc.__cause__):
+                record_bytes = sources.MAX_RECORD_BYTES
+            elif capped and isinstance(exc.__cause__, duckdb.OutOfMemoryException):
+                con.execute("RESET memory_limit")
+                capped = False
+            else:
+                raise
 
 
 def _read_files(
@@ -115,6 +121,7 @@ def _read_files(
     workdir: Path,
     con: duckdb.DuckDBPyConnection,
     ranges: Mapping[str, ValueRange] | None,
+    record_bytes: int,
 ) -> DayRead:
     lo, hi = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,8 @@ def _read_files(
             # for small files, reading the few with a problem whole is cheaper; and it slows the
             # Parquet check, whose rows carry their line: hence JSON staged apart.
             ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
-            sql = checked_sql(sources.with_file_and_hour(sources.json_sql(json_files), files, ordered), lo, hi, ranges)
+            json_sql = sources.json_sql(json_files, record_bytes)
+            sql = checked_sql(sources.with_file_and_hour(json_sql, files, ordered), lo, hi, ranges)
             staged = workdir / "stage-json.parquet"
             json_rows = _copy(con, sql, staged, ordered=ordered)
             if ordered:
@@ -158,7 +166,7 @@ def _read_files(
             for n, chunk in enumerate(_chunks([(i, files[i]) for i in sorted(set(redo))], CUT_CHUNK_BYTES))
         ]
     except (duckdb.Error, LandingError) as exc:  # LandingError: a file pyarrow cannot read as Parquet
-        why = _naming_the_file(con, files, exc)
+        why = _naming_the_file(con, files, exc, record_bytes)
         raise LandingError(f"cannot read landing files for {lo:%Y-%m-%d %H:%M}Z..{hi:%Y-%m-%d %H:%M}Z: {why}") from exc
     finally:
         con.unregister("files")
@@ -223,7 +231,7 @@ def _read_bucket(
     return DayRead(day.files, skipped + [named(s) for s in day.skipped], day.events, quarantine, day.clean_file)
 
 
-def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception) -> str:
+def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], exc: Exception, record_bytes: int) -> str:
     """The error's text with the file it is about: DuckDB leaves some out (a gzip file padded
     with zeros), so then each JSON file is read alone until one fails (only on this path)."""
     text = str(exc)
@@ -233,7 +241,7 @@ def _naming_the_file(con: duckdb.DuckDBPyConnection, files: list[LandedFile], ex
         if f.fmt != "json":
             continue
         try:
-            con.execute(f"SELECT count(*) FROM ({sources.json_sql([(idx, f)])})").fetchall()
+            con.execute(f"SELECT count(*) FROM ({sources.json_sql([(idx, f)], record_bytes)})").fetchall()
         except duckdb.Error:
             return f"{f.path}: {text}"
     return text

@@ -22,6 +22,9 @@ from leaderboard.landing.layout import LandedFile, LandingError
 from leaderboard.landing.lines import BLANK
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the file named
+# DuckDB's NDJSON buffers hold twice its `maximum_object_size`; buffers for MAX_RECORD_BYTES
+# slowed every day's read, so a day is read with DuckDB's own size first (`record_too_long`).
+FIRST_RECORD_BYTES = 16 * 1024 * 1024
 DUCKDB_MEMORY = "1GB"
 # Columns DuckDB's Parquet reader adds to a file's own; it matches column names case-insensitively.
 READER_COLUMNS = ("file_index", "file_row_number")
@@ -80,9 +83,10 @@ def _file_list(files: list[tuple[int, LandedFile]]) -> tuple[str, str]:
     return paths, "[" + ", ".join(str(idx) for idx, _ in files) + "][file_index::BIGINT + 1]"
 
 
-def json_sql(files: list[tuple[int, LandedFile]]) -> str:
+def json_sql(files: list[tuple[int, LandedFile]], record_bytes: int = MAX_RECORD_BYTES) -> str:
     """JSON-lines files through DuckDB's NDJSON reader, one reader over the list (cheaper than
-    one per file): fast, no line numbers, one row per non-blank line, a broken one empty."""
+    one per file): fast, no line numbers, one row per non-blank line, a broken one empty. A
+    line of up to `record_bytes` is always read (`maximum_object_size`)."""
     columns = "{" + ", ".join(f"{name}: 'JSON'" for name in FIELDS) + "}"
     paths, file_idx = _file_list(files)
     return f"""
@@ -91,7 +95,12 @@ def json_sql(files: list[tuple[int, LandedFile]]) -> str:
                {", ".join(f"{name}::VARCHAR AS {col}" for name, col in zip(FIELDS, COLUMNS, strict=True))},
                {NO_NATIVE}
         FROM read_json({paths}, format='newline_delimited', ignore_errors=true, compression='auto',
-                       columns={columns}, maximum_object_size={MAX_RECORD_BYTES}, hive_partitioning=false)"""
+                       columns={columns}, maximum_object_size={record_bytes}, hive_partitioning=false)"""
+
+
+def record_too_long(exc: BaseException | None) -> bool:
+    """Whether DuckDB's NDJSON reader stopped at a line longer than its buffers."""
+    return isinstance(exc, duckdb.InvalidInputException) and '"maximum_object_size"' in str(exc)
 
 
 def lines_sql() -> str:

@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leaderboard.landing import LandingError, dedupe, hour_folder, read, read_day
-from leaderboard.landing.sources import MAX_RECORD_BYTES
+from leaderboard.landing.sources import FIRST_RECORD_BYTES, MAX_RECORD_BYTES
 
 UTC = dt.UTC
 DAY_START = dt.datetime(2026, 11, 26, tzinfo=UTC)
@@ -709,6 +709,27 @@ AT = "2026-11-26T10:00:00Z"
 def _one_day(landing: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     r = read_day(landing, DAY_START, DAY_END, landing / ".work")
     return r.events.collect(), r.quarantine
+
+
+def test_a_line_longer_than_the_first_reads_buffers_is_read_again_with_the_contracts(tmp_path):
+    """A day is read first with DuckDB's own NDJSON buffers (twice `FIRST_RECORD_BYTES`), which
+    a 40 MiB line does not fit: the day is read again with buffers for MAX_RECORD_BYTES, every
+    record of every file counted once, none refused."""
+    folder = hour_folder(tmp_path, "game", H10)
+    folder.mkdir(parents=True)
+    long_pad = 40 * 1024 * 1024
+    assert 2 * FIRST_RECORD_BYTES < long_pad < MAX_RECORD_BYTES
+    with gzip.open(folder / "game+0+0.json.gz", "wb", compresslevel=1) as out:
+        for j, pad in enumerate((10, long_pad, 10)):
+            head = f'{{"event_id":"e0-{j}","event_type":"s","user_id":"u","occurred_at":"{AT}","attributes":{{"pad":"'
+            out.write(head.encode() + b"p" * pad + b'"}}\n')
+    (folder / "game+1+0.json").write_text(
+        f'{{"event_id":"e1-0","event_type":"s","user_id":"v","occurred_at":"{AT}"}}\n{{"event_id":1}}\n'
+    )
+    events, quarantine = _one_day(tmp_path)
+    assert sorted(events["event_id"]) == ["e0-0", "e0-1", "e0-2", "e1-0"]
+    assert events.filter(pl.col("event_id") == "e0-1")["attributes"].str.len_bytes().item() == long_pad + 10
+    assert quarantine.select("line", "reason").rows() == [(2, "event_id is not a string: 1")]
 
 
 def test_records_near_the_cap_are_read_past_duckdbs_memory_cap(tmp_path):

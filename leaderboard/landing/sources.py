@@ -22,8 +22,9 @@ from leaderboard.landing.layout import LandedFile, LandingError
 from leaderboard.landing.lines import BLANK
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024  # a longer JSON line stops the day with the file named
-# DuckDB's NDJSON buffers hold twice its `maximum_object_size`; buffers for MAX_RECORD_BYTES
-# slowed every day's read, so a day is read with DuckDB's own size first (`record_too_long`).
+# DuckDB's NDJSON reader holds a buffer of twice its `maximum_object_size` per thread: sized for
+# MAX_RECORD_BYTES, a few threads passed DUCKDB_MEMORY, so a day is read with DuckDB's own size
+# first, and again for MAX_RECORD_BYTES only where a line is longer (`record_too_long`).
 FIRST_RECORD_BYTES = 16 * 1024 * 1024
 DUCKDB_MEMORY = "1GB"
 # Columns DuckDB's Parquet reader adds to a file's own; it matches column names case-insensitively.

@@ -714,7 +714,7 @@ def _one_day(landing: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_a_line_longer_than_the_first_reads_buffers_is_read_again_with_the_contracts(tmp_path):
     """A day is read first with DuckDB's own NDJSON buffers (twice `FIRST_RECORD_BYTES`), which
     a 40 MiB line does not fit: the day is read again with buffers for MAX_RECORD_BYTES, every
-    record of every file counted once, none refused."""
+    record of every file counted once and the broken one quarantined with its line."""
     folder = hour_folder(tmp_path, "game", H10)
     folder.mkdir(parents=True)
     long_pad = 40 * 1024 * 1024

@@ -137,8 +137,8 @@ def _read_files(
             # for small files, reading the few with a problem whole is cheaper; and it slows the
             # Parquet check, whose rows carry their line: hence JSON staged apart.
             ordered = sum(f.size for _, f in json_files) >= ORDERED_MIN_FILE_BYTES * len(json_files)
-            json_sql = sources.json_sql(json_files, record_bytes)
-            sql = checked_sql(sources.with_file_and_hour(json_sql, files, ordered), lo, hi, ranges)
+            reader = sources.json_sql(json_files, record_bytes)
+            sql = checked_sql(sources.with_file_and_hour(reader, files, ordered), lo, hi, ranges)
             staged = workdir / "stage-json.parquet"
             json_rows = _copy(con, sql, staged, ordered=ordered)
             if ordered:

@@ -313,7 +313,8 @@ def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.LazyFram
         at_candidates.filter(_mentions(latest))
         .join(mentioned.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])
         .group_by("user_id")
-        .agg(pl.col("attributes").sort_by("event_id").last(), pl.col("occurred_at").first().alias(at))
+        # the row of the greatest id: an arg_max, not a sort in each group
+        .agg(pl.col("attributes").get(pl.col("event_id").arg_max()), pl.col("occurred_at").first().alias(at))
     )
     best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
     best = best.select("user_id", column, at).collect()

@@ -8,6 +8,7 @@ then, per format and alternating order, runs in fresh subprocesses:
   copy    DuckDB's own typed reader straight into one Parquet file: no checks, no dedupe, no
           ranking; the least any path that writes the day's clean events to the lake must do
   copy-text  (Parquet) the same with attributes written as JSON text, as clean events hold them
+  copy-rank  copy-text, then each board ranked by a bare GROUP BY -> RANK() over the copied file
 and prints medians, the ratio ours/duckdb (and copy/duckdb), and each side's peak RSS.
 
     .venv/bin/python bench/ingest_rank.py --events 10000000 --repeat 3
@@ -38,8 +39,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from leaderboard.objstore import S3Location
@@ -121,14 +124,40 @@ def _bucket(workdir: Path, landing: Path) -> str:
     return name
 
 
+# Steps of `ingest_day` timed apart (where the checkout has them): it scores the day itself.
+PHASES = ("read_day", "dedupe", "score_events")
+
+
+def _timing_phases(steps: ModuleType) -> dict[str, float]:
+    """Wraps the PHASES that `steps` calls so that each adds its seconds to the returned dict."""
+    spent: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+
+        return run
+
+    for name in PHASES:
+        if hasattr(steps, name):
+            setattr(steps, name, timed(name, getattr(steps, name)))
+    return spent
+
+
 def _run_ours(landing: Path | S3Location, lake_dir: Path | S3Location) -> dict:
     from checkout import load
 
+    import pipelines.steps
     from leaderboard.boards import load_boards
     from leaderboard.periods import period_of
     from leaderboard.settings import DEFAULT_BOARDS_FILE
     from pipelines.steps import ingest_day, publish_period, rank_period, score_day
 
+    phases = _timing_phases(pipelines.steps)
     if isinstance(lake_dir, Path):
         shutil.rmtree(lake_dir, ignore_errors=True)
     boards, lake, period = load_boards(DEFAULT_BOARDS_FILE), load("lake").Lake(lake_dir), period_of("daily", DAY)
@@ -146,6 +175,7 @@ def _run_ours(landing: Path | S3Location, lake_dir: Path | S3Location) -> dict:
         "ingest": t1 - t0,
         "score": t2 - t1,
         "rank_publish": t3 - t2,
+        "phases": phases,
         "read": stats.read,
         "quarantined": stats.quarantined,
         "duplicates": stats.duplicates,
@@ -176,8 +206,9 @@ def _run_duckdb(landing: Path, fmt: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "ranked": table.num_rows}
 
 
-def _run_copy(landing: Path, fmt: str, out: Path, text: bool = False) -> dict:
-    """`text`: attributes written as JSON text, as clean events hold them (NDJSON's already are)."""
+def _run_copy(landing: Path, fmt: str, out: Path, text: bool = False, keep: bool = False) -> dict:
+    """`text`: attributes written as JSON text, as clean events hold them (NDJSON's already are);
+    `keep`: leave the file in place."""
     import duckdb
 
     con = duckdb.connect()
@@ -192,8 +223,41 @@ def _run_copy(landing: Path, fmt: str, out: Path, text: bool = False) -> dict:
     columns = "* REPLACE (to_json(attributes)::VARCHAR AS attributes)" if text else "*"
     rows = con.execute(f"COPY (SELECT {columns} FROM {source}) TO '{out}' (FORMAT parquet)").fetchone()[0]  # type: ignore[index]
     seconds = time.perf_counter() - t0
-    out.unlink()
+    if not keep:
+        out.unlink()
     return {"seconds": seconds, "rows": rows}
+
+
+def _run_copy_rank(landing: Path, fmt: str, out: Path) -> dict:
+    """`copy` (with attributes as text), then each board of `leaderboard/boards.yaml` ranked by a bare
+    `GROUP BY -> RANK()` over the copied file: its aggregate over its event types, per user or
+    group, with no name, metadata, tie order, dedupe or check. The least a path that writes the
+    day's clean events and ranks every board from them must do."""
+    import duckdb
+
+    from leaderboard.boards import load_boards
+    from leaderboard.settings import DEFAULT_BOARDS_FILE
+
+    copied = _run_copy(landing, fmt, out, text=True, keep=True)
+    con = duckdb.connect()
+    t0 = time.perf_counter()
+    ranked = 0
+    for board in load_boards(DEFAULT_BOARDS_FILE).boards:
+        types = ", ".join(f"'{t}'" for t in board.event_types)
+        who = f"json_extract_string(attributes, '$.{board.group_by}')" if board.group_by else "user_id"
+        score = {"sum": "sum(value)", "count": "count(*)", "max": "max(value)", "min": "min(value)"}[board.aggregate]
+        order = "DESC" if board.order == "desc" else "ASC"
+        ranked += (
+            con.sql(
+                f"SELECT who, score, rank() OVER (ORDER BY score {order}) AS rank FROM (SELECT {who} AS who, "
+                f"{score} AS score FROM read_parquet('{out}') WHERE event_type IN ({types}) GROUP BY who "
+                "HAVING who IS NOT NULL)"
+            )
+            .to_arrow_table()
+            .num_rows
+        )
+    out.unlink()
+    return {"seconds": copied["seconds"] + time.perf_counter() - t0, "ranked": ranked}
 
 
 def _run_incremental(landing: Path, workdir: Path, share: float) -> dict:
@@ -259,6 +323,8 @@ def _child(args: argparse.Namespace) -> None:
         result = _run_ours(S3Location(bucket, "landing"), lake)
     elif args.child in ("copy", "copy-text"):
         result = _run_copy(landing, args.fmt, workdir / "copy.parquet", text=args.child == "copy-text")
+    elif args.child == "copy-rank":
+        result = _run_copy_rank(landing, args.fmt, workdir / "copy.parquet")
     elif args.child == "incremental":
         result = _run_incremental(landing, workdir, args.share)
     else:
@@ -289,6 +355,18 @@ def _scale(args: argparse.Namespace, code: str, workdir: Path) -> None:
         f"peak RSS {rss['scaled']:.0f} MB  (ours: ingest + score + rank + publish; runs: {args.repeat} each)",
         flush=True,
     )
+
+
+def _parts(runs: list[dict]) -> str:
+    """Medians of where ours' time went: ingest (its read, dedupe and scoring apart), the score
+    step after it, and ranking with publishing."""
+    med = {k: statistics.median(r[k] for r in runs) for k in ("ingest", "score", "rank_publish")}
+    steps = {name: statistics.median(r.get("phases", {}).get(name, 0.0) for r in runs) for name in PHASES}
+    inside = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in steps.items() if seconds)
+    return (
+        f"ingest {med['ingest']:.2f}s" + (f" [{inside}]" if inside else "")
+        + f", score {med['score']:.2f}s, rank+publish {med['rank_publish']:.2f}s"
+    )  # fmt: skip
 
 
 def _incremental_report(fmt: str, args: argparse.Namespace, full: list[dict], live: list[dict]) -> None:
@@ -334,7 +412,7 @@ def main() -> None:
         help="time ours on the Parquet day and on one of SCALE times its events (its files copied with new ids)",
     )
     p.add_argument("--share", type=float, default=0.01, help="share of the day's files a refresh adds")
-    children = ["ours", "ours-s3", "duckdb", "copy", "copy-text", "incremental"]
+    children = ["ours", "ours-s3", "duckdb", "copy", "copy-text", "copy-rank", "incremental"]
     p.add_argument("--child", choices=children, help=argparse.SUPPRESS)
     p.add_argument("--landing", help=argparse.SUPPRESS)
     p.add_argument("--fmt", help=argparse.SUPPRESS)
@@ -364,6 +442,7 @@ def main() -> None:
         elif not args.only_ours:
             sides += [("duckdb", codes[0]), ("copy", codes[0])]
             sides += [("copy-text", codes[0])] if fmt == "parquet" else []
+            sides += [("copy-rank", codes[0])]
         runs: dict[tuple[str, str], list[dict]] = {side: [] for side in sides}
         for i in range(args.repeat):
             for who, code in sides if i % 2 == 0 else sides[::-1]:
@@ -405,12 +484,10 @@ def main() -> None:
             counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
             if counts != {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}:
                 print(f"  counts differ for {code}: (read, quarantined, duplicates, ranked) {sorted(counts)}")
-            parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
             m, cpu = med["ours", code], statistics.median(r["cpu"] for r in rs)
             ratio = f", {m / med[first]:.2f}x the first (CPU {cpu / cpu0:.2f}x)" if code != codes[0] else ""
             print(
-                f"  ours   median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
-                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {rss['ours', code]:.0f} MB; "
+                f"  ours   median {m:.2f}s ({_parts(rs)}), CPU {cpu:.2f}s, peak RSS {rss['ours', code]:.0f} MB; "
                 f"code {code}{ratio}",
                 flush=True,
             )
@@ -418,12 +495,10 @@ def main() -> None:
             rs, where = runs["ours-s3", codes[0]], "landing and lake" if args.s3_lake else "landing"
             counts = {(r["read"], r["quarantined"], r["duplicates"], r["ranked"]) for r in rs}
             same = counts == {(ours["read"], ours["quarantined"], ours["duplicates"], ours["ranked"])}
-            parts = {k: statistics.median(r[k] for r in rs) for k in ("ingest", "score", "rank_publish")}
             m, cpu = med["ours-s3", codes[0]], statistics.median(r["cpu"] for r in rs)
             peak = rss["ours-s3", codes[0]]
             print(
-                f"  s3     median {m:.2f}s (ingest {parts['ingest']:.2f}s, score {parts['score']:.2f}s, "
-                f"rank+publish {parts['rank_publish']:.2f}s), CPU {cpu:.2f}s, peak RSS {peak:.0f} MB; "
+                f"  s3     median {m:.2f}s ({_parts(rs)}), CPU {cpu:.2f}s, peak RSS {peak:.0f} MB; "
                 f"{where} in the bucket: {m / med[first]:.2f}x the local files (CPU {cpu / cpu0:.2f}x)"
                 + ("" if same else f"; counts differ: {sorted(counts)}"),
                 flush=True,
@@ -446,6 +521,13 @@ def main() -> None:
                 f"{text / med[copy]:.2f}x copy; ours/copy-text {med[first] / text:.2f}x",
                 flush=True,
             )
+        rank = ("copy-rank", codes[0])
+        print(
+            f"  copy-rank median {med[rank]:.2f}s (copy with attributes as text, then each board's bare GROUP BY -> "
+            f"RANK over it: {runs[rank][0]['ranked']:,} ranked rows): {med[rank] / med[copy]:.2f}x copy; "
+            f"ours/copy-rank {med[first] / med[rank]:.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -299,25 +299,29 @@ def _mentions_sql(latest: _Latest) -> str:
                     WHEN NOT ({unset}) THEN true ELSE {again} END"""
 
 
-def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.LazyFrame, latest: _Latest) -> pl.DataFrame:
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
     """The latest value per user: usually the candidate's, the event among `at_candidates`
-    (the board's events at a candidate's time and file, as `_counted` gives them) that
-    mentions it, the greatest id of those. Users whose candidate is no value (empty, null,
-    another type, the name found in a nested object) are read again over all their events
-    that mention it."""
+    (the board's events at a candidate's time and file, as `_counted` gives them, numbered in
+    `_row`) that mentions it, the greatest id of those. Users whose candidate is no value
+    (empty, null, another type, the name found in a nested object) are read again over all
+    their events that mention it."""
     column, at = latest.column, f"{latest.column}_at"
     mentioned = found.filter(pl.col(at).is_not_null()).select("user_id", at, pl.col(column).alias("file_idx"))
     if mentioned.is_empty():  # no event of the board names it
         return pl.DataFrame(schema={"user_id": pl.String, column: pl.String, at: UTC_US})
-    single = (
-        at_candidates.filter(_mentions(latest))
+    picked = (
+        at_candidates.lazy()
+        .filter(_mentions(latest))
         .join(mentioned.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])
         .group_by("user_id")
         # the row of the greatest id: an arg_max, not a sort in each group
-        .agg(pl.col("attributes").get(pl.col("event_id").arg_max()), pl.col("occurred_at").first().alias(at))
+        .agg(pl.col("_row").get(pl.col("event_id").arg_max()))
+        .collect()
     )
-    best = single.with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
-    best = best.select("user_id", column, at).collect()
+    # Gathered in the rows' own order: the text of rows gathered by group reads 2-3x slower.
+    single = at_candidates.gather(picked.get_column("_row").sort())
+    best = single.lazy().with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
+    best = best.select("user_id", column, pl.col("occurred_at").alias(at)).collect()
     unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
@@ -481,7 +485,7 @@ def _score_board(
     candidates' times (`_events_at`)."""
     rows = _counted(pl.scan_parquet(path), b)
     # once for all the board's attributes (a group board reads its groups here), and only if it has any
-    at_rows = _counted(at_candidates, b).collect().lazy() if latest else pl.LazyFrame()
+    at_rows = _counted(at_candidates, b).collect().with_row_index("_row") if latest else pl.DataFrame()
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),

@@ -363,10 +363,8 @@ def _parts(runs: list[dict]) -> str:
     med = {k: statistics.median(r[k] for r in runs) for k in ("ingest", "score", "rank_publish")}
     steps = {name: statistics.median(r.get("phases", {}).get(name, 0.0) for r in runs) for name in PHASES}
     inside = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in steps.items() if seconds)
-    return (
-        f"ingest {med['ingest']:.2f}s" + (f" [{inside}]" if inside else "")
-        + f", score {med['score']:.2f}s, rank+publish {med['rank_publish']:.2f}s"
-    )  # fmt: skip
+    inside = f" [{inside}]" if inside else ""
+    return f"ingest {med['ingest']:.2f}s{inside}, score {med['score']:.2f}s, rank+publish {med['rank_publish']:.2f}s"
 
 
 def _incremental_report(fmt: str, args: argparse.Namespace, full: list[dict], live: list[dict]) -> None:

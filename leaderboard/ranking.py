@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import polars as pl
@@ -230,11 +230,6 @@ class _Latest:
         """How the key is written with no value: null, or for a name also empty."""
         return (f"{self.key}:null", f'{self.key}:""') if self.is_name else (f"{self.key}:null",)
 
-    @property
-    def hint(self) -> str:
-        """The column of whether an event mentions the attribute (`_mentions`)."""
-        return f"{self.column}_mentioned"
-
     def value(self) -> pl.Expr:
         if self.is_name:
             return attribute_string(self.path, MAX_NAME_CHARS)
@@ -299,30 +294,43 @@ def _mentions_sql(latest: _Latest) -> str:
                     WHEN NOT ({unset}) THEN true ELSE {again} END"""
 
 
-def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
-    """The latest value per user: usually the candidate's, the event among `at_candidates`
-    (the board's events at a candidate's time and file, as `_counted` gives them, numbered in
-    `_row`) that mentions it, the greatest id of those. Users whose candidate is no value
-    (empty, null, another type, the name found in a nested object) are read again over all
-    their events that mention it."""
-    column, at = latest.column, f"{latest.column}_at"
-    mentioned = found.filter(pl.col(at).is_not_null()).select("user_id", at, pl.col(column).alias("file_idx"))
-    if mentioned.is_empty():  # no event of the board names it
-        return pl.DataFrame(schema={"user_id": pl.String, column: pl.String, at: UTC_US})
+def _at_candidates(
+    at_rows: pl.DataFrame, found: pl.DataFrame, column: str, among: pl.Expr | None = None
+) -> pl.DataFrame:
+    """Per user of `found`, the event of `at_rows` (as `_counted` gives them, numbered in
+    `_row`) at its candidate's time and file (`<column>_at`, `<column>`), of those where
+    `among` holds the one with the greatest id."""
+    at = f"{column}_at"
+    wanted = found.filter(pl.col(at).is_not_null()).select("user_id", at, pl.col(column).alias("file_idx"))
+    rows = at_rows.lazy() if among is None else at_rows.lazy().filter(among)
     picked = (
-        at_candidates.lazy()
-        .filter(_mentions(latest))
-        .join(mentioned.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])
+        rows.join(wanted.lazy(), left_on=["user_id", "occurred_at", "file_idx"], right_on=["user_id", at, "file_idx"])
         .group_by("user_id")
         # the row of the greatest id: an arg_max, not a sort in each group
         .agg(pl.col("_row").get(pl.col("event_id").arg_max()))
         .collect()
     )
     # Gathered in the rows' own order: the text of rows gathered by group reads 2-3x slower.
-    single = at_candidates.gather(picked.get_column("_row").sort())
-    best = single.lazy().with_columns(latest.value().alias(column)).filter(pl.col(column).is_not_null())
-    best = best.select("user_id", column, pl.col("occurred_at").alias(at)).collect()
-    unresolved = mentioned.select("user_id").join(best, on="user_id", how="anti")
+    return at_rows.gather(picked.get_column("_row").sort())
+
+
+def _values(rows: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """The attribute's value in each of `rows` (a user's event each) that holds one, with its time."""
+    value = latest.value().alias(latest.column)
+    best = rows.lazy().with_columns(value).filter(pl.col(latest.column).is_not_null())
+    return best.select("user_id", latest.column, pl.col("occurred_at").alias(f"{latest.column}_at")).collect()
+
+
+def _resolve(rows: pl.LazyFrame, found: pl.DataFrame, at_candidates: pl.DataFrame, latest: _Latest) -> pl.DataFrame:
+    """The latest value per user of `found`: usually the candidate's, the event among
+    `at_candidates` at its time and file that mentions it (`_at_candidates`). Users whose
+    candidate is no value (empty, null, another type, the name found in a nested object) are
+    read again over all their events of `rows` (`_counted`) that mention it."""
+    if found.get_column(f"{latest.column}_at").is_null().all():  # none of their events names it
+        return pl.DataFrame(schema={"user_id": pl.String, latest.column: pl.String, f"{latest.column}_at": UTC_US})
+    best = _values(_at_candidates(at_candidates, found, latest.column, _mentions(latest)), latest)
+    unresolved = found.filter(pl.col(f"{latest.column}_at").is_not_null()).select("user_id")
+    unresolved = unresolved.join(best, on="user_id", how="anti")
     if unresolved.is_empty():
         return best
     again = rows.filter(_mentions(latest)).join(unresolved.lazy(), on="user_id", how="semi")
@@ -336,7 +344,12 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
     A board at a time (side by side over a file of one row group: `_side_by_side`), by
     DuckDB's hash aggregation over the file (a frame is written to one first, in `workdir`,
     else the system's temporary folder): it reads only the columns it needs, holds a row per
-    user, and spills to that folder past SCORING_MEMORY."""
+    user, and spills to that folder past SCORING_MEMORY.
+
+    A user's latest name and metadata values are most often those of its latest event, which
+    the aggregate finds as one more max (`_from_latest_events`); only the users whose latest
+    event lacks one are aggregated again, over their events that mention it (`_resolve`):
+    testing every event for mentions cost about as much as the aggregate itself."""
     boards = list(boards)
     if not boards:
         return pl.LazyFrame(schema=SCORES_SCHEMA)
@@ -346,17 +359,30 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
             events = Path(tmp) / "events.parquet"
         path, con = events, duckdb.connect(config={"memory_limit": SCORING_MEMORY, "temp_directory": tmp})
 
-        def aggregated(board: Board, latest: list[_Latest]) -> pl.DataFrame:
+        def aggregated(board: Board, keys: list[_Key], users: pl.DataFrame | None = None) -> pl.DataFrame:
             with con.cursor() as cursor:  # a cursor per thread; the memory cap is the database's
                 cursor.execute("SET TimeZone = 'UTC'")
-                return _aggregated(path, board, latest, cursor, Path(tmp))
+                return _aggregated(path, board, keys, cursor, Path(tmp), users)
+
+        def again(board: Board, pending: list[_Latest], unresolved: dict[str, pl.DataFrame]) -> pl.DataFrame:
+            users = pl.concat([unresolved[x.column] for x in pending]).unique()
+            return aggregated(board, [_Key(x.column, _mentions_sql(x)) for x in pending], users)
 
         try:
             latest = [_latest_of(b) for b in boards]
             with _side_by_side(path, con) as each:
-                found = list(each(aggregated, boards, latest))
-                at_candidates = _events_at(path, list(zip(found, latest, strict=True)))
-                scored = list(each(lambda b, f, x: _score_board(path, b, f, x, at_candidates), boards, found, latest))
+                found = list(each(lambda b, x: aggregated(b, [_LAST] if x else []), boards, latest))
+                at_last = _events_at(path, [(f, [_LAST.column]) for f, x in zip(found, latest, strict=True) if x])
+                firsts = list(each(lambda b, f, x: _from_latest_events(b, f, x, at_last), boards, found, latest))
+                pending = [
+                    [x for x in xs if not u[x.column].is_empty()] for xs, (_, u) in zip(latest, firsts, strict=True)
+                ]
+                rest = list(each(lambda b, p, f: again(b, p, f[1]) if p else None, boards, pending, firsts))
+                at_rest = _events_at(
+                    path, [(f, [x.column for x in p]) for f, p in zip(rest, pending, strict=True) if f is not None]
+                )
+                scored = list(each(lambda b, *a: _score_board(path, b, *a, at_rest), boards, found, latest, firsts,
+                                   pending, rest))  # fmt: skip
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
@@ -383,17 +409,27 @@ _BIAS, _FILE_BITS = 2**62, 32
 _TIME_AND_FILE = f"((epoch_us(occurred_at) + {_BIAS})::HUGEINT << {_FILE_BITS}) + file_idx"
 
 
-def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: bool) -> str:
+class _Key(NamedTuple):
+    """A max of `_TIME_AND_FILE` per user, in `column`: the time and file of its latest event
+    of those `mentions` (SQL of an event's row) holds for, of all where None."""
+
+    column: str
+    mentions: str | None
+
+
+_LAST = _Key("_last", None)
+
+
+def _aggregate_sql(board: Board, keys: list[_Key], path: Path, read_group: bool, users: str | None) -> str:
     """Per user of the board's events in the Parquet file `path`, the board's aggregate (the
-    rules of `_combine`) and, for each latest attribute, the time (`<column>_at`) and file
-    (`<column>`) of the latest events that mention its name (`_mentions`): the event among them
-    with the greatest id is the candidate (`_events_at`). A max over one number is one cheap
-    pass, where arg_max over a sort key of ORDER took three times as long and a sort per group
-    in Polars several times that.
+    rules of `_combine`) and, for each key, the time (`<column>_at`) and file (`<column>`) of
+    its latest event (the one among those there with the greatest id is the candidate:
+    `_at_candidates`). A max over one number is one cheap pass, where arg_max over a sort key
+    of ORDER took three times as long and a sort per group in Polars several times that.
 
     `read_group`: `user_id` is the group id, read here from `attributes` (`_string_sql`); a row
     whose key is repeated is counted under '' (never a group), and `_aggregated` then reads
-    the groups in Polars."""
+    the groups in Polars. `users`: a table of the only users (`user_id`) to aggregate."""
     if board.aggregate in ("sum", "count"):
         score, at = "sum(score)", "max(occurred_at)"
     elif board.aggregate == "last":
@@ -403,25 +439,30 @@ def _aggregate_sql(board: Board, latest: list[_Latest], path: Path, read_group: 
         best = "DESC" if board.aggregate == "max" else "ASC"
         first = f"create_sort_key(score, '{best} NULLS LAST', occurred_at, 'ASC NULLS LAST')"
         score, at = f"{board.aggregate}(score)", f"arg_min(occurred_at, {first})"
-    candidates = "".join(f", max(_k) FILTER (WHERE {x.hint}) AS {x.column}" for x in latest)
-    decoded = "".join(
-        f", make_timestamptz((({x.column} >> {_FILE_BITS}) - {_BIAS})::BIGINT) AS {x.column}_at"
-        f", ({x.column} & {2**_FILE_BITS - 1})::INTEGER AS {x.column}"
-        for x in latest
+    candidates = "".join(
+        f", max(_k){f' FILTER (WHERE {k.column}_mentioned)' if k.mentions else ''} AS {k.column}" for k in keys
     )
-    mentions = "".join(f", {_mentions_sql(x)} AS {x.hint}" for x in latest)
-    keyed = f", {_TIME_AND_FILE} AS _k" if latest else ""
-    types = ", ".join(_sql_text(t) for t in board.event_types)
+    decoded = "".join(
+        f", make_timestamptz((({k.column} >> {_FILE_BITS}) - {_BIAS})::BIGINT) AS {k.column}_at"
+        f", ({k.column} & {2**_FILE_BITS - 1})::INTEGER AS {k.column}"
+        for k in keys
+    )
+    mentions = "".join(f", {k.mentions} AS {k.column}_mentioned" for k in keys if k.mentions)
+    keyed = f", {_TIME_AND_FILE} AS _k" if keys else ""
+    wanted = "event_type IN (" + ", ".join(_sql_text(t) for t in board.event_types) + ")"
+    only = f"user_id IN (SELECT user_id FROM {users})" if users else ""
+    if only and not read_group:  # before the mentions, which are tested on the rows that pass only
+        wanted, only = f"{wanted} AND {only}", ""
     source = f"""(SELECT *, {"1" if board.aggregate == "count" else "value"}::DOUBLE AS score{mentions}{keyed}
-                  FROM read_parquet({_sql_text(str(path))}) WHERE event_type IN ({types}))"""
+                  FROM read_parquet({_sql_text(str(path))}) WHERE {wanted})"""
     if read_group:
         assert board.group_by is not None
         groups = _string_sql("attributes", tuple(board.group_by.split(".")), source)
         source = f"""(SELECT * REPLACE (CASE WHEN _r THEN '' ELSE _t END AS user_id) FROM ({groups})
                       WHERE _r OR length(_t) BETWEEN 1 AND {MAX_GROUP_CHARS})"""
     aggregated = f"""SELECT user_id, {score} AS score, count(*) AS event_count, {at} AS reached_at{candidates}
-                     FROM {source} GROUP BY user_id"""
-    return f"SELECT user_id, score, event_count, reached_at{decoded} FROM ({aggregated})" if latest else aggregated
+                     FROM {source}{f" WHERE {only}" if only else ""} GROUP BY user_id"""
+    return f"SELECT user_id, score, event_count, reached_at{decoded} FROM ({aggregated})" if keys else aggregated
 
 
 def _sql_text(value: str) -> str:
@@ -429,40 +470,51 @@ def _sql_text(value: str) -> str:
 
 
 def _aggregated(
-    path: Path, board: Board, latest: list[_Latest], con: duckdb.DuckDBPyConnection, tmp: Path
+    path: Path,
+    board: Board,
+    keys: list[_Key],
+    con: duckdb.DuckDBPyConnection,
+    tmp: Path,
+    users: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The board's aggregate and candidates per user (`_aggregate_sql`). Where a group board's
-    key is repeated in some row, the groups are read in Polars (`group_of`) into a file of
-    their own, then aggregated like users."""
-    found = con.sql(_aggregate_sql(board, latest, path, read_group=board.group_by is not None)).pl()
+    """The board's aggregate and keys per user (`_aggregate_sql`), of `users` only if given.
+    Where a group board's key is repeated in some row, the groups are read in Polars
+    (`group_of`) into a file of their own, then aggregated like users (and from it again)."""
+    if users is not None:
+        con.register("_users", users.select("user_id").to_arrow())
+    only = "_users" if users is not None else None
+    grouped = tmp / f"groups-{board.id}.parquet"
+    if grouped.exists():
+        return con.sql(_aggregate_sql(board, keys, grouped, False, only)).pl()
+    found = con.sql(_aggregate_sql(board, keys, path, board.group_by is not None, only)).pl()
     if not board.group_by or not (found["user_id"] == "").any():
         return found
-    grouped = tmp / f"groups-{board.id}.parquet"
     pl.scan_parquet(path).filter(pl.col("event_type").is_in(list(board.event_types))).with_columns(
         group_of(board).alias("user_id")
     ).filter(pl.col("user_id").is_not_null()).sink_parquet(grouped)
-    return con.sql(_aggregate_sql(board, latest, grouped, read_group=False)).pl()
+    return con.sql(_aggregate_sql(board, keys, grouped, False, only)).pl()
 
 
 # The columns of clean events that `_counted` reads
 _EVENT_COLUMNS = {c: t for c, t in STAGED_SCHEMA.items() if c != "line"}
 
 
-def _events_at(path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]]) -> pl.LazyFrame:
-    """The events at the time and in the file of any board's candidate (`_aggregate_sql`), in
-    one read of the file: a few more than the candidates, where two share a time and file.
+def _events_at(path: Path, found: list[tuple[pl.DataFrame, list[str]]]) -> pl.LazyFrame:
+    """The events at the time and in the file of any candidate (the columns named beside each
+    frame of `_aggregate_sql`), in one read of the file: a few more than the candidates, where
+    two share a time and file.
 
     The (time, file) pairs are tested as one integer each, a test on two columns that the
     Parquet reader makes before it decodes the others, for the rows that pass only: a join
     decodes every row's text. Times years apart may wrap that integer, which can only let in
-    rows of other pairs, and `_resolve` joins on the pair itself."""
+    rows of other pairs, and `_at_candidates` joins on the pair itself."""
     wanted = (
         pl.concat(
             [pl.DataFrame(schema={"occurred_at": UTC_US, "file_idx": pl.Int32})]
             + [
-                f.select(pl.col(f"{x.column}_at").alias("occurred_at"), pl.col(x.column).alias("file_idx"))
-                for f, latest in found
-                for x in latest
+                f.select(pl.col(f"{c}_at").alias("occurred_at"), pl.col(c).alias("file_idx"))
+                for f, columns in found
+                for c in columns
             ]
         )
         .unique()
@@ -478,14 +530,40 @@ def _events_at(path: Path, found: list[tuple[pl.DataFrame, list[_Latest]]]) -> p
     return found_rows.collect().lazy()
 
 
+def _from_latest_events(
+    board: Board, found: pl.DataFrame, latest: list[_Latest], at_last: pl.LazyFrame
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Per attribute (by column), the value of each user's latest event where it holds one
+    (`user_id`, the value, its time: `_values`), and the users (`user_id`) whose latest event
+    holds none; `found` has the key `_LAST`, `at_last` the events at its times (`_events_at`)."""
+    if not latest:
+        return {}, {}
+    single = _at_candidates(_counted(at_last, board).collect().with_row_index("_row"), found, _LAST.column)
+    values = {x.column: _values(single, x) for x in latest}
+    return values, {c: found.select("user_id").join(v, on="user_id", how="anti") for c, v in values.items()}
+
+
 def _score_board(
-    path: Path, b: Board, found: pl.DataFrame, latest: list[_Latest], at_candidates: pl.LazyFrame
+    path: Path,
+    b: Board,
+    found: pl.DataFrame,
+    latest: list[_Latest],
+    first: tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]],
+    pending: list[_Latest],
+    again: pl.DataFrame | None,
+    at_again: pl.LazyFrame,
 ) -> pl.DataFrame:
-    """A board's scores from its aggregate (`_aggregated`, of `latest`) and the events at its
-    candidates' times (`_events_at`)."""
-    rows = _counted(pl.scan_parquet(path), b)
-    # once for all the board's attributes (a group board reads its groups here), and only if it has any
-    at_rows = _counted(at_candidates, b).collect().with_row_index("_row") if latest else pl.DataFrame()
+    """A board's scores from its aggregate (`found`), the latest values its users' latest events
+    hold (`first`), and for the attributes some lack (`pending`), their candidates (`again`,
+    of `_aggregated` over those users) and the events at their times (`at_again`)."""
+    values, unresolved = dict(first[0]), first[1]
+    if pending:
+        assert again is not None
+        rows = _counted(pl.scan_parquet(path), b)
+        at_rows = _counted(at_again, b).collect().with_row_index("_row")
+        for x in pending:
+            theirs = again.join(unresolved[x.column], on="user_id", how="semi")
+            values[x.column] = pl.concat([values[x.column], _resolve(rows, theirs, at_rows, x)])
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),
         pl.lit(None, pl.String).alias("display_name"),
@@ -493,7 +571,7 @@ def _score_board(
     )
     items = []
     for x in latest:
-        best = _resolve(rows, found, at_rows, x)
+        best = values[x.column]
         if x.is_name:
             best = best.rename({x.column: "display_name", f"{x.column}_at": "named_at"})
             frame = frame.drop("display_name", "named_at").join(best, on="user_id", how="left")

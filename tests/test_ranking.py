@@ -374,8 +374,9 @@ def test_metadata_values_keep_their_json_type_and_boards_without_metadata_have_n
 
 
 def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
-    """Per user (or group): (score, event_count, reached_at, display_name, named_at), the
-    contract's rules read plainly, one event at a time in ORDER (time, file, event id)."""
+    """Per user (or group): (score, event_count, reached_at, display_name, named_at, metadata
+    values as (key, JSON text, time)), the contract's rules read plainly, one event at a time in
+    ORDER (time, file, event id)."""
     out: dict[str, dict] = {}
     ordered = sorted(enumerate(rows), key=lambda e: (e[1][2], e[1][4], f"s-{e[0]:04d}"))
     for _, (user, value, at, text, _) in ordered:
@@ -384,7 +385,7 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
             user = attrs.get("team_id")
             if not isinstance(user, str) or not 1 <= len(user) <= 64:
                 continue
-        entry = out.setdefault(user, {"n": 0, "score": None, "at": None, "name": None, "named_at": None})
+        entry = out.setdefault(user, {"n": 0, "score": None, "at": None, "name": None, "named_at": None, "meta": {}})
         entry["n"] += 1
         if board.aggregate == "sum":
             entry["score"], entry["at"] = (entry["score"] or 0.0) + value, at
@@ -397,16 +398,24 @@ def _by_the_rules(rows: list[tuple], board: Board) -> dict[str, tuple]:
         name = attrs.get("display_name")
         if not board.group_by and isinstance(name, str) and 1 <= len(name) <= 64:
             entry["name"], entry["named_at"] = name, at
-    return {u: (e["score"], e["n"], e["at"], e["name"], e["named_at"]) for u, e in out.items()}
+        for key in board.metadata:
+            if attrs.get(key) is not None:
+                entry["meta"][key] = (json.dumps(attrs[key], separators=(",", ":")), at)
+    return {
+        u: (e["score"], e["n"], e["at"], e["name"], e["named_at"], [(k, *e["meta"][k]) for k in e["meta"]])
+        for u, e in out.items()
+    }
 
 
 def test_scores_follow_the_rules_from_a_frame_and_from_files_of_one_or_many_row_groups(tmp_path, both_readers):
     rng = random.Random(7)
     names, teams = ["Amy", "Bob", "", None, 42, "x" * 65], ["red", "blue", None, 7, ""]
+    levels = [1, 2, None, None, None, "x", [3]]  # mostly unset: a user's latest event often lacks one
     # as text: a name beside the same key unset in a nested object, one with an escape in its
-    # key, one with spaces; none written unset beside a nested value
+    # key, one with spaces; none written unset beside a nested value; a repeated group key
     odd = ['{"m":{"display_name":null},"display_name":"Cy"}', '{"display\\u005fname":"Di"}',
-           '{"display_name" : "Ed"}', '{"display_name":"","m":{"display_name":"Fay"}}']  # fmt: skip
+           '{"display_name" : "Ed"}', '{"display_name":"","m":{"display_name":"Fay"}}',
+           '{"team_id":"blue","level":6,"team_id":"red"}']  # fmt: skip
     rows = [
         (
             f"u{rng.randrange(40)}",
@@ -414,13 +423,16 @@ def test_scores_follow_the_rules_from_a_frame_and_from_files_of_one_or_many_row_
             t(rng.randrange(0, 3), rng.randrange(0, 3)),  # few distinct times: many ties
             rng.choice(odd)
             if rng.random() < 0.1
-            else {"display_name": rng.choice(names), "team_id": rng.choice(teams)},
+            else {"display_name": rng.choice(names), "team_id": rng.choice(teams), "level": rng.choice(levels)},
             rng.randrange(4),
         )
         for _ in range(600)
     ]
     last = Board(id="latest", event_types=("s",), aggregate="last")
-    boards = [SUM, MAX, MIN, TEAM, last]
+    levels_of = Board(id="meta", event_types=("s",), aggregate="sum", metadata=("level",))
+    team_levels = Board(id="tmeta", event_types=("s",), aggregate="sum", group_by="attributes.team_id",
+                        metadata=("level",))  # fmt: skip
+    boards = [SUM, MAX, MIN, TEAM, levels_of, team_levels, last]
     events(rows).sink_parquet(tmp_path / "clean.parquet")
     # a file of one row group has the boards scored side by side, one of many a board at a time
     events(rows).collect().write_parquet(tmp_path / "groups.parquet", row_group_size=100)
@@ -430,8 +442,9 @@ def test_scores_follow_the_rules_from_a_frame_and_from_files_of_one_or_many_row_
         scores = score_events(source, boards).collect()
         for b in boards:
             mine = scores.filter(pl.col("board_id") == b.id)
-            found = {r[0]: r[1:] for r in mine.select("user_id", "score", "event_count", "reached_at",
-                                                     "display_name", "named_at").iter_rows()}  # fmt: skip
+            found = {r[0]: (*r[1:-1], [(m["key"], m["value"], m["at"]) for m in r[-1] or []]) for r in mine.select(
+                "user_id", "score", "event_count", "reached_at", "display_name", "named_at", "metadata_values"
+            ).iter_rows()}  # fmt: skip
             assert found == _by_the_rules(rows, b), (source, b.id)
     assert len(found) == 40
 
@@ -446,11 +459,12 @@ def test_a_group_keeps_the_latest_metadata_of_its_own_events_with_ties_in_file_t
         ("eve", 1, t(6), {"team_id": "blue", "level": 5}, 0),
         ("fay", 1, t(7), {"team_id": "green", "level": None}, 0),  # latest, but unset
         ("gus", 1, t(6), {"team_id": "green", "level": 9}, 0),
+        ("hal", 1, t(6, 30), '{"team_id":"blue","level":7,"team_id":"green"}', 0),  # the last key counts
         ("ivy", 1, t(5), {"level": 8}, 2),  # red's time and file, a greater id, but no team
     ]
     scores = score_events(events(rows), [board]).collect()
     levels = {r[0]: [(m["value"], m["at"]) for m in r[1]] for r in scores.select("user_id", "metadata_values").rows()}
-    assert levels == {"red": [("2", t(5))], "blue": [("4", t(6))], "green": [("9", t(6))]}
+    assert levels == {"red": [("2", t(5))], "blue": [("4", t(6))], "green": [("7", t(6, 30))]}
 
 
 def test_a_value_counts_however_its_key_is_written_and_an_unset_one_never():

@@ -364,7 +364,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
                 cursor.execute("SET TimeZone = 'UTC'")
                 return _aggregated(path, board, keys, cursor, Path(tmp), users)
 
-        def again(board: Board, pending: list[_Latest], unresolved: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        def second_look(board: Board, pending: list[_Latest], unresolved: dict[str, pl.DataFrame]) -> pl.DataFrame:
             users = pl.concat([unresolved[x.column] for x in pending]).unique()
             return aggregated(board, [_Key(x.column, _mentions_sql(x)) for x in pending], users)
 
@@ -377,7 +377,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
                 pending = [
                     [x for x in xs if not u[x.column].is_empty()] for xs, (_, u) in zip(latest, firsts, strict=True)
                 ]
-                rest = list(each(lambda b, p, f: again(b, p, f[1]) if p else None, boards, pending, firsts))
+                rest = list(each(lambda b, p, f: second_look(b, p, f[1]) if p else None, boards, pending, firsts))
                 at_rest = _events_at(
                     path, [(f, [x.column for x in p]) for f, p in zip(rest, pending, strict=True) if f is not None]
                 )
@@ -410,8 +410,8 @@ _TIME_AND_FILE = f"((epoch_us(occurred_at) + {_BIAS})::HUGEINT << {_FILE_BITS}) 
 
 
 class _Key(NamedTuple):
-    """A max of `_TIME_AND_FILE` per user, in `column`: the time and file of its latest event
-    of those `mentions` (SQL of an event's row) holds for, of all where None."""
+    """A max of `_TIME_AND_FILE` per user, in `column`: the time and file of its latest event,
+    among its events where the SQL test `mentions` holds (all of them when None)."""
 
     column: str
     mentions: str | None
@@ -429,7 +429,8 @@ def _aggregate_sql(board: Board, keys: list[_Key], path: Path, read_group: bool,
 
     `read_group`: `user_id` is the group id, read here from `attributes` (`_string_sql`); a row
     whose key is repeated is counted under '' (never a group), and `_aggregated` then reads
-    the groups in Polars. `users`: a table of the only users (`user_id`) to aggregate."""
+    the groups in Polars. `users`: a table of the only users (`user_id`) to aggregate, for
+    their keys alone (the second look of `score_events`: their scores are known)."""
     if board.aggregate in ("sum", "count"):
         score, at = "sum(score)", "max(occurred_at)"
     elif board.aggregate == "last":
@@ -460,9 +461,12 @@ def _aggregate_sql(board: Board, keys: list[_Key], path: Path, read_group: bool,
         groups = _string_sql("attributes", tuple(board.group_by.split(".")), source)
         source = f"""(SELECT * REPLACE (CASE WHEN _r THEN '' ELSE _t END AS user_id) FROM ({groups})
                       WHERE _r OR length(_t) BETWEEN 1 AND {MAX_GROUP_CHARS})"""
-    aggregated = f"""SELECT user_id, {score} AS score, count(*) AS event_count, {at} AS reached_at{candidates}
+    measures = "" if users else f", {score} AS score, count(*) AS event_count, {at} AS reached_at"
+    aggregated = f"""SELECT user_id{measures}{candidates}
                      FROM {source}{f" WHERE {only}" if only else ""} GROUP BY user_id"""
-    return f"SELECT user_id, score, event_count, reached_at{decoded} FROM ({aggregated})" if keys else aggregated
+    if not keys:
+        return aggregated
+    return f"SELECT user_id{', score, event_count, reached_at' if measures else ''}{decoded} FROM ({aggregated})"
 
 
 def _sql_text(value: str) -> str:
@@ -550,19 +554,19 @@ def _score_board(
     latest: list[_Latest],
     first: tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]],
     pending: list[_Latest],
-    again: pl.DataFrame | None,
-    at_again: pl.LazyFrame,
+    second: pl.DataFrame | None,
+    at_second: pl.LazyFrame,
 ) -> pl.DataFrame:
     """A board's scores from its aggregate (`found`), the latest values its users' latest events
-    hold (`first`), and for the attributes some lack (`pending`), their candidates (`again`,
-    of `_aggregated` over those users) and the events at their times (`at_again`)."""
+    hold (`first`), and for the attributes some lack (`pending`), their candidates (`second`,
+    of `_aggregated` over those users) and the events at their times (`at_second`)."""
     values, unresolved = dict(first[0]), first[1]
     if pending:
-        assert again is not None
+        assert second is not None
         rows = _counted(pl.scan_parquet(path), b)
-        at_rows = _counted(at_again, b).collect().with_row_index("_row")
+        at_rows = _counted(at_second, b).collect().with_row_index("_row")
         for x in pending:
-            theirs = again.join(unresolved[x.column], on="user_id", how="semi")
+            theirs = second.join(unresolved[x.column], on="user_id", how="semi")
             values[x.column] = pl.concat([values[x.column], _resolve(rows, theirs, at_rows, x)])
     frame = found.select("user_id", "score", "event_count", "reached_at").with_columns(
         pl.lit(b.id).alias("board_id"),

@@ -377,12 +377,12 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
                 pending = [
                     [x for x in xs if not u[x.column].is_empty()] for xs, (_, u) in zip(latest, firsts, strict=True)
                 ]
-                rest = list(each(lambda b, p, f: second_look(b, p, f[1]) if p else None, boards, pending, firsts))
-                at_rest = _events_at(
-                    path, [(f, [x.column for x in p]) for f, p in zip(rest, pending, strict=True) if f is not None]
+                seconds = list(each(lambda b, p, f: second_look(b, p, f[1]) if p else None, boards, pending, firsts))
+                at_second = _events_at(
+                    path, [(f, [x.column for x in p]) for f, p in zip(seconds, pending, strict=True) if f is not None]
                 )
-                scored = list(each(lambda b, *a: _score_board(path, b, *a, at_rest), boards, found, latest, firsts,
-                                   pending, rest))  # fmt: skip
+                scored = list(each(lambda b, *a: _score_board(path, b, *a, at_second), boards, found, latest, firsts,
+                                   pending, seconds))  # fmt: skip
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]

@@ -382,7 +382,7 @@ def score_events(events: pl.LazyFrame | Path, boards: Iterable[Board], workdir: 
                     path, [(f, [x.column for x in p]) for f, p in zip(seconds, pending, strict=True) if f is not None]
                 )
                 scored = list(each(lambda b, *a: _score_board(path, b, *a, at_second), boards, found, latest, firsts,
-                                   pending, seconds))  # fmt: skip
+                                   seconds))  # fmt: skip
         finally:
             con.close()
     return pl.concat(scored).cast(SCORES_SCHEMA).lazy()  # type: ignore[arg-type]
@@ -553,14 +553,14 @@ def _score_board(
     found: pl.DataFrame,
     latest: list[_Latest],
     first: tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]],
-    pending: list[_Latest],
     second: pl.DataFrame | None,
     at_second: pl.LazyFrame,
 ) -> pl.DataFrame:
     """A board's scores from its aggregate (`found`), the latest values its users' latest events
-    hold (`first`), and for the attributes some lack (`pending`), their candidates (`second`,
-    of `_aggregated` over those users) and the events at their times (`at_second`)."""
+    hold (`first`), and for the attributes some lack, their candidates (`second`, of
+    `_aggregated` over those users) and the events at their times (`at_second`)."""
     values, unresolved = dict(first[0]), first[1]
+    pending = [x for x in latest if not unresolved[x.column].is_empty()]
     if pending:
         assert second is not None
         rows = _counted(pl.scan_parquet(path), b)

@@ -543,7 +543,7 @@ def _from_latest_events(
     if not latest:
         return {}, {}
     single = _at_candidates(_counted(at_last, board).collect().with_row_index("_row"), found, _LAST.column)
-    # Read where it may be found only: a board's events often name the key with no value, or carry no attributes.
+    # Only events that may hold a value are read: a board's events often name a key unset, or have no attributes.
     values = {x.column: _values(single.filter(_mentions(x)), x) for x in latest}
     return values, {c: found.select("user_id").join(v, on="user_id", how="anti") for c, v in values.items()}
 
